@@ -1,0 +1,98 @@
+"""Plugin options: frozen dataclasses built from suite mappings, validated on creation."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from dpbench.errors import ConfigError, did_you_mean
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """Options of a plugin that takes none."""
+
+
+def build_config(cls: type, options: Mapping[str, Any] | None, *, where: str):
+    """Instantiate the options dataclass ``cls`` from a suite mapping.
+
+    Unknown keys fail with "did you mean"; lists become tuples where the field is a tuple.
+    ``where`` is the suite path of the mapping (``methods.popri``) and prefixes every error.
+    """
+    options = dict(options or {})
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in options:
+        if key not in fields:
+            allowed = ", ".join(sorted(fields)) or "(no options)"
+            raise ConfigError(
+                f"{where}.{key}", options[key], f"one of the known options: {allowed}." + did_you_mean(key, fields)
+            )
+    hints = typing.get_type_hints(cls)
+    for key, value in list(options.items()):
+        if isinstance(value, list) and _is_tuple(hints.get(key)):
+            options[key] = tuple(value)
+    missing = [n for n, f in fields.items() if n not in options and _required(f)]
+    if missing:
+        raise ConfigError(f"{where}.{missing[0]}", None, "a value (this option is required)")
+    try:
+        return cls(**options)
+    except ConfigError as err:
+        if err.field.startswith(where):
+            raise
+        raise ConfigError(f"{where}.{err.field}", err.value, err.allowed) from None
+
+
+def config_dict(config) -> dict[str, Any]:
+    """A JSON-ready dict of an options dataclass (tuples become lists)."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _required(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+
+def _is_tuple(hint) -> bool:
+    return hint is tuple or typing.get_origin(hint) is tuple or (
+        typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None))
+        and any(_is_tuple(a) for a in typing.get_args(hint))
+    )
+
+
+# Validators for __post_init__; each raises ConfigError naming the field.
+
+def check_positive(field: str, value, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(field, value, "a number >= 0" if allow_zero else "a number > 0")
+
+
+def check_int(field: str, value, *, minimum: int = 0) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(field, value, f"an integer >= {minimum}")
+
+
+def check_fraction(field: str, value, *, allow_zero: bool = False, allow_one: bool = True) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    low_ok = ok and (value > 0 or (allow_zero and value == 0))
+    high_ok = ok and (value < 1 or (allow_one and value == 1))
+    if not (low_ok and high_ok):
+        lo = "[0" if allow_zero else "(0"
+        hi = "1]" if allow_one else "1)"
+        raise ConfigError(field, value, f"a number in {lo}, {hi}")
+
+
+def check_choice(field: str, value, allowed: Iterable[str]) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ConfigError(field, value, "one of " + ", ".join(map(repr, allowed)) + "." + did_you_mean(str(value), allowed))

@@ -1,0 +1,65 @@
+"""What a running method or evaluator gets from the harness."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from dpbench.api.privacy import PrivacyBudget, PrivacySession
+    from dpbench.cache import SuiteCache
+    from dpbench.progress import Progress
+
+T = TypeVar("T")
+
+
+def derive_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for the named stream, independent of other streams of the same run seed."""
+    key = int.from_bytes(hashlib.sha256(stream.encode()).digest()[:8], "little")
+    return int(np.random.SeedSequence([seed, key]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass
+class RunContext:
+    """Seed, folders, device, privacy handle, cache, logger and progress of one run.
+
+    ``privacy`` is ``None`` for the reference rows, which make no noisy release.
+    """
+
+    run_id: str
+    seed: int
+    output_dir: Path
+    budget: PrivacyBudget
+    cache: SuiteCache
+    device: str = "cpu"
+    privacy: PrivacySession | None = None
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("dpbench.run"))
+    progress: Progress | None = None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where a method keeps resumable state; survives a killed run."""
+        path = self.output_dir / "state"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def seed_for(self, stream: str) -> int:
+        return derive_seed(self.seed, stream)
+
+    def rng(self, stream: str) -> np.random.Generator:
+        """A generator for one named use (``"prompts"``, ``"shuffle"``...), so streams never
+        share draws and adding a stream changes no other."""
+        return np.random.default_rng(self.seed_for(stream))
+
+    def track(self, items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+        """Iterate with a progress bar under the run's row."""
+        if self.progress is None:
+            yield from items
+            return
+        yield from self.progress.track(items, description=description, total=total)

@@ -1,0 +1,43 @@
+"""The evaluator contract: score any method's artifact on the held-out test split."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from dpbench.api.config import NoOptions
+
+if TYPE_CHECKING:
+    from dpbench.api.artifacts import Artifact
+    from dpbench.api.context import RunContext
+    from dpbench.api.dataset import FederatedTextData
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One reported number and which way is better."""
+
+    name: str
+    higher_is_better: bool
+    description: str = ""
+
+
+class Evaluator(ABC):
+    """An evaluator plugin. Bump ``version`` whenever a score could change: the leaderboard
+    refuses to mix versions."""
+
+    version: ClassVar[str] = "1"
+    config_class: ClassVar[type] = NoOptions
+    metrics: ClassVar[tuple[MetricSpec, ...]] = ()
+    primary_metric: ClassVar[str] = ""
+
+    def __init__(self, config=None):
+        self.config = config if config is not None else self.config_class()
+
+    @abstractmethod
+    def evaluate(self, artifact: Artifact, data: FederatedTextData, ctx: RunContext) -> dict[str, float]:
+        """Score ``artifact`` on ``data.test`` (select checkpoints on ``data.validation`` only)."""
+
+    def metric(self, name: str) -> MetricSpec:
+        return next(m for m in self.metrics if m.name == name)

@@ -1,0 +1,46 @@
+"""The method contract: turn private federated text into a synthetic set or a trained model."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+from dpbench.api.config import NoOptions
+
+if TYPE_CHECKING:
+    from dpbench.api.artifacts import Artifact
+    from dpbench.api.context import RunContext
+    from dpbench.api.dataset import MethodData
+    from dpbench.api.privacy import MechanismSpec
+
+
+class Method(ABC):
+    """A DP method plugin.
+
+    ``mechanism`` declares what the method will release so the shared accountant can calibrate
+    its noise to the suite's (ε, δ) before ``run`` starts; ``run`` then makes every noisy
+    release through ``ctx.privacy``. Methods never compute ε.
+
+    ``reference`` is set only by the two built-in reference rows: ``"epsilon_zero"`` (no private
+    data used) and ``"epsilon_infinity"`` (private data used without noise).
+    """
+
+    version: ClassVar[str] = "1"
+    config_class: ClassVar[type] = NoOptions
+    reference: ClassVar[str | None] = None
+
+    def __init__(self, config=None):
+        self.config = config if config is not None else self.config_class()
+
+    def mechanism(self, data: MethodData) -> MechanismSpec | None:
+        """The DP mechanism ``run`` will use on ``data``; ``None`` only for reference rows."""
+        return None
+
+    @abstractmethod
+    def run(self, data: MethodData, ctx: RunContext) -> Artifact:
+        """Do the work; resume from ``ctx.checkpoint_dir`` if an earlier attempt left state."""
+
+    def audit_mechanism(self):
+        """The noisy aggregate this method releases, as a ``dpbench.privacy.audit`` mechanism,
+        so ``dpbench audit`` can test it empirically; ``None`` if the method releases nothing."""
+        return None

@@ -1,0 +1,77 @@
+"""How methods declare and use their DP mechanism.
+
+A method never computes ε. Before it runs it declares a ``MechanismSpec``; the runner asks the
+shared accountant for the noise multiplier that meets the suite's (ε, δ) and hands the method a
+``PrivacySession`` through which every noisy release goes (noise drawn, ledgered, then returned).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from dpbench.api.config import check_choice, check_fraction, check_int
+from dpbench.errors import ConfigError
+
+MECHANISM_KINDS = ("gaussian", "tree_aggregation")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MechanismSpec:
+    """``rounds`` releases of a clipped sum plus Gaussian noise of std σ·clip_norm, each over
+    clients Poisson-sampled at ``sampling_rate`` (1.0 = every client every round).
+
+    ``kind="tree_aggregation"`` is DP-FTRL's tree of prefix sums over the rounds.
+    """
+
+    rounds: int
+    sampling_rate: float = 1.0
+    kind: str = "gaussian"
+
+    def __post_init__(self):
+        check_int("rounds", self.rounds, minimum=1)
+        check_fraction("sampling_rate", self.sampling_rate)
+        check_choice("kind", self.kind, MECHANISM_KINDS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrivacyBudget:
+    """The suite's target (ε, δ); ε = 0 and ε = ∞ mark the two reference rows."""
+
+    epsilon: float
+    delta: float
+
+    def __post_init__(self):
+        eps_ok = isinstance(self.epsilon, (int, float)) and not isinstance(self.epsilon, bool)
+        if not eps_ok or math.isnan(self.epsilon) or self.epsilon < 0:
+            raise ConfigError("privacy.epsilon", self.epsilon, "a number > 0 (or 0 / inf for reference rows)")
+        delta_ok = isinstance(self.delta, (int, float)) and not isinstance(self.delta, bool)
+        if not delta_ok or not 0 < self.delta < 1:
+            raise ConfigError("privacy.delta", self.delta, "a number in (0, 1), typically below 1/num_clients")
+
+    @property
+    def label(self) -> str:
+        return "inf" if math.isinf(self.epsilon) else f"{self.epsilon:g}"
+
+
+class PrivacySession(Protocol):
+    """A run's handle on the shared privacy layer (implemented in ``dpbench.privacy``)."""
+
+    spec: MechanismSpec
+    noise_multiplier: float
+
+    def poisson_sample(self, client_ids: Sequence[str], *, round_index: int) -> list[str]:
+        """The clients taking part in round ``round_index`` (deterministic per run seed)."""
+
+    def release_clipped_sum(self, key: str, contributions: np.ndarray, *, clip_norm: float) -> np.ndarray:
+        """Clip each row of ``contributions`` to L2 norm ``clip_norm`` (non-finite rows become
+        zero), sum in float64, add N(0, (σ·clip_norm)²) noise, ledger the release and return it.
+        A ``key`` released before (a resumed run) returns the stored value: no new noise, no new
+        charge."""
+
+    def epsilon_spent(self) -> float:
+        """ε of every release in the ledger so far, at the suite's δ."""

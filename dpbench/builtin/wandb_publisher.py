@@ -1,0 +1,120 @@
+"""Publish runs and leaderboards to Weights & Biases (default plugin, off unless
+``publish.wandb: true`` or ``--wandb``).
+
+One wandb run per dpbench run, grouped by suite; the leaderboard as a ``wandb.Table`` in a
+``job_type="leaderboard"`` run. Without an API key it logs offline and says how to
+``wandb sync``. The API key is read by wandb from the environment or ~/.netrc only; configs
+are scrubbed of anything that looks like a secret before logging.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+from dpbench.errors import DpbenchError
+from dpbench.hookspecs import hookimpl
+
+SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
+
+
+@hookimpl
+def run_finished(run, result):
+    if run.publish.get("wandb"):
+        publish_run(run, result, settings=run.publish)
+
+
+@hookimpl
+def leaderboard_written(suite, leaderboard, paths):
+    settings = suite.config.get("publish") or {}
+    if settings.get("wandb"):
+        publish_leaderboard(suite, leaderboard, settings=settings)
+
+
+def publish_run(spec, result, *, settings) -> None:
+    wandb = _wandb()
+    mode = _mode()
+    run = wandb.init(project=settings.get("project") or "dpbench", entity=settings.get("entity"), group=spec.suite,
+                     job_type=spec.method.label, name=spec.run_id, tags=[spec.dataset.label, f"eps={spec.budget.label}"],
+                     config=scrub(spec.to_dict()), mode=mode, reinit="create_new")
+    summary = {f"{evaluator}/{name}": value for evaluator, scores in result.metrics.items() for name, value in scores.items()}
+    summary.update({"privacy/epsilon_target": _finite(spec.epsilon), "privacy/delta": spec.delta,
+                    "privacy/accountant": spec.accountant,
+                    "privacy/epsilon_spent": _finite(float(result.privacy.get("epsilon_spent", math.nan))),
+                    "privacy/noise_multiplier": result.privacy.get("noise_multiplier")})
+    summary.update({f"cost/{k}": v for k, v in result.timings.items()})
+    run.summary.update(summary)
+    ledger = _ledger_rows(spec, result)
+    if ledger:
+        run.log({"privacy/ledger": wandb.Table(columns=list(ledger[0]), data=[list(r.values()) for r in ledger])})
+    run.finish()
+    _tell_sync(mode, run)
+
+
+def publish_leaderboard(suite, board, *, settings) -> None:
+    wandb = _wandb()
+    mode = _mode()
+    names = [n for n, _ in board.columns]
+    columns = ["dataset", "method", "epsilon", "delta", "epsilon_ledger", *[f"{n} mean" for n in names],
+               *[f"{n} std" for n in names], "gap_closed", "runs"]
+    data = [[r.dataset, r.method, _finite(r.epsilon), r.delta, _finite(r.epsilon_ledger),
+             *[r.metrics.get(n, {}).get("mean") for n in names], *[r.metrics.get(n, {}).get("std") for n in names],
+             r.gap_closed, r.runs] for r in board.rows]
+    run = wandb.init(project=settings.get("project") or "dpbench", entity=settings.get("entity"), group=suite.name,
+                     job_type="leaderboard", name=f"{suite.name}-leaderboard", config=scrub(dict(suite.config)),
+                     mode=mode, reinit="create_new")
+    run.log({f"leaderboard/{suite.name}": wandb.Table(columns=columns, data=data)})
+    run.finish()
+    _tell_sync(mode, run)
+
+
+def scrub(value):
+    """Drop every key that looks like a secret, at any depth."""
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items() if not SECRET_KEY.search(str(k))}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    return value
+
+
+def _wandb():
+    try:
+        import wandb
+    except ImportError as err:
+        raise DpbenchError("publishing to wandb needs the wandb package: pip install 'dpbench[wandb]'") from err
+    return wandb
+
+
+def _mode() -> str:
+    """Respect WANDB_MODE; otherwise online with an API key, offline without one."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    if netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
+        return "online"
+    return "offline"
+
+
+def _tell_sync(mode: str, run) -> None:
+    if mode == "offline" and getattr(run, "dir", None):
+        print(f"wandb: logged offline (no API key); upload with: wandb sync {Path(run.dir).parent}", file=sys.stderr)
+
+
+def _finite(x):
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+def _ledger_rows(spec, result) -> list[dict]:
+    """The run's privacy ledger (copied into the result by the runner) as table rows."""
+    releases = result.privacy.get("releases") or []
+    columns = sorted({k for entry in releases for k in entry})
+    return [{c: _cell(entry.get(c)) for c in columns} for entry in releases]
+
+
+def _cell(value):
+    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)

@@ -1,0 +1,244 @@
+"""The ``dpbench`` command line. Imports stay inside commands so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from dpbench import __version__
+
+KINDS = ("datasets", "methods", "evaluators")
+
+
+class LazyGroup(click.Group):
+    """Subcommands defined in other modules, imported only when invoked or listed."""
+
+    lazy = {"privacy": "dpbench.privacy.cli:privacy", "audit": "dpbench.privacy.cli:audit"}
+
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            import importlib
+
+            module, _, attr = self.lazy[name].partition(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dpbench")
+@click.option("--plugins-dir", type=click.Path(file_okay=False), help="Also load every *.py in this folder as a plugin.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def cli(plugins_dir, verbose):
+    """Compare differentially private methods for federated text at the same (ε, δ)."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=_console(), show_path=False, show_time=False)
+    logger = logging.getLogger("dpbench")
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not logger.handlers:
+        handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
+        logger.addHandler(handler)
+    if plugins_dir:
+        from dpbench.plugins import load_plugins, load_plugins_dir
+
+        load_plugins()
+        load_plugins_dir(plugins_dir)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _load(suite, overrides, runs_dir=None):
+    from dpbench.suite import load_suite
+
+    return load_suite(suite, overrides, runs_dir=runs_dir)
+
+
+def _fail(err) -> None:
+    click.echo(f"Error: {err}", err=True)
+    sys.exit(2)
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--runs-dir", type=click.Path(file_okay=False), help="Where run folders go (default: the suite's runs_dir or ./runs).")
+@click.option("--leaderboards-dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Redo runs that are already complete (discarding their folders).")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failing run.")
+@click.option("--wandb", "use_wandb", is_flag=True, help="Publish runs and the leaderboard to Weights & Biases.")
+@click.option("--dry-run", is_flag=True, help="Validate and list the runs without running them.")
+def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wandb, dry_run):
+    """Run SUITE (a YAML file) with optional Hydra-style OVERRIDES, e.g. privacy.epsilon=[1,7] seeds=3."""
+    from dpbench.errors import DpbenchError
+
+    if use_wandb:
+        overrides = (*overrides, "publish.wandb=true")
+    try:
+        loaded = _load(suite, overrides, runs_dir)
+    except DpbenchError as err:
+        _fail(err)
+    if dry_run:
+        _print_runs(loaded)
+        return
+    from pathlib import Path
+
+    from dpbench.progress import Progress
+    from dpbench.runner import Runner
+
+    with Progress(_console()) as progress:
+        report = Runner(loaded, progress=progress, force=force, fail_fast=fail_fast).run()
+    click.echo(f"{loaded.name}: {len(report.completed)} completed, {len(report.skipped)} already complete, "
+               f"{len(report.failed)} failed; run folders in {loaded.folder}")
+    for run_id, error in report.failed.items():
+        click.echo(f"  failed {run_id}: {error}", err=True)
+    try:
+        paths = _write_leaderboard(loaded, Path(leaderboards_dir))
+        click.echo("leaderboard: " + ", ".join(str(p) for p in paths))
+    except DpbenchError as err:
+        click.echo(f"no leaderboard written: {err}", err=True)
+    if report.failed:
+        sys.exit(1)
+
+
+def _write_leaderboard(loaded, folder, include_all=False):
+    from dpbench import leaderboard
+    from dpbench.plugins import load_plugins
+
+    run_ids = None if include_all else {r.run_id for r in loaded.runs}
+    board = leaderboard.build(loaded.name, leaderboard.collect(loaded.folder, run_ids), loaded.metric)
+    paths = leaderboard.write(board, folder)
+    _console().print(leaderboard.render_markdown(board), markup=False, highlight=False)
+    load_plugins().hook.leaderboard_written(suite=loaded, leaderboard=board, paths=paths)
+    return paths
+
+
+def _print_runs(loaded) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{loaded.name}: {len(loaded.runs)} runs", show_lines=False)
+    for column in ("run id", "dataset", "method", "ε", "δ", "seed"):
+        table.add_column(column)
+    for spec in loaded.runs:
+        table.add_row(spec.run_id, spec.dataset.label, spec.method.label, spec.budget.label, f"{spec.delta:g}", str(spec.seed))
+    _console().print(table)
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+def validate(suite, overrides):
+    """Check SUITE without running it: plugin names, options, privacy budget, seeds."""
+    from dpbench.errors import DpbenchError
+
+    try:
+        loaded = _load(suite, overrides)
+    except DpbenchError as err:
+        _fail(err)
+    _print_runs(loaded)
+    click.echo(f"{suite}: valid, {len(loaded.runs)} runs")
+
+
+@cli.command(name="list")
+@click.argument("kind", required=False, type=click.Choice(KINDS))
+def list_(kind):
+    """List registered datasets, methods and evaluators (and the plugin that registered each)."""
+    from rich.table import Table
+
+    from dpbench.plugins import get_registry
+
+    for name in [kind] if kind else KINDS:
+        registry = get_registry(name[:-1])
+        table = Table(title=name)
+        table.add_column("name")
+        table.add_column("plugin")
+        for entry in registry.names():
+            table.add_row(entry, registry.origin(entry))
+        _console().print(table)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins(as_json):
+    """List every loaded plugin, its version and the hooks it implements."""
+    from dpbench.plugins import ENTRY_POINT_GROUP, get_plugins
+
+    found = get_plugins()
+    if as_json:
+        click.echo(json.dumps(found, indent=1))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"dpbench plugins (entry-point group {ENTRY_POINT_GROUP!r}; python {sys.executable})")
+    for column in ("name", "version", "hooks"):
+        table.add_column(column)
+    for plugin in found:
+        table.add_row(plugin["name"], plugin["version"] or "", ", ".join(plugin["hooks"]))
+    _console().print(table)
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--runs-dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False))
+@click.option("--all", "include_all", is_flag=True, help="Include every completed run in the suite folder, not only this grid's.")
+def leaderboard(suite, overrides, runs_dir, out_dir, include_all):
+    """Collect SUITE's completed runs into leaderboards/<suite>.md, .json and .csv."""
+    from pathlib import Path
+
+    from dpbench.errors import DpbenchError
+
+    try:
+        loaded = _load(suite, overrides, runs_dir)
+        paths = _write_leaderboard(loaded, Path(out_dir), include_all)
+    except DpbenchError as err:
+        _fail(err)
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--runs-dir", type=click.Path(file_okay=False))
+def publish(suite, overrides, runs_dir):
+    """Publish SUITE's completed runs and leaderboard to Weights & Biases (offline without an API key)."""
+    from dpbench import leaderboard as lb
+    from dpbench.builtin import wandb_publisher
+    from dpbench.errors import DpbenchError
+    from dpbench.suite import RunSpec
+
+    try:
+        loaded = _load(suite, overrides, runs_dir)
+        runs = lb.collect(loaded.folder, {r.run_id for r in loaded.runs})
+        board = lb.build(loaded.name, runs, loaded.metric)
+    except DpbenchError as err:
+        _fail(err)
+    settings = {**loaded.config.get("publish", {}), "wandb": True}
+    for folder, result in runs:
+        wandb_publisher.publish_run(RunSpec.from_dict(result.spec), result, settings=settings)
+    wandb_publisher.publish_leaderboard(loaded, board, settings=settings)
+    click.echo(f"published {len(runs)} runs of {loaded.name}")
+
+
+def main() -> None:
+    from dpbench.errors import DpbenchError
+
+    try:
+        cli()
+    except DpbenchError as err:
+        _fail(err)
+
+
+if __name__ == "__main__":
+    main()

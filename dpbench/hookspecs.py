@@ -1,0 +1,39 @@
+"""The whole dpbench plugin contract.
+
+A plugin is a module (or object) with functions marked ``@hookimpl`` whose names match the
+specs below. Register hooks receive a ``register`` callback; the host validates every item as
+it arrives (base class, duplicate names) and records which plugin registered it.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("dpbench")
+hookimpl = pluggy.HookimplMarker("dpbench")
+
+
+@hookspec
+def register_datasets(register):
+    """Call ``register(name, cls)`` for each dataset; ``cls`` subclasses ``dpbench.api.Dataset``
+    (or is a lazy ``"module:attr"`` string naming one)."""
+
+
+@hookspec
+def register_methods(register):
+    """Call ``register(name, cls)`` for each method; ``cls`` subclasses ``dpbench.api.Method``."""
+
+
+@hookspec
+def register_evaluators(register):
+    """Call ``register(name, cls)`` for each evaluator; ``cls`` subclasses ``dpbench.api.Evaluator``."""
+
+
+@hookspec
+def run_finished(run, result):
+    """Called after a run's results are written: ``run`` is its ``RunSpec``, ``result`` the
+    ``RunResult``. Publishers (wandb, ...) implement this."""
+
+
+@hookspec
+def leaderboard_written(suite, leaderboard, paths):
+    """Called after ``dpbench leaderboard`` writes its files: ``suite`` is the ``Suite``,
+    ``leaderboard`` the ``Leaderboard``, ``paths`` the written files."""

@@ -1,0 +1,307 @@
+"""Suites: YAML files composed with hydra-core, validated, and expanded into run specs.
+
+A suite names datasets, methods and evaluators (each ``name: {options}``), a privacy grid and
+seeds. Command-line overrides use Hydra's grammar (``privacy.epsilon=[1,7] seeds=3
+methods.popri.rounds=5``); keys the suite does not set yet are added without the ``+`` Hydra
+would otherwise demand, so plugin options stay overridable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dpbench.api.config import build_config, config_dict
+from dpbench.api.privacy import PrivacyBudget
+from dpbench.errors import ConfigError, did_you_mean
+
+SUITE_KEYS = {
+    "name": "the suite's name (default: the file name)",
+    "description": "one line shown in listings and leaderboards",
+    "seeds": "how many seeds (n -> 0..n-1) or a list of seeds",
+    "privacy": "epsilon (number or list), delta, accountant",
+    "datasets": "name -> options",
+    "methods": "name -> options",
+    "evaluators": "name -> options",
+    "leaderboard": "metric (default: the first evaluator's primary metric)",
+    "runs_dir": "where run folders go (default: runs)",
+    "device": "cpu, cuda or auto",
+    "publish": "wandb (bool), project, entity",
+}
+PRIVACY_KEYS = ("epsilon", "delta", "accountant")
+PUBLISH_KEYS = ("wandb", "project", "entity")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass(frozen=True)
+class PluginChoice:
+    """One entry of a suite's datasets/methods/evaluators: its label, plugin and options."""
+
+    label: str
+    plugin: str
+    options: Mapping[str, Any]
+    version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "plugin": self.plugin, "options": dict(self.options), "version": self.version}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of a suite's grid: dataset x method x ε x seed, plus the shared evaluators."""
+
+    suite: str
+    dataset: PluginChoice
+    method: PluginChoice
+    evaluators: tuple[PluginChoice, ...]
+    epsilon: float
+    delta: float
+    accountant: str
+    seed: int
+    device: str = "cpu"
+    publish: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def budget(self) -> PrivacyBudget:
+        return PrivacyBudget(epsilon=self.epsilon, delta=self.delta)
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that can change this run's numbers (and nothing else)."""
+        return {
+            "dataset": self.dataset.to_dict(),
+            "method": self.method.to_dict(),
+            "evaluators": [e.to_dict() for e in self.evaluators],
+            "epsilon": _json_number(self.epsilon),
+            "delta": self.delta,
+            "accountant": self.accountant,
+            "seed": self.seed,
+        }
+
+    @property
+    def config_hash(self) -> str:
+        payload = json.dumps(self.identity(), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+    @property
+    def run_id(self) -> str:
+        eps = self.budget.label
+        return f"{self.dataset.label}__{self.method.label}__eps{eps}__seed{self.seed}__{self.config_hash}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"suite": self.suite, "run_id": self.run_id, "config_hash": self.config_hash,
+                "device": self.device, "publish": dict(self.publish), **self.identity()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
+        def choice(d):
+            return PluginChoice(d["label"], d["plugin"], d["options"], d["version"])
+
+        return cls(
+            suite=data["suite"], dataset=choice(data["dataset"]), method=choice(data["method"]),
+            evaluators=tuple(choice(e) for e in data["evaluators"]), epsilon=float(data["epsilon"]),
+            delta=data["delta"], accountant=data["accountant"], seed=data["seed"],
+            device=data.get("device", "cpu"), publish=data.get("publish", {}),
+        )
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite and its expanded grid."""
+
+    name: str
+    path: Path
+    config: Mapping[str, Any]
+    overrides: tuple[str, ...]
+    runs: tuple[RunSpec, ...]
+    metric: str
+    runs_dir: Path
+
+    @property
+    def folder(self) -> Path:
+        return self.runs_dir / self.name
+
+
+def _json_number(x: float):
+    return "inf" if math.isinf(x) else x
+
+
+# ---------------------------------------------------------------- composition
+
+def compose(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Compose the suite at ``path`` with Hydra and return it as a plain dict."""
+    path = Path(path)
+    if path.suffix not in (".yaml", ".yml"):
+        raise ConfigError("suite", str(path), "a .yaml file")
+    if not path.is_file():
+        raise ConfigError("suite", str(path), "an existing suite file")
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base="1.3", job_name="dpbench"):
+            base = hydra_compose(config_name=path.stem)
+            cfg = hydra_compose(config_name=path.stem, overrides=_plus_missing(base, overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError("overrides" if overrides else "suite", " ".join(overrides) or str(path),
+                          f"valid Hydra syntax and keys ({str(err).splitlines()[0]})") from None
+    finally:
+        GlobalHydra.instance().clear()
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _plus_missing(base, overrides: Sequence[str]) -> list[str]:
+    """Prefix ``+`` to overrides of keys the suite does not have yet."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    parser = OverridesParser.create()
+    fixed = []
+    for text in overrides:
+        (override,) = parser.parse_overrides([text])
+        key = override.key_or_group
+        plain = not text.startswith(("+", "~")) and override.package is None
+        if plain and OmegaConf.select(base, key, default=_MISSING) is _MISSING:
+            text = "+" + text
+        fixed.append(text)
+    return fixed
+
+
+_MISSING = object()
+
+
+# ---------------------------------------------------------------- validation
+
+def load_suite(path: str | Path, overrides: Sequence[str] = (), *, runs_dir: str | Path | None = None) -> Suite:
+    """Compose, validate and expand a suite; every error names the field, value and what is allowed."""
+    path = Path(path)
+    config = compose(path, overrides)
+    return build_suite(config, path=path, overrides=overrides, runs_dir=runs_dir)
+
+
+def build_suite(config: Mapping[str, Any], *, path: Path, overrides: Sequence[str] = (),
+                runs_dir: str | Path | None = None) -> Suite:
+    from dpbench.plugins import get_registry
+
+    for key in config:
+        if key not in SUITE_KEYS:
+            raise ConfigError(key, config[key], "one of the suite keys: " + ", ".join(SUITE_KEYS) + "." + did_you_mean(key, SUITE_KEYS))
+    name = config.get("name") or path.stem
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError("name", name, "letters, digits, '-' and '_'")
+    seeds = _seeds(config.get("seeds", 1))
+    privacy = config.get("privacy") or {}
+    _check_keys("privacy", privacy, PRIVACY_KEYS)
+    epsilons = _epsilons(privacy.get("epsilon"))
+    delta = privacy.get("delta")
+    if delta is None:
+        raise ConfigError("privacy.delta", None, "a number in (0, 1), typically below 1/num_clients")
+    PrivacyBudget(epsilon=1.0, delta=delta)  # validates δ
+    accountant = privacy.get("accountant", "pld")
+    from dpbench.privacy import ACCOUNTANTS
+
+    if accountant not in ACCOUNTANTS:
+        raise ConfigError("privacy.accountant", accountant, "one of " + ", ".join(ACCOUNTANTS) + "." + did_you_mean(str(accountant), ACCOUNTANTS))
+    device = config.get("device", "cpu")
+    if device not in DEVICES:
+        raise ConfigError("device", device, "one of " + ", ".join(DEVICES))
+    publish = config.get("publish") or {}
+    _check_keys("publish", publish, PUBLISH_KEYS)
+
+    datasets = _choices("datasets", config, get_registry("dataset"))
+    methods = _choices("methods", config, get_registry("method"))
+    evaluators = _choices("evaluators", config, get_registry("evaluator"))
+    metric = _metric(config.get("leaderboard") or {}, evaluators)
+
+    private_methods = [m for m in methods if get_registry("method").get(m.plugin).reference is None]
+    if private_methods and not epsilons:
+        raise ConfigError("privacy.epsilon", None, f"a number > 0 or a list of them (methods {', '.join(m.label for m in private_methods)} need a budget)")
+
+    runs = []
+    for dataset in datasets:
+        for method in methods:
+            reference = get_registry("method").get(method.plugin).reference
+            method_eps = {"epsilon_zero": [0.0], "epsilon_infinity": [math.inf]}.get(reference, epsilons)
+            for eps in method_eps:
+                for seed in seeds:
+                    runs.append(RunSpec(
+                        suite=name, dataset=dataset, method=method, evaluators=tuple(evaluators),
+                        epsilon=float(eps), delta=float(delta), accountant=accountant, seed=seed,
+                        device=device, publish=publish,
+                    ))
+    runs_dir = Path(runs_dir or config.get("runs_dir") or "runs")
+    return Suite(name=name, path=path, config=config, overrides=tuple(overrides), runs=tuple(runs),
+                 metric=metric, runs_dir=runs_dir)
+
+
+def _check_keys(where: str, mapping, allowed: Sequence[str]) -> None:
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(where, mapping, "a mapping with keys " + ", ".join(allowed))
+    for key in mapping:
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key}", mapping[key], "one of " + ", ".join(allowed) + "." + did_you_mean(key, allowed))
+
+
+def _seeds(value) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        if len(set(value)) != len(value):
+            raise ConfigError("seeds", value, "distinct seeds")
+        return list(value)
+    raise ConfigError("seeds", value, "a count >= 1 or a non-empty list of integers >= 0")
+
+
+def _epsilons(value) -> list[float]:
+    if value is None:
+        return []
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        if not ok:
+            raise ConfigError("privacy.epsilon", value, "a finite number > 0 or a list of them (the ε = 0 and ε = ∞ rows come from the public_only and nonprivate methods)")
+    if len(set(values)) != len(values):
+        raise ConfigError("privacy.epsilon", value, "distinct values")
+    return [float(v) for v in values]
+
+
+def _choices(kind: str, config: Mapping[str, Any], registry) -> list[PluginChoice]:
+    entries = config.get(kind)
+    if not isinstance(entries, Mapping) or not entries:
+        raise ConfigError(kind, entries, f"a non-empty mapping of {registry.kind} name -> options")
+    choices = []
+    for label, options in entries.items():
+        where = f"{kind}.{label}"
+        options = dict(options or {})
+        if not isinstance(options, dict):
+            raise ConfigError(where, options, "a mapping of options")
+        plugin = options.pop("plugin", label)
+        cls = registry.get(plugin, field=f"{where}.plugin" if plugin != label else where)
+        config_obj = build_config(cls.config_class, options, where=where)
+        if not label.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(where, label, "a label of letters, digits, '-' and '_'")
+        choices.append(PluginChoice(label=label, plugin=plugin, options=config_dict(config_obj), version=str(cls.version)))
+    return choices
+
+
+def _metric(leaderboard: Mapping[str, Any], evaluators: list[PluginChoice]) -> str:
+    from dpbench.plugins import get_registry
+
+    _check_keys("leaderboard", leaderboard, ("metric",))
+    available = {m.name for e in evaluators for m in get_registry("evaluator").get(e.plugin).metrics}
+    metric = leaderboard.get("metric")
+    if metric is None:
+        first = get_registry("evaluator").get(evaluators[0].plugin)
+        return first.primary_metric
+    if metric not in available:
+        raise ConfigError("leaderboard.metric", metric, "one of the evaluators' metrics: " + ", ".join(sorted(available)) + "." + did_you_mean(metric, available))
+    return metric

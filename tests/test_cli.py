@@ -1,0 +1,54 @@
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from dpbench.cli import cli
+
+
+def test_cli_start_imports_no_heavy_packages():
+    code = ("import sys; from dpbench.cli import cli; "
+            "heavy = [m for m in ('torch', 'transformers', 'wandb', 'vllm', 'flwr', 'hydra', 'numpy') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_help_lists_every_command():
+    out = CliRunner().invoke(cli, ["--help"])
+    assert out.exit_code == 0
+    for command in ("run", "validate", "list", "plugins", "leaderboard", "publish", "privacy", "audit"):
+        assert command in out.output
+
+
+def test_validate_and_dry_run(toy_plugin, toy_suite):
+    path = str(toy_suite())
+    out = CliRunner().invoke(cli, ["validate", path, "seeds=1"])
+    assert out.exit_code == 0, out.output
+    assert "valid, 4 runs" in out.output
+    dry = CliRunner().invoke(cli, ["run", path, "--dry-run"])
+    assert dry.exit_code == 0 and "8 runs" in dry.output
+
+
+def test_validate_reports_errors_without_traceback(toy_plugin, toy_suite):
+    out = CliRunner().invoke(cli, ["validate", str(toy_suite()), "+methods.popri={}"])
+    assert out.exit_code == 2
+    assert "Error: methods.popri: unknown method 'popri'" in out.output
+    assert "Traceback" not in out.output
+
+
+def test_run_then_leaderboard(toy_plugin, toy_suite, tmp_path):
+    path = str(toy_suite())
+    runs, boards = str(tmp_path / "runs"), str(tmp_path / "boards")
+    out = CliRunner().invoke(cli, ["run", path, "seeds=1", "--runs-dir", runs, "--leaderboards-dir", boards])
+    assert out.exit_code == 0, out.output
+    assert "4 completed, 0 already complete, 0 failed" in out.output
+    again = CliRunner().invoke(cli, ["leaderboard", path, "seeds=1", "--runs-dir", runs, "--out", boards])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "boards" / "toy.md").read_text().count("| noisy_unigram |") == 2
+
+
+def test_list_shows_origins(toy_plugin):
+    out = CliRunner().invoke(cli, ["list", "methods"])
+    assert out.exit_code == 0
+    assert "noisy_unigram" in out.output and "public_only" in out.output

@@ -1,0 +1,77 @@
+import math
+
+import pytest
+
+from dpbench import leaderboard
+from dpbench.leaderboard import IncompatibleRuns, gap_closed
+from dpbench.results import read_json, write_json
+from dpbench.runner import Runner
+from dpbench.suite import load_suite
+
+
+def test_gap_closed_arithmetic():
+    assert gap_closed(0.348, 0.279, 0.415) == pytest.approx(0.5073529, rel=1e-6)  # POPri bioRxiv ε=1 (v2)
+    assert gap_closed(0.279, 0.279, 0.415) == 0.0
+    assert gap_closed(0.415, 0.279, 0.415) == 1.0
+    assert gap_closed(4.0, 5.0, 3.0) == 0.5  # lower-is-better metrics keep the sign right
+    assert gap_closed(0.3, 0.3, 0.3) is None
+
+
+@pytest.fixture
+def finished_suite(toy_plugin, toy_suite, tmp_path):
+    suite = load_suite(toy_suite(), runs_dir=tmp_path / "runs")
+    report = Runner(suite).run()
+    assert not report.failed
+    return suite
+
+
+def test_leaderboard_rows_and_gap_closed(finished_suite):
+    board = leaderboard.build(finished_suite.name, leaderboard.collect(finished_suite.folder), finished_suite.metric)
+    rows = {(r.method, r.epsilon): r for r in board.rows}
+    assert set(rows) == {("public_only", 0.0), ("nonprivate", math.inf), ("noisy_unigram", 1.0), ("noisy_unigram", 8.0)}
+    assert all(r.runs == 2 for r in board.rows)
+    zero = rows["public_only", 0.0].metrics["next_word/accuracy"]["mean"]
+    inf = rows["nonprivate", math.inf].metrics["next_word/accuracy"]["mean"]
+    dp = rows["noisy_unigram", 8.0]
+    assert dp.gap_closed == pytest.approx((dp.metrics["next_word/accuracy"]["mean"] - zero) / (inf - zero))
+    assert rows["public_only", 0.0].gap_closed == 0 and rows["nonprivate", math.inf].gap_closed == 1
+    # ε comes from the ledgers, at or under the target
+    assert 0 < rows["noisy_unigram", 1.0].epsilon_ledger <= 1.0
+    assert rows["nonprivate", math.inf].epsilon_ledger == math.inf and not dp.over_budget
+
+
+def test_leaderboard_files(finished_suite, tmp_path):
+    board = leaderboard.build(finished_suite.name, leaderboard.collect(finished_suite.folder), finished_suite.metric)
+    md, js, csv = leaderboard.write(board, tmp_path / "boards")
+    text = md.read_text()
+    assert "| method | ε | δ | ε (ledger) | next_word/accuracy ↑ | next_word/unseen_rate ↓ | gap closed | runs |" in text
+    assert "| nonprivate | ∞ |" in text and "100.0%" in text
+    assert read_json(js)["metric"] == "next_word/accuracy"
+    assert csv.read_text().splitlines()[0].startswith("dataset,method,plugin,epsilon,delta,epsilon_ledger,next_word/accuracy_mean")
+
+
+def test_ledger_is_the_source_of_epsilon(finished_suite):
+    runs = leaderboard.collect(finished_suite.folder)
+    folder, result = next((f, r) for f, r in runs if r.spec["method"]["label"] == "noisy_unigram" and r.spec["epsilon"] == 1.0)
+    ledger = folder / "ledger.jsonl"
+    lines = ledger.read_text().splitlines()
+    ledger.write_text("\n".join(lines + lines) + "\n")  # a doubled ledger: twice the releases
+    board = leaderboard.build(finished_suite.name, runs, finished_suite.metric)
+    row = next(r for r in board.rows if r.method == "noisy_unigram" and r.epsilon == 1.0)
+    assert row.epsilon_ledger > 1.0 and row.over_budget
+    assert "⚠" in leaderboard.render_markdown(board)
+
+
+def test_mixed_evaluator_versions_are_refused(finished_suite):
+    runs = leaderboard.collect(finished_suite.folder)
+    folder, result = runs[0]
+    data = read_json(folder / "result.json")
+    data["versions"]["evaluator/next_word"] = "0"
+    write_json(folder / "result.json", data)
+    with pytest.raises(IncompatibleRuns, match="evaluator/next_word scored runs with different versions"):
+        leaderboard.build(finished_suite.name, leaderboard.collect(finished_suite.folder))
+
+
+def test_only_the_current_grid_is_collected(finished_suite):
+    ids = {r.run_id for r in finished_suite.runs if r.seed == 0}
+    assert {r.run_id for _, r in leaderboard.collect(finished_suite.folder, ids)} == ids

@@ -1,0 +1,113 @@
+import json
+
+import pytest
+
+from dpbench.results import load_artifact, load_result, read_json
+from dpbench.runner import Runner
+from dpbench.suite import load_suite
+
+
+def _run(path, tmp_path, overrides=(), **kwargs):
+    suite = load_suite(path, overrides, runs_dir=tmp_path / "runs")
+    return suite, Runner(suite, **kwargs).run()
+
+
+def test_suite_runs_write_complete_run_folders(toy_plugin, toy_suite, tmp_path):
+    suite, report = _run(toy_suite(), tmp_path, ["seeds=1"])
+    assert len(report.completed) == len(suite.runs) == 4 and not report.failed
+    for spec in suite.runs:
+        folder = suite.folder / spec.run_id
+        result = load_result(folder)
+        assert result.spec["config_hash"] == spec.config_hash
+        assert set(result.metrics["next_word"]) == {"accuracy", "unseen_rate"}
+        assert read_json(folder / "spec.json")["suite_config"]["privacy"]["delta"] == 1e-5
+        assert "packages" in read_json(folder / "env.json")
+        assert (folder / "log.txt").exists()
+    dp = next(s for s in suite.runs if s.method.label == "noisy_unigram")
+    result = load_result(suite.folder / dp.run_id)
+    assert result.privacy["noise_multiplier"] > 0
+    assert 0 < result.privacy["epsilon_spent"] <= dp.epsilon
+    assert [e["key"] for e in result.privacy["releases"]] == ["round-0", "round-1", "round-2"]
+    assert len(read_json(suite.folder / dp.run_id / "samples.json")) == 20
+
+
+def test_references_give_ordered_scores(toy_plugin, toy_suite, tmp_path):
+    suite, _ = _run(toy_suite(), tmp_path, ["seeds=1"])
+    by_method = {s.method.label: load_result(suite.folder / s.run_id) for s in suite.runs}
+    zero = by_method["public_only"].metrics["next_word"]["accuracy"]
+    inf = by_method["nonprivate"].metrics["next_word"]["accuracy"]
+    assert inf > zero
+
+
+def test_completed_runs_are_skipped_and_force_redoes_them(toy_plugin, toy_suite, tmp_path):
+    path = toy_suite()
+    _run(path, tmp_path, ["seeds=1"])
+    _, again = _run(path, tmp_path, ["seeds=1"])
+    assert not again.completed and len(again.skipped) == 4
+    _, forced = _run(path, tmp_path, ["seeds=1"], force=True)
+    assert len(forced.completed) == 4
+
+
+def test_same_seed_same_numbers_other_seed_other_noise(toy_plugin, toy_suite, tmp_path):
+    path = toy_suite()
+    suite, _ = _run(path, tmp_path, ["privacy.epsilon=1"])
+    dp = [s for s in suite.runs if s.method.label == "noisy_unigram"]
+    texts = [load_artifact(suite.folder / s.run_id).texts for s in dp]
+    assert texts[0] != texts[1]
+    suite2, _ = _run(path, tmp_path / "again", ["privacy.epsilon=1"])
+    assert load_artifact(suite2.folder / dp[0].run_id).texts == texts[0]
+
+
+def test_a_failing_run_is_recorded_and_the_others_continue(toy_plugin, toy_suite, tmp_path, monkeypatch):
+    def broken(self, artifact, data, ctx):
+        if not artifact.texts:
+            raise RuntimeError("evaluator exploded")
+        return {"accuracy": 0.5, "unseen_rate": 0.1}
+
+    monkeypatch.setattr(toy_plugin.NextWord, "evaluate", broken)
+    suite, report = _run(toy_suite(), tmp_path, ["seeds=1"])
+    (failed,) = report.failed
+    assert "public_only" in failed and "evaluator exploded" in report.failed[failed]
+    assert "RuntimeError" in read_json(suite.folder / failed / "error.json")["traceback"]
+    assert len(report.completed) == 3
+    with pytest.raises(RuntimeError):
+        _run(toy_suite(), tmp_path / "ff", ["seeds=1"], fail_fast=True)
+
+
+def test_saved_artifact_is_reused_when_evaluation_was_interrupted(toy_plugin, toy_suite, tmp_path, monkeypatch):
+    path = toy_suite()
+    calls = []
+
+    def interrupted(self, artifact, data, ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(toy_plugin.NextWord, "evaluate", interrupted)
+    suite = load_suite(path, ["seeds=1", "~methods.public_only", "~methods.nonprivate"], runs_dir=tmp_path / "runs")
+    with pytest.raises(KeyboardInterrupt):
+        Runner(suite).run()
+    monkeypatch.undo()
+    original_run = toy_plugin.NoisyUnigram.run
+    monkeypatch.setattr(toy_plugin.NoisyUnigram, "run", lambda self, d, c: calls.append(1) or original_run(self, d, c))
+    report = Runner(suite).run()
+    assert len(report.completed) == 2 and not calls  # the method did not run again
+
+
+def test_evaluator_must_return_declared_metrics(toy_plugin, toy_suite, tmp_path, monkeypatch):
+    monkeypatch.setattr(toy_plugin.NextWord, "evaluate", lambda self, a, d, c: {"accuracy": 0.1})
+    _, report = _run(toy_suite(), tmp_path, ["seeds=1", "~methods.noisy_unigram", "~methods.nonprivate"])
+    (error,) = report.failed.values()
+    assert "returned metrics ['accuracy'], but declares ['accuracy', 'unseen_rate']" in error
+
+
+def test_delta_must_be_below_one_over_clients(toy_plugin, toy_suite, tmp_path):
+    _, report = _run(toy_suite(), tmp_path, ["seeds=1", "privacy.delta=0.05", "~methods.public_only", "~methods.nonprivate"])
+    assert all("privacy.delta: 0.05 is not allowed; expected a number below 1/num_clients = 1/30" in e
+               for e in report.failed.values()) and len(report.failed) == 2
+
+
+def test_spec_round_trips_through_json(toy_plugin, toy_suite):
+    from dpbench.suite import RunSpec
+
+    spec = load_suite(toy_suite()).runs[-1]
+    again = RunSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again.run_id == spec.run_id

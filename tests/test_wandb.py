@@ -1,0 +1,55 @@
+"""wandb publishing, offline: nothing leaves the machine, no secret reaches a logged config."""
+
+import pytest
+
+from dpbench.builtin.wandb_publisher import _mode, scrub
+from dpbench.runner import Runner
+from dpbench.suite import load_suite
+
+SENTINEL = "sk-dpbench-sentinel-0123456789"
+
+
+@pytest.fixture
+def offline_wandb(tmp_path, monkeypatch):
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_API_KEY", SENTINEL)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    return tmp_path / "wandb_dir"
+
+
+def test_scrub_drops_secret_looking_keys_at_any_depth():
+    config = {"a": 1, "api_key": "x", "nested": {"WANDB_API_KEY": "y", "hf-token": "z", "ok": [{"password": 1, "b": 2}]}}
+    assert scrub(config) == {"a": 1, "nested": {"ok": [{"b": 2}]}}
+
+
+def test_mode_without_key_is_offline(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    assert _mode() == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+    assert _mode() == "online"
+
+
+def test_runs_and_leaderboard_publish_offline(toy_plugin, toy_suite, tmp_path, offline_wandb, capsys):
+    from dpbench import leaderboard
+    from dpbench.builtin import wandb_publisher
+
+    suite = load_suite(toy_suite(), ["seeds=1", "privacy.epsilon=1", "+publish.wandb=true", "+publish.project=dpbench-test"],
+                       runs_dir=tmp_path / "runs")
+    report = Runner(suite).run()
+    assert not report.failed
+    board = leaderboard.build(suite.name, leaderboard.collect(suite.folder), suite.metric)
+    wandb_publisher.publish_leaderboard(suite, board, settings=suite.config["publish"])
+
+    runs = sorted((offline_wandb).glob("wandb/offline-run-*"))
+    assert len(runs) == len(suite.runs) + 1
+    assert "wandb sync" in capsys.readouterr().err
+    for run in runs:
+        for path in run.rglob("*"):
+            if path.is_file():
+                assert SENTINEL.encode() not in path.read_bytes(), path
+    configs = "".join(p.read_text() for p in offline_wandb.glob("wandb/offline-run-*/files/config.yaml"))
+    assert "noisy_unigram" in configs and "toy_texts" in configs
