@@ -51,5 +51,5 @@ def test_runs_and_leaderboard_publish_offline(toy_plugin, toy_suite, tmp_path, o
         for path in run.rglob("*"):
             if path.is_file():
                 assert SENTINEL.encode() not in path.read_bytes(), path
-    configs = "".join(p.read_text() for p in offline_wandb.glob("wandb/offline-run-*/files/config.yaml"))
-    assert "noisy_unigram" in configs and "toy_texts" in configs
+    logged = b"".join(p.read_bytes() for p in offline_wandb.glob("wandb/offline-run-*/run-*.wandb"))
+    assert b"noisy_unigram" in logged and b"toy_texts" in logged and b"leaderboard/toy" in logged
