@@ -1,0 +1,68 @@
+"""One round of DPO with trl on a LoRA adapter that carries over across rounds.
+
+Each round trl gets the *plain* base model plus a ``peft_config``, so its reference model is
+the base with the adapter disabled (POPri's reference), not last round's policy; the carried
+adapter weights and optimizer state are then loaded into the fresh wrapper, which makes the
+rounds one on-policy iterative DPO run (popri-cpu.md, "Pitfalls met").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dpbench_popri.config import PopriOptions
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def lora_config(options: PopriOptions, model):
+    from peft import LoraConfig
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    return LoraConfig(r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=0.0, bias="none",
+                      target_modules=[t for t in LORA_TARGETS if t in present], task_type="CAUSAL_LM")
+
+
+def dpo_config(options: PopriOptions, *, output_dir: Path, first_round: bool, seed: int, device: str):
+    """trl's DPOConfig with every default that differs from TrainingArguments set explicitly."""
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=str(output_dir), per_device_train_batch_size=options.pairs_per_step, gradient_accumulation_steps=1,
+        num_train_epochs=options.epochs_per_round, learning_rate=options.learning_rate,
+        lr_scheduler_type="constant_with_warmup", warmup_steps=options.warmup_steps if first_round else 0,
+        beta=options.beta, loss_type=["sigmoid"], max_length=options.max_length, bf16=options.bf16,
+        activation_checkpointing=False, logging_steps=1, save_strategy="no", report_to="none", seed=seed,
+        data_seed=seed, disable_tqdm=True, use_cpu=device == "cpu", dataloader_num_workers=0,
+    )
+
+
+def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dict], previous: Path | None,
+                out_dir: Path, seed: int, device: str) -> dict:
+    """Train the adapter one round on ``pairs``; save ``adapter/`` and ``optimizer.pt`` in ``out_dir``."""
+    import torch
+    from datasets import Dataset
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from trl import DPOTrainer
+
+    trainer = DPOTrainer(
+        model=base_model, ref_model=None, processing_class=tokenizer, train_dataset=Dataset.from_list(pairs),
+        args=dpo_config(options, output_dir=out_dir / "trainer", first_round=previous is None, seed=seed, device=device),
+        peft_config=lora_config(options, base_model),
+    )
+    if previous is not None:
+        set_peft_model_state_dict(trainer.model, load_file(previous / "adapter" / "adapter_model.safetensors"))
+        trainer.create_optimizer()
+        trainer.optimizer.load_state_dict(torch.load(previous / "optimizer.pt", weights_only=True))
+    trainer.train()
+    trainer.model.save_pretrained(out_dir / "adapter")
+    torch.save(trainer.optimizer.state_dict(), out_dir / "optimizer.pt")
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    accuracies = [e["rewards/accuracies"] for e in trainer.state.log_history if "rewards/accuracies" in e]
+    stats = {"steps": trainer.state.global_step, "loss_first": losses[0] if losses else None,
+             "loss_last": losses[-1] if losses else None,
+             "reward_accuracy_last": accuracies[-1] if accuracies else None}
+    (out_dir / "dpo.json").write_text(json.dumps(stats, indent=1))
+    return stats

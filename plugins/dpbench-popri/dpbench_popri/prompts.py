@@ -1,0 +1,48 @@
+"""Prompts: a few random public seed texts each, in one of two styles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+# The paper's template (reconstructed from popri.md §1): a list the model continues.
+LIST_HEADER = "List of {total} diverse original text samples:"
+LIST_ITEM = "Original Text Sample {n}: {text}"
+LIST_STOP = ("Original Text Sample", "Orig")
+CHAT_INSTRUCTION = "Here are some example paragraphs:\n\n{examples}\n\nWrite one new paragraph like these. Reply with the paragraph only."
+
+
+def clean(text: str) -> str:
+    return " ".join(text.split())
+
+
+def choose_examples(num_public: int, *, prompts: int, per_prompt: int, rng: np.random.Generator) -> np.ndarray:
+    """``prompts`` × ``per_prompt`` distinct public-text indices per row."""
+    if num_public < per_prompt:
+        raise ValueError(f"the public seed set has {num_public} texts; each prompt needs {per_prompt}")
+    return np.stack([rng.choice(num_public, size=per_prompt, replace=False) for _ in range(prompts)])
+
+
+def build_prompt(examples: Sequence[str], style: str):
+    """A plain string (``list``) or a chat message list (``chat``)."""
+    examples = [clean(t) for t in examples]
+    if style == "list":
+        lines = [LIST_HEADER.format(total=2 * len(examples))]
+        lines += [LIST_ITEM.format(n=i + 1, text=t) for i, t in enumerate(examples)]
+        lines.append(f"Original Text Sample {len(examples) + 1}:")
+        return "\n".join(lines)
+    return [{"role": "user", "content": CHAT_INSTRUCTION.format(examples="\n\n".join(examples))}]
+
+
+def stop_strings(style: str) -> tuple[str, ...]:
+    return LIST_STOP if style == "list" else ()
+
+
+def postprocess(text: str, tokenizer, max_tokens: int) -> str:
+    """Whitespace-normalised and cut to ``max_tokens`` generator tokens."""
+    text = clean(text)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return text
+    return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True).strip()

@@ -1,0 +1,156 @@
+"""POPri's whole loop on a tiny random Llama: on-policy rounds, base reference, resume, ledger."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dpbench.results import load_artifact, load_result
+from dpbench.runner import Runner
+from dpbench.suite import load_suite
+
+
+def _suite(tmp_path, model, rounds=2):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "popri_tiny.yaml"
+    path.write_text(f"""
+seeds: [0]
+privacy: {{epsilon: 4, delta: 1e-5, accountant: rdp}}
+datasets: {{toy_texts: {{num_clients: 12}}}}
+methods:
+  popri:
+    model: {model}
+    rounds: {rounds}
+    prompts_per_round: 4
+    samples_per_prompt: 3
+    reject_rank: 2
+    max_new_tokens: 8
+    truncate_tokens: 8
+    final_samples: 6
+    pairs_per_step: 2
+    epochs_per_round: 1
+    lora_r: 2
+    lora_alpha: 4
+    max_length: 96
+    generation_batch_size: 8
+evaluators: {{next_word: {{}}}}
+""")
+    return load_suite(path, runs_dir=tmp_path / "runs")
+
+
+@pytest.fixture
+def spy_generate(monkeypatch):
+    from dpbench.models.generation import TransformersGenerator
+
+    calls = []
+    original = TransformersGenerator.generate
+
+    def generate(self, prompts, params, *, seed, adapter=None):
+        calls.append({"n": len(prompts), "adapter": adapter})
+        return original(self, prompts, params, seed=seed, adapter=adapter)
+
+    monkeypatch.setattr(TransformersGenerator, "generate", generate)
+    return calls
+
+
+def test_rounds_are_on_policy_and_privacy_is_ledgered(tmp_path, tiny_llama, hashing_embedder, toy_plugin, popri_plugin, spy_generate):
+    suite = _suite(tmp_path, tiny_llama)
+    report = Runner(suite).run()
+    assert not report.failed, report.failed
+    (spec,) = suite.runs
+    folder = suite.folder / spec.run_id
+    state = folder / "state"
+    # round 0 samples the base model, round 1 base + round 0's adapter; the monitoring of the
+    # last checkpoint and the final data use round 1's adapter (select: last)
+    adapters = [c["adapter"] for c in spy_generate]
+    assert adapters == [None, str(state / "round000" / "adapter"), str(state / "round001" / "adapter"),
+                        str(state / "round001" / "adapter")]
+    assert [c["n"] for c in spy_generate] == [12, 12, 12, 6]
+    result = load_result(folder)
+    assert [e["key"] for e in result.privacy["releases"]] == ["popri-round-0", "popri-round-1"]
+    assert 0 < result.privacy["epsilon_spent"] <= 4
+    assert len(load_artifact(folder).texts) == 6
+    monitor = json.loads((state / "monitor.json").read_text())
+    assert [h["checkpoint"] for h in monitor["history"]] == [0, 1, 2] and monitor["chosen_checkpoint"] == 2
+    assert all(np.isfinite(h["mean_pairwise_cosine"]) for h in monitor["history"])
+    pairs = json.loads((state / "round000" / "pairs.json").read_text())
+    assert [p["chosen"] // 3 for p in pairs] == [0, 1, 2, 3] and all(p["chosen"] != p["rejected"] for p in pairs)
+
+
+def test_reference_is_the_base_model_and_adapter_carries_over(tmp_path, tiny_llama, hashing_embedder, toy_plugin,
+                                                               popri_plugin, monkeypatch):
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+    from trl import DPOTrainer
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    probe = torch.tensor([[1, 5, 9, 13, 17]])
+    with torch.no_grad():
+        base_logits = base(probe).logits
+    seen = []
+    original_train = DPOTrainer.train
+
+    def train(self, *args, **kwargs):
+        with torch.no_grad(), self.model.disable_adapter():
+            reference = self.model(probe).logits
+        lora = {k: v.clone() for k, v in get_peft_model_state_dict(self.model).items()}
+        seen.append((reference, lora, self.ref_model))
+        return original_train(self, *args, **kwargs)
+
+    monkeypatch.setattr(DPOTrainer, "train", train)
+    suite = _suite(tmp_path, tiny_llama)
+    assert not Runner(suite).run().failed
+    state = suite.folder / suite.runs[0].run_id / "state"
+    for reference, _, ref_model in seen:
+        assert ref_model is None  # trl's reference is the policy with its adapter disabled ...
+        torch.testing.assert_close(reference, base_logits)  # ... which is exactly the base model
+    # round 1 starts from round 0's trained adapter, not a fresh one
+    saved = load_file(state / "round000" / "adapter" / "adapter_model.safetensors")
+    carried = seen[1][1]
+    assert any(v.abs().sum() > 0 for k, v in saved.items() if "lora_B" in k)
+    for key, value in saved.items():
+        match = [v for k, v in carried.items() if k.replace(".default", "") == key.replace(".default", "")]
+        torch.testing.assert_close(match[0], value)
+
+
+def test_killed_between_rounds_resumes_to_the_same_result(tmp_path, tiny_llama, hashing_embedder, toy_plugin,
+                                                          popri_plugin, monkeypatch):
+    import dpbench_popri.dpo as dpo
+
+    straight = _suite(tmp_path / "a", tiny_llama)
+    assert not Runner(straight).run().failed
+
+    killed = _suite(tmp_path / "b", tiny_llama)
+    original = dpo.train_round
+    calls = []
+
+    def dies_in_round_one(**kwargs):
+        calls.append(kwargs["out_dir"].name)
+        if kwargs["out_dir"].name == "round001" and calls.count("round001") == 1:
+            raise KeyboardInterrupt
+        return original(**kwargs)
+
+    monkeypatch.setattr(dpo, "train_round", dies_in_round_one)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(killed).run()
+    assert not Runner(killed).run().failed
+    assert calls == ["round000", "round001", "round001"]  # round 0 was not redone
+
+    a = straight.folder / straight.runs[0].run_id
+    b = killed.folder / killed.runs[0].run_id
+    ledger_b = [json.loads(line)["key"] for line in (b / "ledger.jsonl").read_text().splitlines()]
+    assert ledger_b == ["popri-round-0", "popri-round-1"]
+    assert load_result(a).privacy["epsilon_spent"] == load_result(b).privacy["epsilon_spent"]
+    assert load_artifact(a).texts == load_artifact(b).texts
+
+
+def test_options_are_validated():
+    from dpbench.errors import ConfigError
+    from dpbench_popri.config import PopriOptions
+
+    with pytest.raises(ConfigError, match="reject_rank: 4 is not allowed; expected an integer in 1..3"):
+        PopriOptions(samples_per_prompt=4, reject_rank=4)
+    with pytest.raises(ConfigError, match="prompt_style"):
+        PopriOptions(prompt_style="poem")
