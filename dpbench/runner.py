@@ -139,7 +139,9 @@ class Runner:
             timings[f"evaluate_{choice.label}_s"] = time.perf_counter() - t0
         if privacy.get("session") is not None:
             privacy["epsilon_spent"] = privacy.pop("session").epsilon_spent()
-            privacy["releases"] = _ledger_entries(folder / "ledger.jsonl")
+            from dpbench.privacy import read_ledger
+
+            privacy["releases"] = read_ledger(folder / "ledger.jsonl")
         timings["total_s"] = time.perf_counter() - start
         return RunResult(
             run_id=spec.run_id, suite=spec.suite, spec=spec.to_dict(), metrics=metrics, metric_specs=metric_specs,
@@ -210,12 +212,6 @@ def _check_scores(label: str, evaluator_cls, scores) -> dict[str, float]:
             raise DpbenchError(f"evaluator {label!r} returned NaN for {name!r}")
         clean[name] = value
     return clean
-
-
-def _ledger_entries(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _device(device: str) -> str:

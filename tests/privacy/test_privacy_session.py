@@ -1,0 +1,337 @@
+"""The session: exact clipping, noise, sampling, the write-ahead ledger, and resume without double spending."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dpbench.api.privacy import MechanismSpec, PrivacyBudget
+from dpbench.errors import ConfigError
+from dpbench.privacy import (BudgetExceededError, LedgerError, epsilon_for, epsilon_from_ledger, noise, open_session,
+                             read_ledger)
+from dpbench.privacy import session as session_module
+
+C = 1.0
+INF_BUDGET = PrivacyBudget(epsilon=math.inf, delta=1e-5)
+
+
+def make(run_dir, *, sigma=1.0, rounds=5, rate=1.0, seed=7, budget=None, accountant="rdp"):
+    spec = MechanismSpec(rounds=rounds, sampling_rate=rate)
+    budget = budget or PrivacyBudget(epsilon=100.0, delta=1e-5)
+    return open_session(spec, noise_multiplier=sigma, budget=budget, run_dir=Path(run_dir), seed=seed,
+                        accountant=accountant)
+
+
+def rows(n=6, d=4, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d))
+
+
+# ---- clipping and noise ---------------------------------------------------------------------
+
+
+def test_clip_exact_without_noise(tmp_path):
+    session = make(tmp_path, sigma=0.0, budget=INF_BUDGET)
+    x = np.array([[0.3, 0.4], [3.0, 4.0], [0.0, 0.0], [-60.0, 80.0]])  # norms 0.5, 5, 0, 100
+    expected = np.array([0.3, 0.4]) + np.array([0.6, 0.8]) + np.array([-0.6, 0.8])
+    np.testing.assert_allclose(session.release_clipped_sum("r", x, clip_norm=C), expected, rtol=1e-12)
+
+
+def test_no_noise_huge_clip_equals_reference_sum(tmp_path):
+    session = make(tmp_path, sigma=0.0, budget=INF_BUDGET)
+    x = rows(50, 7)
+    np.testing.assert_allclose(session.release_clipped_sum("r", x, clip_norm=1e12), x.sum(axis=0), rtol=1e-12)
+
+
+CANARIES = {
+    "huge": np.full(4, 1e6),
+    "overflowing": np.full(4, 1e300),
+    "nan": np.array([np.nan, 1.0, 2.0, 3.0]),
+    "inf": np.array([np.inf, -np.inf, 0.0, 1.0]),
+    "empty": np.zeros(4),
+    "constant": np.full(4, 7.0),
+}
+
+
+@pytest.mark.parametrize("canary", CANARIES)
+def test_frozen_noise_sensitivity(tmp_path, canary):
+    """Same seed and key, D vs D + canary: outputs finite and within C of each other (§4.1 S4)."""
+    d = rows()
+    a = make(tmp_path / "a").release_clipped_sum("round-0", d, clip_norm=C)
+    b = make(tmp_path / "b").release_clipped_sum("round-0", np.vstack([d, CANARIES[canary]]), clip_norm=C)
+    assert np.isfinite(b).all()
+    assert np.linalg.norm(b - a) <= C * (1 + 1e-9)
+
+
+def test_noise_std(tmp_path):
+    sigma, clip = 2.0, 0.5
+    value = make(tmp_path, sigma=sigma).release_clipped_sum("r", np.zeros((0, 20_000)), clip_norm=clip)
+    assert value.dtype == np.float64
+    assert abs(value.mean()) < 5 * sigma * clip / math.sqrt(value.size)
+    assert value.std() == pytest.approx(sigma * clip, rel=0.03)
+
+
+def test_single_noise_draw_per_release(tmp_path, monkeypatch):
+    calls = []
+    real = noise.gaussian_noise
+
+    def spy(rng, *, std, shape):
+        calls.append(shape)
+        return real(rng, std=std, shape=shape)
+
+    monkeypatch.setattr(noise, "gaussian_noise", spy)
+    session = make(tmp_path)
+    session.release_clipped_sum("round-0", rows(30), clip_norm=C)
+    assert calls == [(4,)]
+    session.release_clipped_sum("round-0", rows(30), clip_norm=C)  # replay: no new noise
+    assert calls == [(4,)]
+
+
+def test_noise_reproducible_and_keyed(tmp_path):
+    first = make(tmp_path / "a", seed=3)
+    second = make(tmp_path / "b", seed=3)
+    x = rows()
+    np.testing.assert_array_equal(first.release_clipped_sum("k1", x, clip_norm=C),
+                                  second.release_clipped_sum("k1", x, clip_norm=C))
+    assert not np.array_equal(first.release_clipped_sum("k2", x, clip_norm=C),
+                              second.release_clipped_sum("k3", x, clip_norm=C))
+    other_seed = make(tmp_path / "c", seed=4).release_clipped_sum("k1", x, clip_norm=C)
+    assert not np.array_equal(other_seed, first.release_clipped_sum("k1", x, clip_norm=C))
+
+
+def test_seed_none_draws_os_entropy(tmp_path):
+    x = rows()
+    a = make(tmp_path / "a", seed=None).release_clipped_sum("k", x, clip_norm=C)
+    b = make(tmp_path / "b", seed=None).release_clipped_sum("k", x, clip_norm=C)
+    assert not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [np.zeros(4), np.zeros((3, 0)), [["a", "b"]], np.zeros((2, 2, 2))])
+def test_bad_contributions_raise(tmp_path, bad):
+    with pytest.raises(ConfigError) as err:
+        make(tmp_path).release_clipped_sum("k", bad, clip_norm=C)
+    assert err.value.field == "contributions"
+
+
+@pytest.mark.parametrize("field, kwargs", [("clip_norm", {"clip_norm": 0.0}), ("clip_norm", {"clip_norm": math.inf}),
+                                           ("key", {"key": ""})])
+def test_bad_release_arguments_raise(tmp_path, field, kwargs):
+    args = {"key": "k", "clip_norm": C, **kwargs}
+    with pytest.raises(ConfigError) as err:
+        make(tmp_path).release_clipped_sum(args["key"], rows(), clip_norm=args["clip_norm"])
+    assert err.value.field == field
+
+
+# ---- sampling -------------------------------------------------------------------------------
+
+
+def test_poisson_sample(tmp_path):
+    ids = [f"c{i}" for i in range(4000)]
+    session = make(tmp_path, rate=0.1, rounds=3)
+    first = session.poisson_sample(ids, round_index=0)
+    assert first == make(tmp_path / "again", rate=0.1, rounds=3).poisson_sample(ids, round_index=0)
+    assert abs(len(first) - 400) < 5 * math.sqrt(4000 * 0.1 * 0.9)
+    assert first != session.poisson_sample(ids, round_index=1)
+    # a client's inclusion depends on neither the other clients nor their order
+    subset = ids[::3]
+    assert session.poisson_sample(subset[::-1], round_index=0) == [c for c in first if c in set(subset)][::-1]
+    assert make(tmp_path / "full", rate=1.0).poisson_sample(ids, round_index=0) == ids
+    with pytest.raises(ConfigError, match="round_index"):
+        session.poisson_sample(ids, round_index=3)
+
+
+def test_empty_round_is_released_and_charged(tmp_path):
+    session = make(tmp_path, rate=0.01, rounds=2)
+    assert session.poisson_sample(["only"], round_index=0) in ([], ["only"])
+    value = session.release_clipped_sum("round-0", np.zeros((0, 5)), clip_norm=C)
+    assert value.shape == (5,) and np.isfinite(value).all() and np.any(value != 0)
+    assert session.epsilon_spent() > 0
+    assert [r["key"] for r in read_ledger(tmp_path / "ledger.jsonl")] == ["round-0"]
+
+
+# ---- ledger ---------------------------------------------------------------------------------
+
+
+def test_ledger_is_written_before_the_value_is_returned(tmp_path):
+    session = make(tmp_path, seed=424242)
+    value = session.release_clipped_sum("round/0 (first)", rows(), clip_norm=C)
+    records = read_ledger(tmp_path / "ledger.jsonl")
+    assert len(records) == 1
+    release = records[0]
+    for field in ("kind", "noise_multiplier", "sampling_rate", "clip_norm", "key", "time", "sha256", "file"):
+        assert field in release
+    assert release["noise_std"] == 1.0 * C and release["key"] == "round/0 (first)"
+    stored = np.load(tmp_path / release["file"])
+    np.testing.assert_array_equal(stored, value)
+    assert (tmp_path / release["file"]).parent == tmp_path / "releases"
+    text = (tmp_path / "ledger.jsonl").read_text()
+    assert "seed" not in text and "424242" not in text  # the noise seed is never stored
+
+
+def test_epsilon_spent_matches_ledger_and_spec(tmp_path):
+    session = make(tmp_path, sigma=3.0, rounds=6, rate=0.5)
+    assert session.epsilon_spent() == 0.0
+    for r in range(4):
+        session.release_clipped_sum(f"round-{r}", rows(), clip_norm=C)
+    expected = epsilon_for(MechanismSpec(rounds=4, sampling_rate=0.5), noise_multiplier=3.0, delta=1e-5,
+                           accountant="rdp")
+    assert session.epsilon_spent() == pytest.approx(expected, rel=1e-12)
+    assert epsilon_from_ledger(tmp_path, delta=1e-5, accountant="rdp") == pytest.approx(expected, rel=1e-12)
+    assert epsilon_from_ledger(tmp_path / "ledger.jsonl", delta=1e-5) < expected  # PLD is tighter
+
+
+def test_refuses_more_releases_than_rounds(tmp_path):
+    session = make(tmp_path, rounds=2)
+    session.release_clipped_sum("a", rows(), clip_norm=C)
+    session.release_clipped_sum("b", rows(), clip_norm=C)
+    session.release_clipped_sum("a", rows(), clip_norm=C)  # a replay is free
+    with pytest.raises(BudgetExceededError, match="calibrated for 2 releases"):
+        session.release_clipped_sum("c", rows(), clip_norm=C)
+    with pytest.raises(LedgerError, match="more than the 1 rounds"):
+        make(tmp_path, rounds=1)
+
+
+def test_open_refuses_noise_that_overspends(tmp_path):
+    budget = PrivacyBudget(epsilon=1.0, delta=3e-6)
+    with pytest.raises(ConfigError) as err:
+        make(tmp_path, sigma=15.0, rounds=20, budget=budget)
+    assert err.value.field == "noise_multiplier"
+    make(tmp_path, sigma=19.3, rounds=20, budget=budget)
+
+
+def test_open_refuses_a_ledger_of_another_mechanism(tmp_path):
+    make(tmp_path, sigma=2.0).release_clipped_sum("a", rows(), clip_norm=C)
+    with pytest.raises(LedgerError, match="noise_multiplier"):
+        make(tmp_path, sigma=3.0)
+
+
+def test_replay_checks_the_stored_release(tmp_path):
+    make(tmp_path).release_clipped_sum("a", rows(), clip_norm=C)
+    session = make(tmp_path)
+    with pytest.raises(LedgerError, match="clip_norm"):
+        session.release_clipped_sum("a", rows(), clip_norm=2.0)
+    with pytest.raises(LedgerError, match="shape"):
+        session.release_clipped_sum("a", rows(d=5), clip_norm=C)
+    file = tmp_path / read_ledger(tmp_path / "ledger.jsonl")[0]["file"]
+    np.save(file, np.zeros(4))
+    with pytest.raises(LedgerError, match="sha256"):
+        session.release_clipped_sum("a", rows(), clip_norm=C)
+
+
+def test_tree_aggregation_sessions_are_refused(tmp_path):
+    spec = MechanismSpec(rounds=4, kind="tree_aggregation")
+    with pytest.raises(ConfigError, match="mechanism"):
+        open_session(spec, noise_multiplier=5.0, budget=INF_BUDGET, run_dir=tmp_path, seed=0)
+
+
+def test_epsilon_from_ledger_edge_cases(tmp_path):
+    assert epsilon_from_ledger(tmp_path / "missing.jsonl", delta=1e-5) == 0.0
+    (tmp_path / "empty.jsonl").write_text("")
+    assert epsilon_from_ledger(tmp_path / "empty.jsonl", delta=1e-5) == 0.0
+    line = {"key": "a", "kind": "gaussian", "noise_multiplier": 0.0, "sampling_rate": 1.0}
+    (tmp_path / "nonprivate.jsonl").write_text(json.dumps(line) + "\n" + '{"key": "b", "ki')  # torn tail: ignored
+    assert epsilon_from_ledger(tmp_path / "nonprivate.jsonl", delta=1e-5) == math.inf
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    with pytest.raises(LedgerError, match="bad.jsonl:1"):
+        epsilon_from_ledger(tmp_path / "bad.jsonl", delta=1e-5)
+    with pytest.raises(ConfigError):
+        epsilon_from_ledger(tmp_path / "missing.jsonl", delta=0.0)
+
+
+# ---- crash and resume -----------------------------------------------------------------------
+
+ROUNDS = 5
+
+
+def contributions(r):
+    return rows(8, 4, seed=100 + r)
+
+
+def run_rounds(run_dir, *, crash_after=None):
+    """A method's loop; ``crash_after`` simulates a kill once round k has been released."""
+    session = make(run_dir, rounds=ROUNDS, rate=0.5, sigma=2.0)
+    values = []
+    for r in range(ROUNDS):
+        values.append(session.release_clipped_sum(f"round-{r}", contributions(r), clip_norm=C))
+        if r == crash_after:
+            raise KeyboardInterrupt
+    return values, session
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    values, session = run_rounds(run_dir)
+    return values, session.epsilon_spent(), epsilon_from_ledger(run_dir, delta=1e-5, accountant="rdp")
+
+
+def assert_resumed_like_uninterrupted(run_dir, uninterrupted):
+    values, session = run_rounds(run_dir)
+    reference, eps_reference, ledger_eps = uninterrupted
+    for got, want in zip(values, reference, strict=True):
+        np.testing.assert_array_equal(got, want)
+    keys = [r["key"] for r in read_ledger(run_dir / "ledger.jsonl")]
+    assert keys == [f"round-{r}" for r in range(ROUNDS)]  # each round charged exactly once
+    assert session.epsilon_spent() == eps_reference
+    assert epsilon_from_ledger(run_dir, delta=1e-5, accountant="rdp") == ledger_eps
+    assert not list((run_dir / "releases").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("crash_after", [0, 2, 4])
+def test_resume_after_release(tmp_path, uninterrupted, crash_after):
+    with pytest.raises(KeyboardInterrupt):
+        run_rounds(tmp_path, crash_after=crash_after)
+    assert_resumed_like_uninterrupted(tmp_path, uninterrupted)
+
+
+def test_resume_after_file_written_before_ledger_line(tmp_path, uninterrupted, monkeypatch):
+    """Killed between storing round 2's value and charging it: the value was never returned,
+    so round 2 is released afresh, with the same keyed noise, and charged once."""
+    real = session_module.append_record
+
+    def crash_on_round_2(path, record):
+        if record.get("key") == "round-2":
+            raise KeyboardInterrupt
+        real(path, record)
+
+    monkeypatch.setattr(session_module, "append_record", crash_on_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_rounds(tmp_path)
+    monkeypatch.setattr(session_module, "append_record", real)
+    assert_resumed_like_uninterrupted(tmp_path, uninterrupted)
+
+
+def test_resume_after_torn_ledger_line(tmp_path, uninterrupted):
+    with pytest.raises(KeyboardInterrupt):
+        run_rounds(tmp_path, crash_after=1)
+    with open(tmp_path / "ledger.jsonl", "a") as handle:
+        handle.write('{"key": "round-2", "kind": "gauss')  # killed mid-append
+    assert_resumed_like_uninterrupted(tmp_path, uninterrupted)
+
+
+KILLED_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_privacy_session import make, contributions, ROUNDS
+session = make(Path({run_dir!r}), rounds=ROUNDS, rate=0.5, sigma=2.0)
+for r in range(ROUNDS):
+    session.release_clipped_sum(f"round-{{r}}", contributions(r), clip_norm=1.0)
+    if r == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_resume_after_sigkill(tmp_path, uninterrupted):
+    script = KILLED_SCRIPT.format(tests=str(Path(__file__).parent), run_dir=str(tmp_path))
+    process = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr.decode()
+    assert len(read_ledger(tmp_path / "ledger.jsonl")) == 3
+    assert_resumed_like_uninterrupted(tmp_path, uninterrupted)
