@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +72,10 @@ class Popri(Method):
             if (folder / "round.json").exists():
                 history.append(json.loads((folder / "round.json").read_text())["monitor"])
                 continue
+            t0 = time.perf_counter()
             prompts, candidates = sample(f"round{r}", o.prompts_per_round, o.samples_per_prompt, _adapter(state, r),
                                          folder / "candidates.json")
+            t1 = time.perf_counter()
             embedded = normalise_rows(embedder.encode(candidates))
             monitor = {"checkpoint": r, **round_metrics(embedded, validation)}
 
@@ -82,13 +85,15 @@ class Popri(Method):
                              if len(rows) else np.zeros((0, len(candidates))))
             noisy = ctx.privacy.release_clipped_sum(f"popri-round-{r}", contributions, clip_norm=1.0)
 
+            t2 = time.perf_counter()
             pairs = preference_pairs(noisy, samples_per_prompt=o.samples_per_prompt, reject_rank=o.reject_rank)
             records = [self._pair_record(prompts[p.prompt], candidates[p.chosen], candidates[p.rejected]) for p in pairs]
             (folder / "pairs.json").write_text(json.dumps([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
                                                            for p in pairs]))
             dpo = self._train(records, previous=_adapter_round(state, r), out_dir=folder, ctx=ctx, round_index=r)
-            ctx.log.info("POPri round %d: %s; DPO %s", r, _short(monitor), _short(dpo))
-            (folder / "round.json").write_text(json.dumps({"monitor": monitor, "dpo": dpo}, indent=1))
+            seconds = {"generation": t1 - t0, "scoring": t2 - t1, "dpo": time.perf_counter() - t2}
+            ctx.log.info("POPri round %d: %s; DPO %s; seconds %s", r, _short(monitor), _short(dpo), _short(seconds))
+            (folder / "round.json").write_text(json.dumps({"monitor": monitor, "dpo": dpo, "seconds": seconds}, indent=1))
             history.append(monitor)
 
         final_folder = state / "final"
