@@ -1,0 +1,1 @@
+"""Evaluator mechanics: the next-token evaluator and its reusable pieces (``lm``)."""

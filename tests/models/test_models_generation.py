@@ -1,0 +1,162 @@
+"""Generation backends: transformers on a tiny model, vLLM with its engine mocked."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+from dpbench.errors import ConfigError
+from dpbench.models import GeneratorConfig, SamplingParams, TransformersGenerator, VLLMGenerator, make_generator
+from dpbench.models.generation import cut_at_stop, prompt_token_ids
+
+PROMPTS = ["the cat sat", "the dog ran on", [{"role": "user", "content": "write one line"}], "number"]
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_lm_dir):
+    return TransformersGenerator(str(tiny_lm_dir), batch_size=3)
+
+
+def test_sampling_params_checked():
+    with pytest.raises(ConfigError, match="top_p"):
+        SamplingParams(top_p=0)
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        SamplingParams(max_new_tokens=0)
+    with pytest.raises(ConfigError, match="stop"):
+        SamplingParams(stop="x")
+    with pytest.raises(ConfigError, match="backend"):
+        GeneratorConfig(backend="llama.cpp")
+
+
+def test_seeded_and_batched(generator):
+    params = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=8)
+    first = generator.generate(PROMPTS, params, seed=7)
+    assert len(first) == len(PROMPTS) and all(isinstance(t, str) for t in first)
+    assert generator.generate(PROMPTS, params, seed=7) == first
+    assert generator.generate(PROMPTS, params, seed=8) != first
+    assert generator.generate([], params, seed=7) == []
+
+
+def test_chat_prompts_use_the_template(generator):
+    ids = prompt_token_ids(generator.tokenizer, [{"role": "user", "content": "hi"}])
+    text = generator.tokenizer.decode(ids)
+    assert text.startswith("<|endoftext|>user: hi") and text.endswith("assistant:")
+
+
+def test_stop_strings():
+    assert cut_at_stop("one two. three", ["."]) == "one two"
+    assert cut_at_stop("a\nb", ["\n", "b"]) == "a"
+    assert cut_at_stop("plain", []) == "plain"
+
+
+def test_stop_strings_in_generation(generator):
+    free = generator.generate(["the"], SamplingParams(temperature=0, max_new_tokens=12), seed=0)[0]
+    assert len(free) > 3
+    stop = free[1:3]
+    cut = generator.generate(["the"], SamplingParams(temperature=0, max_new_tokens=12, stop=(stop,)), seed=0)[0]
+    assert stop not in cut and free.startswith(cut)
+
+
+def test_lora_adapter_applied_without_merging(tiny_lm_dir, tiny_adapter_dir):
+    import torch
+
+    gen = TransformersGenerator(str(tiny_lm_dir), batch_size=4)
+    greedy = SamplingParams(temperature=0, max_new_tokens=10)
+    q_before = gen.model.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    base = gen.generate(PROMPTS, greedy, seed=0)
+    adapted = gen.generate(PROMPTS, greedy, seed=0, adapter=tiny_adapter_dir)
+    assert adapted != base
+    assert any("lora_A" in n for n, _ in gen.model.named_modules())  # adapter layers present: not merged
+    assert gen.generate(PROMPTS, greedy, seed=0) == base  # adapter off again
+    assert gen.generate(PROMPTS, greedy, seed=0, adapter=tiny_adapter_dir) == adapted
+    q_proj = gen.model.get_base_model().model.layers[0].self_attn.q_proj
+    assert torch.equal(q_proj.base_layer.weight, q_before)  # base weights untouched
+
+
+def test_bad_adapter_folder(generator, tmp_path):
+    with pytest.raises(ConfigError, match="adapter"):
+        generator.generate(["x"], SamplingParams(), seed=0, adapter=tmp_path)
+
+
+def test_bf16_flag(tiny_lm_dir):
+    import torch
+
+    gen = TransformersGenerator(str(tiny_lm_dir), dtype="bfloat16")
+    assert gen.model.dtype == torch.bfloat16
+    assert len(gen.generate(["the cat"], SamplingParams(max_new_tokens=4), seed=0)) == 1
+
+
+# vLLM, mocked -----------------------------------------------------------------------------------
+
+class FakeLLM:
+    instances: list = []
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.calls = []
+        FakeLLM.instances.append(self)
+
+    def generate(self, prompts, sampling_params=None, lora_request=None, use_tqdm=True):
+        self.calls.append({"prompts": prompts, "params": sampling_params, "lora": lora_request})
+        return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"out {i}. tail")])
+                for i in range(len(prompts))]
+
+
+class FakeSamplingParams:
+    def __init__(self, **kwargs):
+        self.__dict__.update(kwargs)
+
+
+class FakeLoRARequest:
+    def __init__(self, lora_name, lora_int_id, lora_path):
+        self.lora_name, self.lora_int_id, self.lora_path = lora_name, lora_int_id, lora_path
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = FakeLLM, FakeSamplingParams
+    lora = types.ModuleType("vllm.lora")
+    request = types.ModuleType("vllm.lora.request")
+    request.LoRARequest = FakeLoRARequest
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.lora", lora)
+    monkeypatch.setitem(sys.modules, "vllm.lora.request", request)
+    FakeLLM.instances.clear()
+    return vllm
+
+
+def test_package_import_is_light():
+    import subprocess
+
+    code = "import sys, dpbench.models; assert 'vllm' not in sys.modules and 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_vllm_missing_is_a_clear_error(tiny_lm_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import fails
+    with pytest.raises(ConfigError, match="vLLM"):
+        VLLMGenerator(str(tiny_lm_dir))
+
+
+def test_vllm_same_prompts_and_sampling(fake_vllm, tiny_lm_dir, tiny_adapter_dir, generator):
+    gen = make_generator("vllm", str(tiny_lm_dir), dtype="bfloat16", batch_size=99)
+    engine = FakeLLM.instances[-1]
+    assert engine.kwargs["enable_lora"] is True and engine.kwargs["dtype"] == "bfloat16"
+    assert engine.kwargs["model"] == str(tiny_lm_dir)
+    params = SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=5, stop=(". ",))
+    out = gen.generate(PROMPTS, params, seed=3, adapter=tiny_adapter_dir)
+    assert out == [f"out {i}" for i in range(len(PROMPTS))]
+    call = engine.calls[-1]
+    # identical token ids to the transformers backend (chat template included)
+    assert [p["prompt_token_ids"] for p in call["prompts"]] == [generator.prompt_ids(p) for p in PROMPTS]
+    first = call["params"][0]
+    assert (first.temperature, first.top_p, first.max_tokens, first.stop) == (0.7, 0.9, 5, [". "])
+    assert len({p.seed for p in call["params"]}) == len(PROMPTS)
+    assert call["lora"].lora_path == str(tiny_adapter_dir.resolve()) and call["lora"].lora_int_id == 1
+    gen.generate(PROMPTS, params, seed=3)
+    assert engine.calls[-1]["lora"] is None
+    gen.generate(PROMPTS, params, seed=3, adapter=tiny_adapter_dir)
+    assert engine.calls[-1]["lora"].lora_int_id == 1  # same adapter, same id
