@@ -80,8 +80,13 @@ def _fail(err) -> None:
 @click.option("--dry-run", is_flag=True, help="Validate and list the runs without running them.")
 def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wandb, dry_run):
     """Run SUITE (a YAML file) with optional Hydra-style OVERRIDES, e.g. privacy.epsilon=[1,7] seeds=3."""
+    import os
+
     from dpbench.errors import DpbenchError
 
+    # dpbench draws its own progress bars; silence the libraries' tqdm bars and info chatter
+    for var, value in (("TQDM_DISABLE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error")):
+        os.environ.setdefault(var, value)
     if use_wandb:
         overrides = (*overrides, "publish.wandb=true")
     try:

@@ -45,6 +45,7 @@ def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dic
     from datasets import Dataset
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
+    from transformers import PrinterCallback
     from trl import DPOTrainer
 
     trainer = DPOTrainer(
@@ -52,6 +53,7 @@ def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dic
         args=dpo_config(options, output_dir=out_dir / "trainer", first_round=previous is None, seed=seed, device=device),
         peft_config=lora_config(options, base_model),
     )
+    trainer.remove_callback(PrinterCallback)  # per-step logs go to dpo.json and the run log, not stdout
     if previous is not None:
         set_peft_model_state_dict(trainer.model, load_file(previous / "adapter" / "adapter_model.safetensors"))
         trainer.create_optimizer()
