@@ -7,6 +7,7 @@ same hooks as third-party plugins.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -163,6 +164,16 @@ def register_plugin(plugin, name: str) -> None:
 def unregister_plugin(name: str) -> None:
     pm.unregister(name=name)
     _reset_registries()
+
+
+@contextlib.contextmanager
+def registered(plugin, name: str):
+    """Register ``plugin`` for the duration of a ``with`` block (tests, notebooks)."""
+    register_plugin(plugin, name)
+    try:
+        yield plugin
+    finally:
+        unregister_plugin(name)
 
 
 def _trace_before(hook_name, hook_impls, kwargs):

@@ -23,21 +23,15 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture
-def toy_plugin():
+def toy_plugin(monkeypatch):
     """The toy dataset/method/evaluator plugin, registered for one test."""
-    sys.path.insert(0, str(TESTS / "plugins"))
-    try:
-        import toy
+    monkeypatch.syspath_prepend(str(TESTS / "plugins"))
+    import toy
 
-        from dpbench.plugins import register_plugin, unregister_plugin
+    from dpbench.plugins import registered
 
-        register_plugin(toy, name="toy")
-        try:
-            yield toy
-        finally:
-            unregister_plugin("toy")
-    finally:
-        sys.path.remove(str(TESTS / "plugins"))
+    with registered(toy, name="toy"):
+        yield toy
 
 
 @pytest.fixture

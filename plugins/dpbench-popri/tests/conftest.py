@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,31 +65,25 @@ def hashing_embedder(monkeypatch):
 
 
 @pytest.fixture
-def toy_plugin():
-    sys.path.insert(0, str(TOY_PLUGINS))
-    try:
-        import toy
+def toy_plugin(monkeypatch):
+    """dpbench's toy dataset and evaluator plugin (tests/plugins/toy.py), for one test."""
+    monkeypatch.syspath_prepend(str(TOY_PLUGINS))
+    import toy
 
-        from dpbench.plugins import register_plugin, unregister_plugin
+    from dpbench.plugins import registered
 
-        register_plugin(toy, name="toy")
-        try:
-            yield toy
-        finally:
-            unregister_plugin("toy")
-    finally:
-        sys.path.remove(str(TOY_PLUGINS))
+    with registered(toy, name="toy"):
+        yield toy
 
 
 @pytest.fixture
 def popri_plugin():
     import dpbench_popri
 
-    from dpbench.plugins import pm, register_plugin, unregister_plugin
+    from dpbench.plugins import pm, registered
 
     if pm.get_plugin("popri") is None:
-        register_plugin(dpbench_popri, name="popri")
-        yield
-        unregister_plugin("popri")
+        with registered(dpbench_popri, name="popri"):
+            yield
     else:
         yield
