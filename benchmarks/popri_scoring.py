@@ -20,20 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dpbench_popri.scoring import client_sums, normalise_rows, score_batches
+from dpbench_popri.scoring import client_sums, normalise_rows, score_batches, score_per_client_loop
 
 DIM = 384
-
-
-def reference_loop(samples: np.ndarray, embeddings: dict[str, np.ndarray], ids) -> np.ndarray:
-    """The reference code's shape: per client, cosine similarity of every sample with its texts."""
-    rows = []
-    for cid in ids:
-        cos = normalise_rows(samples) @ normalise_rows(embeddings[cid]).T  # renormalised per call
-        score = cos.sum(axis=1)
-        centred = (score - score.mean()) / score.std()
-        rows.append(centred / max(1.0, np.linalg.norm(centred)))
-    return np.array(rows)
 
 
 def main() -> None:
@@ -61,7 +50,7 @@ def main() -> None:
 
         subset = ids[: min(count, args.loop_clients)]
         start = time.perf_counter()
-        reference_loop(samples, embeddings, subset)
+        score_per_client_loop(samples, embeddings, subset)
         loop_s = (time.perf_counter() - start) * count / len(subset)
 
         row = {"clients": count, "client_texts": client_texts, "samples": args.samples,

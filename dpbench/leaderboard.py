@@ -103,7 +103,7 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
                         runs=len(members), versions=first.versions,
                         over_budget=reference is None and eps_ledger > epsilon * (1 + OVER_BUDGET_TOLERANCE)))
     _fill_gap_closed(rows, metric)
-    rows.sort(key=lambda r: (r.dataset, _eps_order(r), -_sortable(r.metrics.get(metric, {}).get("mean"), higher)))
+    rows.sort(key=lambda r: (r.dataset, r.epsilon, -_sortable(r.metrics.get(metric, {}).get("mean"), higher)))
     return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows)
 
 
@@ -176,10 +176,6 @@ def _qualified(metric: str, columns) -> str:
     if not matches:
         raise DpbenchError(f"leaderboard metric {metric!r} is not among the runs' metrics: {', '.join(names)}")
     return matches[0]
-
-
-def _eps_order(row: Row) -> float:
-    return row.epsilon
 
 
 def _sortable(value, higher: bool) -> float:

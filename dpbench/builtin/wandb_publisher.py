@@ -47,7 +47,7 @@ def publish_run(spec, result, *, settings) -> None:
                     "privacy/noise_multiplier": result.privacy.get("noise_multiplier")})
     summary.update({f"cost/{k}": v for k, v in result.timings.items()})
     run.summary.update(summary)
-    ledger = _ledger_rows(spec, result)
+    ledger = _ledger_rows(result)
     if ledger:
         run.log({"privacy/ledger": wandb.Table(columns=list(ledger[0]), data=[list(r.values()) for r in ledger])})
     run.finish()
@@ -109,7 +109,7 @@ def _finite(x):
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
 
 
-def _ledger_rows(spec, result) -> list[dict]:
+def _ledger_rows(result) -> list[dict]:
     """The run's privacy ledger (copied into the result by the runner) as table rows."""
     releases = result.privacy.get("releases") or []
     columns = sorted({k for entry in releases for k in entry})

@@ -150,14 +150,16 @@ class Popri(Method):
         return popri_audit_mechanism()
 
 
+def _adapter_round(state: Path, checkpoint: int) -> Path | None:
+    """The round folder that produced checkpoint ``checkpoint`` (0 = the base model: none);
+    round ``r``'s DPO resumes from checkpoint ``r``."""
+    return None if checkpoint == 0 else state / f"round{checkpoint - 1:03d}"
+
+
 def _adapter(state: Path, checkpoint: int) -> Path | None:
-    """The adapter of checkpoint ``checkpoint`` (0 = the base model: no adapter)."""
-    return None if checkpoint == 0 else state / f"round{checkpoint - 1:03d}" / "adapter"
-
-
-def _adapter_round(state: Path, round_index: int) -> Path | None:
-    """Where round ``round_index``'s DPO resumes from: the previous round's folder."""
-    return None if round_index == 0 else state / f"round{round_index - 1:03d}"
+    """The LoRA adapter of checkpoint ``checkpoint`` (None: the base model)."""
+    folder = _adapter_round(state, checkpoint)
+    return None if folder is None else folder / "adapter"
 
 
 def _short(stats: dict) -> str:

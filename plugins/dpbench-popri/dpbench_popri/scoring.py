@@ -49,17 +49,16 @@ def score_batches(sample_embeddings: np.ndarray, sums: np.ndarray, *, batch_clie
 
 def score_per_client_loop(sample_embeddings: np.ndarray, embeddings: Mapping[str, np.ndarray],
                           client_ids: Sequence[str]) -> np.ndarray:
-    """The reference code's approach (one cosine-similarity call per client), kept to check the
-    matrix-multiply path against and to benchmark it."""
-    samples = normalise_rows(sample_embeddings)
+    """The reference code's approach: one cosine-similarity call per client, which renormalises
+    the sample matrix every time. Kept to check the matrix-multiply path against and to
+    benchmark it (``benchmarks/popri_scoring.py``)."""
     rows = []
     for cid in client_ids:
         texts = embeddings.get(cid)
         if texts is None or not len(texts):
-            rows.append(np.zeros(len(samples)))
+            rows.append(np.zeros(len(sample_embeddings)))
             continue
-        cosines = samples @ normalise_rows(texts).T  # samples × client texts
-        score = cosines.sum(axis=1)
-        std = score.std()
-        rows.append((score - score.mean()) / np.linalg.norm(score - score.mean()) if std > 0 else np.zeros(len(samples)))
+        score = (normalise_rows(sample_embeddings) @ normalise_rows(texts).T).sum(axis=1)
+        centred = score - score.mean()
+        rows.append(centred / np.linalg.norm(centred) if score.std() > 0 else np.zeros(len(sample_embeddings)))
     return np.array(rows)
