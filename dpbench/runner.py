@@ -107,8 +107,15 @@ class Runner:
         method = method_cls(build_config(method_cls.config_class, spec.method.options, where=f"methods.{spec.method.label}"))
         method_data = data.for_method()
 
+        evaluators = []
+        for choice in spec.evaluators:
+            evaluator_cls = get_registry("evaluator").get(choice.plugin)
+            evaluators.append((choice, evaluator_cls, evaluator_cls(
+                build_config(evaluator_cls.config_class, choice.options, where=f"evaluators.{choice.label}"))))
         ctx = RunContext(run_id=spec.run_id, seed=spec.seed, output_dir=folder, budget=spec.budget,
                          cache=self.cache, device=_device(spec.device), log=log, progress=self.progress)
+        ctx.downstream = lambda: next((path for _, _, e in evaluators
+                                       if (path := e.initial_model(method_data, ctx)) is not None), None)
         privacy = self._privacy(spec, method_cls, method.mechanism(method_data), data, folder, ctx)
 
         artifact = load_artifact(folder)
@@ -127,10 +134,8 @@ class Runner:
 
         metrics, metric_specs, versions = {}, {}, {
             f"dataset/{spec.dataset.label}": spec.dataset.version, f"method/{spec.method.label}": spec.method.version}
-        for choice in spec.evaluators:
+        for choice, evaluator_cls, evaluator in evaluators:
             t0 = time.perf_counter()
-            evaluator_cls = get_registry("evaluator").get(choice.plugin)
-            evaluator = evaluator_cls(build_config(evaluator_cls.config_class, choice.options, where=f"evaluators.{choice.label}"))
             scores = evaluator.evaluate(artifact, data, ctx)
             metrics[choice.label] = _check_scores(choice.label, evaluator_cls, scores)
             metric_specs[choice.label] = {m.name: {"higher_is_better": m.higher_is_better, "description": m.description}

@@ -112,3 +112,26 @@ def test_spec_round_trips_through_json(toy_plugin, toy_suite):
     spec = load_suite(toy_suite()).runs[-1]
     again = RunSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
     assert again.run_id == spec.run_id
+
+
+def test_methods_get_the_evaluators_downstream_model(toy_plugin, toy_suite, tmp_path, monkeypatch):
+    """A federated method trains the evaluator's own starting model (``ctx.initial_model``);
+    evaluators without one make it a clear error."""
+    seen = {}
+    original = toy_plugin.NoisyUnigram.run
+
+    def run(self, data, ctx):
+        try:
+            seen["path"] = ctx.initial_model()
+        except Exception as err:  # noqa: BLE001 - the message is what is checked
+            seen["error"] = str(err)
+        return original(self, data, ctx)
+
+    monkeypatch.setattr(toy_plugin.NoisyUnigram, "run", run)
+    _run(toy_suite(), tmp_path / "none", ["seeds=1"])
+    assert "none of the suite's evaluators provides one" in seen.pop("error")
+
+    monkeypatch.setattr(toy_plugin.NextWord, "initial_model", lambda self, data, ctx: tmp_path / f"model-{len(data.public)}",
+                        raising=False)
+    _run(toy_suite(), tmp_path / "some", ["seeds=1"])
+    assert seen["path"].name.startswith("model-") and seen["path"].name != "model-0"

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,8 @@ class RunContext:
     """Seed, folders, device, privacy handle, cache, logger and progress of one run.
 
     ``privacy`` is ``None`` for the reference rows, which make no noisy release.
+    ``downstream`` hands out the suite's downstream model for methods that train it
+    themselves (see ``initial_model``).
     """
 
     run_id: str
@@ -41,12 +43,24 @@ class RunContext:
     privacy: PrivacySession | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("dpbench.run"))
     progress: Progress | None = None
+    downstream: Callable[[], Path | None] | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
         """Where a method keeps resumable state; survives a killed run."""
         path = self.output_dir / "state"
         path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def initial_model(self) -> Path:
+        """The folder (``save_pretrained`` format) of the model the suite's evaluator scores;
+        a method that trains it returns ``TrainedModel`` of its own copy. Never write into it."""
+        from dpbench.errors import DpbenchError
+
+        path = self.downstream() if self.downstream is not None else None
+        if path is None:
+            raise DpbenchError("this method trains the downstream model itself, but none of the suite's evaluators "
+                               "provides one (an evaluator with initial_model, such as next_token)")
         return path
 
     def seed_for(self, stream: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from dpbench.api.config import NoOptions
@@ -38,6 +39,11 @@ class Evaluator(ABC):
     @abstractmethod
     def evaluate(self, artifact: Artifact, data: FederatedTextData, ctx: RunContext) -> dict[str, float]:
         """Score ``artifact`` on ``data.test`` (select checkpoints on ``data.validation`` only)."""
+
+    def initial_model(self, data, ctx: RunContext) -> Path | None:
+        """The downstream model a federated method starts from and returns as a
+        ``TrainedModel`` (``None``: this evaluator only scores synthetic text)."""
+        return None
 
     def metric(self, name: str) -> MetricSpec:
         return next(m for m in self.metrics if m.name == name)

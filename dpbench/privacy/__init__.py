@@ -21,6 +21,7 @@ _EXPORTS = {
     "gaussian_noise": "noise",
     "noise_generator": "noise",
     "clip_rows": "noise",
+    "clipped_sum": "noise",
     "noisy_clipped_sum": "noise",
     "epsilon_from_ledger": "ledger",
     "read_ledger": "ledger",

@@ -58,8 +58,30 @@ def clip_rows(contributions, *, clip_norm: float) -> np.ndarray:
     return rows * np.minimum(factor, 1.0)
 
 
+def clipped_sum(contributions, *, clip_norm: float) -> np.ndarray:
+    """Σ clip(row) in float64 over ``contributions``: one (clients, d) array, or an iterable of
+    such row batches, so a release over many clients or a large ``d`` (model deltas) never
+    holds every row at once."""
+    batches = (contributions,) if isinstance(contributions, np.ndarray) else contributions
+    total = None
+    try:
+        for batch in batches:
+            part = clip_rows(batch, clip_norm=clip_norm).sum(axis=0)
+            if total is not None and part.shape != total.shape:
+                raise ConfigError("contributions", f"a batch of rows of length {part.shape[0]}",
+                                  f"rows of length {total.shape[0]}, like the first batch")
+            total = part if total is None else total + part
+    except TypeError:
+        raise ConfigError("contributions", type(contributions).__name__,
+                          "a numeric array of shape (clients, dimension) or an iterable of such arrays") from None
+    if total is None:
+        raise ConfigError("contributions", "no batches", "at least one array of shape (clients, dimension); "
+                          "pass shape (0, dimension) when no client took part")
+    return total
+
+
 def noisy_clipped_sum(contributions, *, clip_norm: float, noise_multiplier: float,
                       rng: np.random.Generator) -> np.ndarray:
     """Σ clip(row) + N(0, (σ·clip_norm)²): one noise draw for the whole vector."""
-    total = clip_rows(contributions, clip_norm=clip_norm).sum(axis=0)
+    total = clipped_sum(contributions, clip_norm=clip_norm)
     return total + gaussian_noise(rng, std=noise_multiplier * clip_norm, shape=total.shape)

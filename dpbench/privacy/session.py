@@ -64,7 +64,8 @@ class Session:
         """Σ clip(row) + N(0, (σ·clip_norm)²), stored and ledgered before it is returned.
 
         ``contributions`` has one row per sampled client, shape (0, d) when nobody was sampled
-        (the noise is still released and charged). Rows with NaN/inf become zero.
+        (the noise is still released and charged); it may also be an iterable of row batches,
+        which a resumed release never iterates. Rows with NaN/inf become zero.
         """
         if not isinstance(key, str) or not key:
             raise ConfigError("key", key, "a non-empty string naming the release")
@@ -106,9 +107,9 @@ class Session:
         key = record["key"]
         if record["clip_norm"] != clip_norm:
             raise LedgerError(f"release {key!r} was made with clip_norm {record['clip_norm']}, now {clip_norm}")
-        if np.shape(contributions)[1:] != tuple(record["shape"]):
+        if isinstance(contributions, np.ndarray) and contributions.shape[1:] != tuple(record["shape"]):
             raise LedgerError(f"release {key!r} had shape {record['shape']}; "
-                              f"now rows of shape {np.shape(contributions)[1:]}")
+                              f"now rows of shape {contributions.shape[1:]}")
         value = np.load(self.run_dir / record["file"])
         if _digest(value) != record["sha256"]:
             raise LedgerError(f"{record['file']} does not match the ledger's sha256 for release {key!r}")

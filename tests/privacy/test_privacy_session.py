@@ -50,6 +50,29 @@ def test_no_noise_huge_clip_equals_reference_sum(tmp_path):
     np.testing.assert_allclose(session.release_clipped_sum("r", x, clip_norm=1e12), x.sum(axis=0), rtol=1e-12)
 
 
+def test_row_batches_release_the_same_sum_as_one_array(tmp_path):
+    x = rows(50, 7) * 3
+    whole = make(tmp_path / "a", sigma=0.5).release_clipped_sum("r", x, clip_norm=C)
+    batched = make(tmp_path / "b", sigma=0.5).release_clipped_sum("r", (x[i:i + 8] for i in range(0, 50, 8)), clip_norm=C)
+    np.testing.assert_allclose(batched, whole, rtol=1e-12)  # same noise; only the summation order differs
+
+
+def test_resumed_release_does_not_iterate_the_batches(tmp_path):
+    first = make(tmp_path).release_clipped_sum("r", rows(), clip_norm=C)
+
+    def never():
+        raise AssertionError("a replayed release must not recompute its rows")
+        yield
+
+    np.testing.assert_array_equal(make(tmp_path).release_clipped_sum("r", never(), clip_norm=C), first)
+
+
+@pytest.mark.parametrize("batches", [[], [np.ones((2, 3)), np.ones((2, 4))]], ids=["none", "mismatched"])
+def test_bad_batches_raise(tmp_path, batches):
+    with pytest.raises(ConfigError, match="contributions"):
+        make(tmp_path).release_clipped_sum("r", iter(batches), clip_norm=C)
+
+
 CANARIES = {
     "huge": np.full(4, 1e6),
     "overflowing": np.full(4, 1e300),
