@@ -8,7 +8,7 @@ shared accountant for the noise multiplier that meets the suite's (ε, δ) and h
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,9 +67,9 @@ class PrivacySession(Protocol):
     def poisson_sample(self, client_ids: Sequence[str], *, round_index: int) -> list[str]:
         """The clients taking part in round ``round_index`` (deterministic per run seed)."""
 
-    def release_clipped_sum(self, key: str, contributions: np.ndarray | Iterable[np.ndarray], *,
+    def release_clipped_sum(self, key: str, contributions: np.ndarray | Iterator[np.ndarray], *,
                             clip_norm: float) -> np.ndarray:
-        """Clip each row of ``contributions`` (one (clients, d) array, or an iterable of row
+        """Clip each row of ``contributions`` (one (clients, d) array, or an iterator of row
         batches to bound memory) to L2 norm ``clip_norm`` (non-finite rows become zero), sum in
         float64, add N(0, (σ·clip_norm)²) noise, ledger the release and return it. A ``key``
         released before (a resumed run) returns the stored value without iterating the batches:

@@ -11,6 +11,8 @@ effects (Casacuberta et al. 2022, arXiv 2207.10635).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from dpbench.api.config import check_positive
@@ -59,10 +61,10 @@ def clip_rows(contributions, *, clip_norm: float) -> np.ndarray:
 
 
 def clipped_sum(contributions, *, clip_norm: float) -> np.ndarray:
-    """Σ clip(row) in float64 over ``contributions``: one (clients, d) array, or an iterable of
-    such row batches, so a release over many clients or a large ``d`` (model deltas) never
-    holds every row at once."""
-    batches = (contributions,) if isinstance(contributions, np.ndarray) else contributions
+    """Σ clip(row) in float64 over ``contributions``: one (clients, d) array-like, or an
+    iterator (a generator) of such row batches, so a release over many clients or a large ``d``
+    (model deltas) never holds every row at once."""
+    batches = contributions if isinstance(contributions, Iterator) else (contributions,)
     total = None
     try:
         for batch in batches:

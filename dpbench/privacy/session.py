@@ -9,6 +9,7 @@ by release, so a resumed run draws the same noise for its later rounds as an uni
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import secrets
@@ -60,11 +61,11 @@ class Session:
             return list(client_ids)
         return [cid for cid in client_ids if _uniform(self._sampling_seed, round_index, cid) < rate]
 
-    def release_clipped_sum(self, key: str, contributions: np.ndarray, *, clip_norm: float) -> np.ndarray:
+    def release_clipped_sum(self, key: str, contributions, *, clip_norm: float) -> np.ndarray:
         """Σ clip(row) + N(0, (σ·clip_norm)²), stored and ledgered before it is returned.
 
         ``contributions`` has one row per sampled client, shape (0, d) when nobody was sampled
-        (the noise is still released and charged); it may also be an iterable of row batches,
+        (the noise is still released and charged); it may also be an iterator of row batches,
         which a resumed release never iterates. Rows with NaN/inf become zero.
         """
         if not isinstance(key, str) or not key:
@@ -140,8 +141,10 @@ def open_session(
     check_choice("accountant", accountant, ACCOUNTANTS)
     if seed is not None:
         check_int("seed", seed)
-    planned = epsilon_for(spec, noise_multiplier=noise_multiplier, delta=budget.delta, accountant=accountant)
-    if planned > budget.epsilon:
+    # An infinite budget has nothing to exceed (and PLD cannot discretise near-zero noise).
+    planned = (None if math.isinf(budget.epsilon)
+               else epsilon_for(spec, noise_multiplier=noise_multiplier, delta=budget.delta, accountant=accountant))
+    if planned is not None and planned > budget.epsilon:
         raise ConfigError(
             "noise_multiplier", noise_multiplier,
             f"a value whose ε over {spec.rounds} rounds is <= the budget {budget.epsilon:g} at δ={budget.delta:g} "

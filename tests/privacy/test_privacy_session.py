@@ -44,6 +44,11 @@ def test_clip_exact_without_noise(tmp_path):
     np.testing.assert_allclose(session.release_clipped_sum("r", x, clip_norm=C), expected, rtol=1e-12)
 
 
+def test_infinite_budget_accepts_near_zero_noise_under_pld(tmp_path):
+    session = make(tmp_path, sigma=1e-12, budget=INF_BUDGET, accountant="pld")
+    np.testing.assert_allclose(session.release_clipped_sum("r", [[0.6, 0.8]], clip_norm=C), [0.6, 0.8], atol=1e-9)
+
+
 def test_no_noise_huge_clip_equals_reference_sum(tmp_path):
     session = make(tmp_path, sigma=0.0, budget=INF_BUDGET)
     x = rows(50, 7)
