@@ -1,0 +1,189 @@
+"""DP-FedAvg: user-level differentially private federated averaging.
+
+McMahan, Ramage, Talwar, Zhang, "Learning Differentially Private Recurrent Language Models"
+(ICLR 2018, arXiv 1710.06963). The method trains the evaluator's own downstream model
+(``ctx.initial_model()``) and returns it as a ``TrainedModel``. Each round every client joins
+independently with probability q (Poisson sampling by the privacy session); each participant
+runs local SGD from the global weights on its own texts, tokenized exactly as the evaluator
+does, and hands in its weight delta; the session clips every delta to L2 norm C, sums them and
+adds N(0, (zC)²); the server divides by the expected cohort m̃ = qN and takes a momentum step.
+
+Deliberate choices:
+
+- An in-process PyTorch loop rather than Flower: Flower samples a fixed-size cohort without
+  replacement (a Poisson accountant would understate ε), weights clients by their number of
+  examples (sensitivity no longer C/m̃) and noises after its server optimizers.
+- The fixed denominator m̃ = qN, not the realized cohort size: under Poisson sampling this keeps
+  the sensitivity of the average at C/m̃. The realized cohort, delta norms and clipping rates
+  are never logged: only the noisy release leaves a round.
+- Flat clipping of the final delta (sensitivity C), done by the session, one client's row at a
+  time, so no clients × parameters matrix is ever built.
+- Noise before the server optimizer: momentum only ever sees released values, so its state is
+  post-processing.
+- Monitoring on the validation split after every round (no privacy cost); a checkpoint of the
+  global weights and momentum after every round, so a killed run resumes at the next round and
+  a round whose release is already ledgered replays it instead of training again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from dpbench.api import MechanismSpec, Method, MethodData, RunContext, TrainedModel
+from dpbench.errors import DpbenchError
+from dpbench.results import write_json
+from dpbench_dpfedavg.config import DpFedAvgOptions
+
+STATE_FILE = "dp_fedavg.pt"
+
+
+class DpFedAvg(Method):
+    """DP-FedAvg as a dpbench method (see the module docstring)."""
+
+    version = "1"
+    config_class = DpFedAvgOptions
+
+    def mechanism(self, data: MethodData) -> MechanismSpec:
+        return MechanismSpec(rounds=self.config.rounds, sampling_rate=self.sampling_rate(data.num_clients))
+
+    def sampling_rate(self, num_clients: int) -> float:
+        """q = m̃ / N, capped at 1."""
+        return min(1.0, self.config.clients_per_round / num_clients)
+
+    def run(self, data: MethodData, ctx: RunContext) -> TrainedModel:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from dpbench.evaluation import lm
+
+        o = self.config
+        if o.select == "best_validation" and not data.validation:
+            raise DpbenchError("DP-FedAvg: select=best_validation needs a validation split, which is empty")
+        source = ctx.initial_model()
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        model = AutoModelForCausalLM.from_pretrained(str(source)).to(ctx.device).eval()
+        params = list(model.parameters())
+        max_length = model.config.max_position_embeddings  # the evaluator's max_length (GPT-2: n_positions)
+        validation = lm.encode_texts(tokenizer, data.validation, max_length)
+        client_ids = sorted(data.clients)
+        expected = self.sampling_rate(len(client_ids)) * len(client_ids)  # m̃ = qN
+
+        path = ctx.checkpoint_dir / STATE_FILE
+        if path.exists():
+            state = torch.load(path, map_location=ctx.device, weights_only=True)
+        else:
+            weights = flat(params)
+            state = {"next_round": 0, "weights": weights, "momentum": torch.zeros_like(weights),
+                     "history": [], "best": None}
+        weights = state["weights"]
+
+        def deltas(participants, r, global_weights):
+            """One (1, d) float64 row θ_local − θ_global per participant, trained when the session asks."""
+            for cid in participants:
+                local = local_update(model, global_weights, lm.encode_texts(tokenizer, data.clients[cid], max_length),
+                                     pad_id=tokenizer.pad_token_id, epochs=o.local_epochs,
+                                     batch_size=o.local_batch_size, lr=o.local_lr, bf16=o.bf16,
+                                     seed=ctx.seed_for(f"dp-fedavg-client-{r}-{cid}"), device=ctx.device)
+                yield (local - global_weights).double().cpu().numpy()[None, :]
+
+        for r in ctx.track(range(o.rounds), "DP-FedAvg rounds"):
+            if r < state["next_round"]:
+                continue
+            participants = ctx.privacy.poisson_sample(client_ids, round_index=r)
+            rows = deltas(participants, r, weights) if participants else np.zeros((0, weights.numel()))
+            noisy_sum = ctx.privacy.release_clipped_sum(f"dp-fedavg-round-{r}", rows, clip_norm=o.clip_norm)
+            average = torch.from_numpy(noisy_sum / expected).to(weights)
+            state["momentum"] = o.server_momentum * state["momentum"] + average
+            weights = state["weights"] = weights + o.server_lr * state["momentum"]
+            if validation:
+                assign(params, weights)
+                metrics = lm.score(model, validation, pad_id=tokenizer.pad_token_id, bf16=o.bf16, device=ctx.device)
+                state["history"].append({"round": r, **metrics})
+                ctx.log.info("DP-FedAvg round %d/%d: validation accuracy %.4f, cross-entropy %.4f",
+                             r + 1, o.rounds, metrics["accuracy"], metrics["cross_entropy"])
+                best = state["best"]
+                if o.select == "best_validation" and (best is None or metrics["accuracy"] > best["accuracy"]):
+                    state["best"] = {"round": r, "accuracy": metrics["accuracy"], "weights": weights}
+            chosen = state["best"]["round"] if o.select == "best_validation" else r
+            write_json(ctx.checkpoint_dir / "monitor.json",  # before the state: a rerun rewrites it
+                       {"select": o.select, "chosen_round": chosen, "history": state["history"]})
+            state["next_round"] = r + 1
+            save_atomic(state, path)
+
+        assign(params, state["best"]["weights"] if o.select == "best_validation" else weights)
+        out = ctx.checkpoint_dir / "model"
+        shutil.rmtree(out, ignore_errors=True)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        return TrainedModel(path=out)
+
+    def audit_mechanism(self):
+        """Each round's release for ``dpbench audit``: the shared clipped-sum path, since the
+        deltas reach the session unprocessed."""
+        from dpbench.privacy import clipped_sum_mechanism
+
+        return clipped_sum_mechanism(clip_norm=self.config.clip_norm, name="dp_fedavg round release")
+
+
+def local_update(model, weights, encoded, *, pad_id: int, epochs: int, batch_size: int, lr: float, seed: int,
+                 bf16: bool = False, device: str = "cpu"):
+    """One client's local training: plain SGD from the flat ``weights`` over ``epochs`` shuffled
+    passes of ``encoded`` (mean token cross-entropy, padding masked); returns the flat local
+    weights. Deterministic on CPU for a fixed ``seed`` (batch order and dropout)."""
+    import torch
+
+    from dpbench.evaluation import lm
+
+    params = list(model.parameters())
+    assign(params, weights)
+    optimizer = torch.optim.SGD(params, lr=lr)
+    order = np.random.default_rng(seed)
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _ in range(epochs):
+            shuffled = order.permutation(len(encoded))
+            for start in range(0, len(shuffled), batch_size):
+                batch = lm.collate([encoded[i] for i in shuffled[start:start + batch_size]], pad_id, device)
+                with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                 labels=batch.labels).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+    model.eval()
+    return flat(params)
+
+
+def flat(params):
+    """The parameters as one new flat tensor."""
+    import torch
+
+    return torch.cat([p.detach().reshape(-1) for p in params])
+
+
+def assign(params, weights) -> None:
+    """Copy the flat ``weights`` into ``params`` (never aliasing them)."""
+    import torch
+
+    with torch.no_grad():
+        start = 0
+        for p in params:
+            p.copy_(weights[start:start + p.numel()].view_as(p))
+            start += p.numel()
+
+
+def save_atomic(state: dict, path: Path) -> None:
+    """``torch.save`` to a temp file, fsync, then rename: a kill leaves the old or the new state."""
+    import torch
+
+    temp = path.with_name(path.name + ".tmp")
+    with open(temp, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)

@@ -1,0 +1,91 @@
+"""A tiny random-init GPT-2 and a four-client federation: DP-FedAvg's whole loop in seconds."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpbench.api import MethodData, PrivacyBudget, RunContext
+from dpbench.cache import SuiteCache
+
+TOY_PLUGINS = Path(__file__).resolve().parents[3] / "tests" / "plugins"
+ANIMALS = ["cat", "dog", "cow", "hen", "fox", "owl"]
+PLACES = ["mat", "rug", "bed", "hill", "barn", "road"]
+
+
+def corpus(n: int, offset: int = 0, style: str = "the") -> tuple[str, ...]:
+    return tuple(f"{style} {ANIMALS[(i + offset) % 6]} sat on {style} {PLACES[(i * 5 + offset) % 6]} at {i % 7}"
+                 for i in range(n))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """A save_pretrained folder like the next_token evaluator's initial model (~23k parameters)."""
+    from dpbench.evaluation.lm import build_model, train_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    tokenizer = train_tokenizer(corpus(40) + corpus(40, style="a"), 300)
+    build_model(tokenizer, n_layer=1, n_embd=32, n_head=2, max_length=24, seed=0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def fed_data() -> MethodData:
+    return MethodData(clients={f"c{k}": corpus(5, offset=k, style="a") for k in range(4)},
+                      validation=corpus(8, offset=11, style="a"), public=corpus(20))
+
+
+@pytest.fixture
+def run_method(tiny_gpt2, fed_data):
+    """``run_method(run_dir, seed=..., noise_multiplier=..., **options)`` runs DP-FedAvg on
+    ``fed_data`` through a real privacy session on ``run_dir`` (a fresh session each call,
+    as after a restart) and returns the artifact and the context."""
+    from dpbench.privacy import open_session
+    from dpbench_dpfedavg.config import DpFedAvgOptions
+    from dpbench_dpfedavg.method import DpFedAvg
+
+    def run(run_dir: Path, *, seed: int = 0, noise_multiplier: float = 0.0, session_hook=None, **options):
+        method = DpFedAvg(DpFedAvgOptions(**{"bf16": False, **options}))
+        budget = PrivacyBudget(epsilon=math.inf, delta=1e-5)
+        session = open_session(method.mechanism(fed_data), noise_multiplier=noise_multiplier, budget=budget,
+                               run_dir=run_dir, seed=seed, accountant="rdp")
+        if session_hook is not None:
+            session_hook(session)
+        ctx = RunContext(run_id="test", seed=seed, output_dir=run_dir, budget=budget,
+                         cache=SuiteCache(run_dir / "cache"), privacy=session, log=logging.getLogger("dpbench.test"),
+                         downstream=lambda: tiny_gpt2)
+        return method.run(fed_data, ctx), ctx
+
+    return run
+
+
+@pytest.fixture
+def toy_plugin(monkeypatch):
+    """dpbench's toy dataset plugin (tests/plugins/toy.py), for one test; as in dpbench's own
+    tests, installed plugins stay unloaded (also when this folder runs alone)."""
+    monkeypatch.setattr(sys, "_called_from_test", True, raising=False)
+    monkeypatch.syspath_prepend(str(TOY_PLUGINS))
+    import toy
+
+    from dpbench.plugins import registered
+
+    with registered(toy, name="toy"):
+        yield toy
+
+
+@pytest.fixture
+def dpfedavg_plugin():
+    import dpbench_dpfedavg
+
+    from dpbench.plugins import pm, registered
+
+    if pm.get_plugin("dp_fedavg") is None:
+        with registered(dpbench_dpfedavg, name="dp_fedavg"):
+            yield
+    else:
+        yield

@@ -1,0 +1,157 @@
+"""Private Evolution (PE) for text with client-level DP, as a dpbench method.
+
+Aug-PE (Xie, Lin, Zhang, Yan, Inan, Sim, Wutschitz, Kairouz, Wang, Li, Yekhanin, ICML 2024,
+arXiv 2403.01749; code AI-secure/aug-pe) in the federated form of microsoft/DPSDA's ``pe``
+library (``vote_normalization_level="client"``). RANDOM_API writes N_syn·L candidates from
+prompts of random public seed texts; each iteration every sampled client's texts vote for
+their nearest candidates, the shared privacy layer releases the Gaussian-noised sum of the
+clients' unit-norm vote vectors, the top N_syn (or a draw ∝ thresholded counts) are kept,
+and VARIATION_API adds L−1 paraphrases of each in a random tone. The output is the last
+iteration's selected set.
+
+Deliberate choices: votes normalised per client (sensitivity 1 under add/remove one client,
+as POPri's scores); POPri's generator, embedder and seed prompt, so only the algorithm
+differs from POPri; optional Poisson client sampling (the accountant's assumption; ``pe``
+lets every client vote); candidates kept by position (duplicate strings keep their own
+counts); an empty paraphrase falls back to its parent text; per-iteration monitoring of the
+selected set on the validation split (no privacy spent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from dpbench.api import MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
+from dpbench.errors import DpbenchError
+from dpbench_pe.config import PeOptions
+from dpbench_pe.prompts import TONES, variation_prompt, variation_stop
+from dpbench_pe.votes import select, vote_batches
+from dpbench_popri.monitor import round_metrics
+from dpbench_popri.prompts import build_prompt, choose_examples, postprocess, stop_strings
+from dpbench_popri.scoring import normalise_rows
+
+
+class PrivateEvolution(Method):
+    """Federated Private Evolution for text (see the module docstring)."""
+
+    version = "1"
+    config_class = PeOptions
+
+    def mechanism(self, data: MethodData) -> MechanismSpec:
+        return MechanismSpec(rounds=self.config.iterations, sampling_rate=self.config.sampling_rate)
+
+    def run(self, data: MethodData, ctx: RunContext) -> SyntheticTexts:
+        o = self.config
+        if len(data.public) < o.examples_per_prompt:
+            raise DpbenchError(f"PE needs at least {o.examples_per_prompt} public seed texts for its prompts; "
+                               f"the dataset has {len(data.public)}")
+        from dpbench.models.embedding import Embedder, embed_clients, embed_split
+
+        state = ctx.checkpoint_dir
+        embedder = Embedder(o.embedder, device=ctx.device)
+        client_ids = sorted(data.clients)
+        private = embed_clients(embedder, data, cache=ctx.cache)
+        validation = embed_split(embedder, data, "validation", cache=ctx.cache) if data.validation else None
+        apis = _Apis(o, data.public, ctx)
+
+        history, selected = [], []
+        for t in ctx.track(range(o.iterations), "PE iterations"):
+            folder = state / f"iteration{t:03d}"
+            folder.mkdir(exist_ok=True)
+            saved = folder / "candidates.json"
+            if not saved.exists() and t == 0:
+                _write_json(saved, apis.random(o.synthetic_samples * (o.variations_per_sample + 1)))
+            elif not saved.exists():
+                _write_json(saved, selected + apis.variations(selected, t))  # the selected are kept
+            candidates = json.loads(saved.read_text())
+            done = folder / "iteration.json"
+            if not done.exists():
+                _write_json(done, self._iterate(t, candidates, embedder, private, client_ids, validation, ctx))
+            record = json.loads(done.read_text())
+            selected = [candidates[i] for i in record["selected"]]
+            history.append(record["monitor"])
+        _write_json(state / "monitor.json", {"history": history})
+        apis.close()
+        return SyntheticTexts(texts=tuple(selected))
+
+    def _iterate(self, t, candidates, embedder, private, client_ids, validation, ctx) -> dict:
+        """One DP iteration: embed, vote, release, select, monitor."""
+        o = self.config
+        t0 = time.perf_counter()
+        embedded = normalise_rows(embedder.encode(candidates))
+        participants = ctx.privacy.poisson_sample(client_ids, round_index=t)
+        votes = vote_batches(embedded, [private[c] for c in participants], k=o.nearest_neighbors,
+                             batch_clients=o.vote_batch_clients)
+        noisy = ctx.privacy.release_clipped_sum(f"pe-iteration-{t}", votes, clip_norm=1.0)
+        chosen = select(noisy, o.synthetic_samples, threshold=o.histogram_threshold, mode=o.selection,
+                        rng=ctx.rng(f"pe-select-{t}"))
+        monitor = {"iteration": t}
+        if validation is not None and len(validation):
+            monitor.update(round_metrics(embedded[chosen], validation))
+        histogram = {"noisy_max": float(noisy.max()), "noisy_sum": float(noisy.sum()),
+                     "above_threshold": int((noisy > o.histogram_threshold).sum()),
+                     "distinct_selected": len(set(candidates[i] for i in chosen))}
+        seconds = time.perf_counter() - t0
+        ctx.log.info("PE iteration %d: %s; histogram %s; %.1f s", t, _short(monitor), _short(histogram), seconds)
+        return {"selected": [int(i) for i in chosen], "monitor": monitor, "histogram": histogram, "seconds": seconds}
+
+    def audit_mechanism(self):
+        """PE's release (nearest-neighbour votes -> per-client unit norm -> noisy sum) for ``dpbench audit``."""
+        from dpbench_pe.audit import pe_audit_mechanism
+
+        return pe_audit_mechanism()
+
+
+class _Apis:
+    """RANDOM_API and VARIATION_API over one generator, loaded on first use."""
+
+    def __init__(self, options: PeOptions, public, ctx: RunContext):
+        self.o, self.public, self.ctx = options, public, ctx
+        self._generator = None
+
+    def random(self, n: int) -> list[str]:
+        """``n`` texts, each from POPri's prompt with random public seed texts."""
+        o = self.o
+        rows = choose_examples(len(self.public), prompts=n, per_prompt=o.examples_per_prompt,
+                               rng=self.ctx.rng("pe-random-prompts"))
+        prompts = [build_prompt([self.public[i] for i in row], o.prompt_style) for row in rows]
+        return self._generate(prompts, stop_strings(o.prompt_style), "pe-random-generate")
+
+    def variations(self, parents: list[str], t: int) -> list[str]:
+        """L−1 paraphrases of each parent in a random tone, fold by fold; an empty one is its parent."""
+        o = self.o
+        folds = o.variations_per_sample
+        tones = self.ctx.rng(f"pe-tones-{t}").integers(len(TONES), size=folds * len(parents))
+        sources = parents * folds
+        prompts = [variation_prompt(text, TONES[i], o.prompt_style) for text, i in zip(sources, tones)]
+        texts = self._generate(prompts, variation_stop(o.prompt_style), f"pe-variation-{t}")
+        return [text or source for text, source in zip(texts, sources)]
+
+    def _generate(self, prompts, stop, stream: str) -> list[str]:
+        from dpbench.models.generation import SamplingParams, make_generator
+
+        o = self.o
+        if self._generator is None:
+            self._generator = make_generator(o.backend, o.model, dtype="bfloat16" if o.bf16 else "float32",
+                                             batch_size=o.generation_batch_size, device=self.ctx.device)
+        params = SamplingParams(temperature=o.temperature, top_p=o.top_p, max_new_tokens=o.max_new_tokens, stop=stop)
+        raw = self._generator.generate(prompts, params, seed=self.ctx.seed_for(stream))
+        return [postprocess(text, self._generator.tokenizer, o.truncate_tokens) for text in raw]
+
+    def close(self) -> None:
+        if self._generator is not None:
+            self._generator.close()
+
+
+def _write_json(path: Path, value) -> None:
+    """Write atomically, so a killed run never leaves half a file to resume from."""
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(json.dumps(value, ensure_ascii=False, indent=1))
+    os.replace(temp, path)
+
+
+def _short(stats: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items())

@@ -1,0 +1,111 @@
+"""PE's whole loop on a tiny random Llama: kept parents, ledgered iterations, resume after a kill."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dpbench.results import load_artifact, load_result
+from dpbench.runner import Runner
+from dpbench.suite import load_suite
+
+KEYS = ["pe-iteration-0", "pe-iteration-1", "pe-iteration-2"]
+
+
+def _suite(tmp_path, model, selection="rank"):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "pe_tiny.yaml"
+    path.write_text(f"""
+seeds: [0]
+privacy: {{epsilon: 4, delta: 1e-5, accountant: rdp}}
+datasets: {{toy_texts: {{num_clients: 12}}}}
+methods:
+  pe:
+    model: {model}
+    iterations: 3
+    synthetic_samples: 4
+    variations_per_sample: 1
+    selection: {selection}
+    max_new_tokens: 8
+    truncate_tokens: 8
+    generation_batch_size: 8
+evaluators: {{next_word: {{}}}}
+""")
+    return load_suite(path, runs_dir=tmp_path / "runs")
+
+
+@pytest.fixture
+def spy_generate(monkeypatch):
+    from dpbench.models.generation import TransformersGenerator
+
+    calls = []
+    original = TransformersGenerator.generate
+
+    def generate(self, prompts, params, *, seed, adapter=None):
+        calls.append(len(prompts))
+        return original(self, prompts, params, seed=seed, adapter=adapter)
+
+    monkeypatch.setattr(TransformersGenerator, "generate", generate)
+    return calls
+
+
+def _ledger(folder):
+    return [json.loads(line)["key"] for line in (folder / "ledger.jsonl").read_text().splitlines()]
+
+
+def test_iterations_keep_parents_and_are_ledgered(tmp_path, tiny_llama, hashing_embedder, toy_plugin, pe_plugin,
+                                                  spy_generate):
+    suite = _suite(tmp_path, tiny_llama)
+    report = Runner(suite).run()
+    assert not report.failed, report.failed
+    folder = suite.folder / suite.runs[0].run_id
+    state = folder / "state"
+    # RANDOM_API: N_syn·L = 8; then L-1 = 1 variation of each of the 4 selected, before iterations 1 and 2
+    assert spy_generate == [8, 4, 4]
+    result = load_result(folder)
+    assert [e["key"] for e in result.privacy["releases"]] == KEYS
+    assert 0 < result.privacy["epsilon_spent"] <= 4
+    for t in (0, 1):
+        candidates = json.loads((state / f"iteration{t:03d}" / "candidates.json").read_text())
+        chosen = json.loads((state / f"iteration{t:03d}" / "iteration.json").read_text())["selected"]
+        following = json.loads((state / f"iteration{t + 1:03d}" / "candidates.json").read_text())
+        assert len(candidates) == 8 and following[:4] == [candidates[i] for i in chosen]  # selected are kept
+    last = state / "iteration002"
+    chosen = json.loads((last / "iteration.json").read_text())["selected"]
+    candidates = json.loads((last / "candidates.json").read_text())
+    assert load_artifact(folder).texts == tuple(candidates[i] for i in chosen) and len(chosen) == 4
+    history = json.loads((state / "monitor.json").read_text())["history"]
+    assert [h["iteration"] for h in history] == [0, 1, 2]
+    assert all(np.isfinite(h["validation_centroid_cosine"]) for h in history)
+
+
+def test_killed_mid_iteration_resumes_to_the_same_result(tmp_path, tiny_llama, hashing_embedder, toy_plugin,
+                                                         pe_plugin, spy_generate, monkeypatch):
+    import dpbench_pe.method as method
+
+    straight = _suite(tmp_path / "a", tiny_llama, selection="sample")
+    assert not Runner(straight).run().failed
+
+    killed = _suite(tmp_path / "b", tiny_llama, selection="sample")
+    original, calls = method.select, []
+
+    def dies_after_the_second_release(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(method, "select", dies_after_the_second_release)
+    spy_generate.clear()
+    with pytest.raises(KeyboardInterrupt):
+        Runner(killed).run()
+    b = killed.folder / killed.runs[0].run_id
+    assert _ledger(b) == KEYS[:2]  # iteration 1 released, then died before selecting
+    assert spy_generate == [8, 4]
+    assert not Runner(killed).run().failed
+    assert spy_generate == [8, 4, 4]  # the rerun generated only iteration 2's variations
+    assert _ledger(b) == KEYS  # each release once: iteration 1's was replayed, not redrawn
+
+    a = straight.folder / straight.runs[0].run_id
+    assert load_artifact(a).texts == load_artifact(b).texts
+    assert load_result(a).privacy["epsilon_spent"] == load_result(b).privacy["epsilon_spent"]
