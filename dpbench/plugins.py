@@ -31,6 +31,7 @@ ENTRY_POINT_GROUP = "dpbench"
 pm = pluggy.PluginManager("dpbench")
 pm.add_hookspecs(hookspecs)
 _loaded = False
+_distributions: dict[str, importlib.metadata.Distribution] = {}  # installed plugin name -> its distribution
 
 
 class PluginLoadError(DpbenchError):
@@ -55,11 +56,20 @@ def load_plugins() -> pluggy.PluginManager:
 
 
 def _load_entry_points(only: str | None) -> None:
+    available = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
     if only is None:
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        for name, entry_point in sorted(available.items()):
+            if pm.get_plugin(name) is None and not pm.is_blocked(name):
+                try:
+                    plugin = entry_point.load()
+                except Exception as err:  # one broken plugin must not take every command down
+                    print(f"dpbench: skipping plugin {name!r} ({entry_point.value}), which failed to import: "
+                          f"{type(err).__name__}: {err}", file=sys.stderr)
+                    continue
+                pm.register(plugin, name=name)
+                _distributions[name] = entry_point.dist
         return
     wanted = [n.strip() for n in only.split(",") if n.strip()]
-    available = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
     for name in wanted:
         if name not in available:
             from dpbench.errors import did_you_mean
@@ -71,6 +81,7 @@ def _load_entry_points(only: str | None) -> None:
             )
         if pm.get_plugin(name) is None:
             pm.register(available[name].load(), name=name)
+            _distributions[name] = available[name].dist
 
 
 def load_plugins_dir(folder: str | Path) -> list[str]:
@@ -96,19 +107,18 @@ def load_plugins_dir(folder: str | Path) -> list[str]:
 def get_plugins() -> list[dict]:
     """Every registered plugin with its distribution version and the hooks it implements."""
     load_plugins()
-    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
     from dpbench import __version__
 
     plugins = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
         if plugin is None:
             continue
-        dist = dists.get(id(plugin))
+        dist = _distributions.get(name)
         plugins.append(
             {
                 "name": name,
                 "version": dist.version if dist else (__version__ if name in DEFAULT_PLUGINS else None),
-                "distribution": dist.project_name if dist else None,
+                "distribution": dist.metadata["Name"] if dist else None,
                 "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or ()),
             }
         )

@@ -109,3 +109,16 @@ def test_load_plugins_env_restricts_loading(installed_plugin):
     typo = _dpbench({**installed_plugin, "DPBENCH_LOAD_PLUGINS": "helo"}, "plugins")
     assert typo.returncode != 0
     assert "Did you mean 'hello'?" in typo.stderr
+
+
+def test_a_broken_installed_plugin_is_skipped_with_its_name(installed_plugin, tmp_path):
+    broken = tmp_path / "broken"
+    (broken / "dpbench_broken-0.1.dist-info").mkdir(parents=True)
+    (broken / "dpbench_broken-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: dpbench-broken\nVersion: 0.1\n")
+    (broken / "dpbench_broken-0.1.dist-info" / "entry_points.txt").write_text("[dpbench]\nbroken = dpbench_broken\n")
+    (broken / "dpbench_broken.py").write_text("import a_module_that_does_not_exist\n")
+    env = {**installed_plugin, "PYTHONPATH": os.pathsep.join([str(broken), installed_plugin["PYTHONPATH"]])}
+    out = _dpbench(env, "plugins", "--json")
+    assert out.returncode == 0, out.stderr
+    assert "skipping plugin 'broken'" in out.stderr and "a_module_that_does_not_exist" in out.stderr
+    assert "hello" in {p["name"] for p in json.loads(out.stdout)}
