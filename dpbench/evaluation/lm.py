@@ -152,7 +152,7 @@ def train(
     """
     import torch
 
-    model.train()
+    model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     order = batch_order(len(encoded), steps, batch_size, np.random.default_rng(seed))
     loop: Iterator[int] = iter(range(steps))
@@ -231,7 +231,7 @@ def score(model, encoded: Sequence[Sequence[int]], *, pad_id: int, batch_size: i
     """Top-1 / top-5 next-token accuracy and mean cross-entropy (nats) over all target tokens."""
     import torch
 
-    model.eval()
+    model.to(device).eval()
     total = Counts()
     with torch.inference_mode():
         for start in range(0, len(encoded), batch_size):
