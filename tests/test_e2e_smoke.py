@@ -15,18 +15,19 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.e2e
 def test_smoke_suite_end_to_end(tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.pop("DPBENCH_LOAD_PLUGINS", None)  # POPri comes in through its entry point, as for users
+    env.pop("DPBENCH_LOAD_PLUGINS", None)  # the methods come in through their entry points, as for users
     command = [sys.executable, "-m", "dpbench", "run", str(ROOT / "suites" / "smoke.yaml"),
                "--runs-dir", str(tmp_path / "runs"), "--leaderboards-dir", str(tmp_path / "boards")]
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1500, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "3 completed, 0 already complete, 0 failed" in out.stdout
+    assert "5 completed, 0 already complete, 0 failed" in out.stdout
 
     board = json.loads((tmp_path / "boards" / "smoke.json").read_text())
     rows = {row["method"]: row for row in board["rows"]}
-    assert set(rows) == {"public_only", "nonprivate", "popri"}
+    assert set(rows) == {"public_only", "nonprivate", "popri", "pe", "dp_fedavg"}
     assert rows["public_only"]["gap_closed"] == 0 and rows["nonprivate"]["gap_closed"] == 1
-    assert 0 < rows["popri"]["epsilon_ledger"] <= 4
+    for method in ("popri", "pe", "dp_fedavg"):
+        assert 0 < rows[method]["epsilon_ledger"] <= 4
     for row in rows.values():
         accuracy = row["metrics"]["next_token/accuracy"]["mean"]
         assert 0 < accuracy < 1 and math.isfinite(row["metrics"]["next_token/cross_entropy"]["mean"])
@@ -35,6 +36,13 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert len(json.loads((popri_run / "samples.json").read_text())) == 8
     ledger = [json.loads(line) for line in (popri_run / "ledger.jsonl").read_text().splitlines()]
     assert [entry["key"] for entry in ledger] == ["popri-round-0"]
+    (pe_run,) = (tmp_path / "runs" / "smoke").glob("sotu__pe__*")
+    assert json.loads((pe_run / "artifact.json").read_text())["count"] == 4
+    assert [json.loads(line)["key"] for line in (pe_run / "ledger.jsonl").read_text().splitlines()] == ["pe-iteration-0"]
+    (fedavg_run,) = (tmp_path / "runs" / "smoke").glob("sotu__dp_fedavg__*")
+    assert json.loads((fedavg_run / "artifact.json").read_text())["type"] == "trained_model"
+    assert [json.loads(line)["key"] for line in (fedavg_run / "ledger.jsonl").read_text().splitlines()] == [
+        "dp-fedavg-round-0", "dp-fedavg-round-1"]
 
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert "0 completed, 3 already complete" in again.stdout
+    assert "0 completed, 5 already complete" in again.stdout

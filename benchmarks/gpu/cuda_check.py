@@ -30,30 +30,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CHAT_TEMPLATE = ("{% for m in messages %}<|endoftext|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|endoftext|>assistant:{% endif %}")
 
 
 def tiny_models(folder: Path) -> tuple[Path, Path]:
     """A random-init chat Llama (generator) and BERT sentence-transformer (embedder)."""
-    import torch
     from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from dpbench.evaluation.lm import train_tokenizer
+    from dpbench.testing import tiny_chat_llama
 
-    corpus = [" ".join(f"w{(i * 7 + j) % 40}" for j in range(12)) for i in range(200)]
-    corpus += ["Here are some example paragraphs: Write one new paragraph like these. Reply with the paragraph only.",
-               "Please rephrase the following paragraph in a professional way"]
-    tok = train_tokenizer(corpus, 400)
-    tok.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    generator = folder / "generator"
-    LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).save_pretrained(generator)
-    tok.save_pretrained(generator)
+    generator = tiny_chat_llama(folder / "generator", hidden_size=64)
+    tok = AutoTokenizer.from_pretrained(generator)
     bert = folder / "bert"
     BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=64, max_position_embeddings=512, pad_token_id=tok.pad_token_id)

@@ -1,0 +1,76 @@
+"""Stand-ins for tests of dpbench and its method plugins: a tiny random-init chat Llama (a
+generator/policy in seconds) and a hashing embedder (no model at all). A plugin's
+``conftest.py`` imports the fixtures: ``from dpbench.testing import hashing_embedder, tiny_llama``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|endoftext|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|endoftext|>assistant:{% endif %}"
+)
+PROMPT_WORDS = ("Here are some example paragraphs: Write one new paragraph like these. Reply with the paragraph only.",
+                "Please rephrase the following paragraph in a casual way: Reply with the rephrased paragraph only.")
+
+
+def tiny_chat_llama(folder: Path, *, hidden_size: int = 32, extra_texts: Sequence[str] = PROMPT_WORDS) -> Path:
+    """Save a 2-layer random-init Llama with a chat template and a 400-token BPE vocabulary
+    (toy words ``w0..w39`` plus ``extra_texts``) to ``folder``; returns ``folder``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from dpbench.evaluation.lm import train_tokenizer
+
+    corpus = [" ".join(f"w{(i * 7 + j) % 40}" for j in range(12)) for i in range(200)] + list(extra_texts)
+    tok = train_tokenizer(corpus, 400)
+    tok.chat_template = CHAT_TEMPLATE
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=512, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return Path(folder)
+
+
+class HashingEmbedder:
+    """Bag of hashed words, unit norm: deterministic, instant, no model. Has the interface of
+    ``dpbench.models.embedding.Embedder`` (monkeypatch it in)."""
+
+    dimension = 32
+
+    def __init__(self, model="hashing", *, batch_size=64, device="cpu"):
+        self.name = model
+
+    def identity(self):
+        return {"model": "hashing-test-embedder"}
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for row, text in zip(out, texts):
+            for word in text.split():
+                row[int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dimension] += 1
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """The folder of a ``tiny_chat_llama``, built once per test session."""
+    return tiny_chat_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture
+def hashing_embedder(monkeypatch):
+    """``HashingEmbedder`` in place of the sentence-transformers embedder, for one test."""
+    import dpbench.models.embedding as embedding
+
+    monkeypatch.setattr(embedding, "Embedder", HashingEmbedder)
+    return HashingEmbedder
