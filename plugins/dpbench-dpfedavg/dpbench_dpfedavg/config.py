@@ -41,8 +41,8 @@ class DpFedAvgOptions:
     """bfloat16 autocast for local training and validation, fp32 weights (as the next_token
     evaluator; ~1.5x faster on CPUs with AVX512-BF16)"""
     select: str = "last"
-    """which round's weights are returned: last, or best_validation (top-1 accuracy on the
-    validation split, measured every round at no privacy cost)"""
+    """which weights are returned: last, or best_validation (top-1 accuracy on the validation
+    split, measured for the initial model and after every round at no privacy cost)"""
 
     def __post_init__(self):
         for name in ("rounds", "clients_per_round", "local_epochs", "local_batch_size"):

@@ -20,7 +20,9 @@ Deliberate choices:
   time, so no clients × parameters matrix is ever built.
 - Noise before the server optimizer: momentum only ever sees released values, so its state is
   post-processing.
-- Monitoring on the validation split after every round (no privacy cost); a checkpoint of the
+- Monitoring on the validation split before the first round and after every round (no
+  privacy cost); ``select: best_validation`` may return the initial model (checkpoint 0)
+  when no noisy round beats it, as POPri may return its base generator; a checkpoint of the
   global weights and momentum after every round, so a killed run resumes at the next round and
   a round whose release is already ledgered replays it instead of training again.
 """
@@ -81,6 +83,20 @@ class DpFedAvg(Method):
                      "history": [], "best": None}
         weights = state["weights"]
 
+        def monitor(checkpoint: int) -> None:
+            """Validation metrics of the current weights as ``checkpoint`` (0: the initial model)."""
+            assign(params, weights)
+            metrics = lm.score(model, validation, pad_id=tokenizer.pad_token_id, bf16=o.bf16, device=ctx.device)
+            state["history"].append({"checkpoint": checkpoint, **metrics})
+            ctx.log.info("DP-FedAvg checkpoint %d/%d: validation accuracy %.4f, cross-entropy %.4f",
+                         checkpoint, o.rounds, metrics["accuracy"], metrics["cross_entropy"])
+            best = state["best"]
+            if o.select == "best_validation" and (best is None or metrics["accuracy"] > best["accuracy"]):
+                state["best"] = {"checkpoint": checkpoint, "accuracy": metrics["accuracy"], "weights": weights}
+
+        if validation and not state["history"]:
+            monitor(0)
+
         def deltas(participants, r, global_weights):
             """One (1, d) float64 row θ_local − θ_global per participant, trained when the session asks."""
             for cid in participants:
@@ -100,17 +116,10 @@ class DpFedAvg(Method):
             state["momentum"] = o.server_momentum * state["momentum"] + average
             weights = state["weights"] = weights + o.server_lr * state["momentum"]
             if validation:
-                assign(params, weights)
-                metrics = lm.score(model, validation, pad_id=tokenizer.pad_token_id, bf16=o.bf16, device=ctx.device)
-                state["history"].append({"round": r, **metrics})
-                ctx.log.info("DP-FedAvg round %d/%d: validation accuracy %.4f, cross-entropy %.4f",
-                             r + 1, o.rounds, metrics["accuracy"], metrics["cross_entropy"])
-                best = state["best"]
-                if o.select == "best_validation" and (best is None or metrics["accuracy"] > best["accuracy"]):
-                    state["best"] = {"round": r, "accuracy": metrics["accuracy"], "weights": weights}
-            chosen = state["best"]["round"] if o.select == "best_validation" else r
+                monitor(r + 1)
+            chosen = state["best"]["checkpoint"] if o.select == "best_validation" else r + 1
             write_json(ctx.checkpoint_dir / "monitor.json",  # before the state: a rerun rewrites it
-                       {"select": o.select, "chosen_round": chosen, "history": state["history"]})
+                       {"select": o.select, "chosen_checkpoint": chosen, "history": state["history"]})
             state["next_round"] = r + 1
             save_atomic(state, path)
 

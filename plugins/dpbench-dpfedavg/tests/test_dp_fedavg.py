@@ -122,7 +122,7 @@ def test_killed_run_resumes_to_the_same_weights(run_method, tmp_path, monkeypatc
 
     def score(*args, **kwargs):
         calls["score"] += 1
-        if killed_in == "validation" and calls["score"] == 2:
+        if killed_in == "validation" and calls["score"] == 3:  # initial model, round 0, round 1
             raise KeyboardInterrupt
         return real_score(*args, **kwargs)
 
@@ -140,13 +140,13 @@ def test_killed_run_resumes_to_the_same_weights(run_method, tmp_path, monkeypatc
     assert ledger_keys(killed) == ["dp-fedavg-round-0", "dp-fedavg-round-1"]
 
 
-def test_best_validation_returns_the_best_round(run_method, tmp_path, fed_data):
+def test_best_validation_returns_the_best_checkpoint(run_method, tmp_path, fed_data):
     artifact, ctx = run_method(tmp_path, noise_multiplier=0.5, rounds=3, clients_per_round=4, local_lr=0.3,
                                clip_norm=0.5, select="best_validation")
     monitor = json.loads((ctx.checkpoint_dir / "monitor.json").read_text())
     accuracies = [h["accuracy"] for h in monitor["history"]]
-    assert [h["round"] for h in monitor["history"]] == [0, 1, 2]
-    assert monitor["chosen_round"] == int(np.argmax(accuracies))
+    assert [h["checkpoint"] for h in monitor["history"]] == [0, 1, 2, 3]  # 0: the initial model
+    assert monitor["chosen_checkpoint"] == int(np.argmax(accuracies))
     assert _validation_accuracy(artifact.path, fed_data) == pytest.approx(max(accuracies))
 
 
