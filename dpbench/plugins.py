@@ -61,12 +61,11 @@ def _load_entry_points(only: str | None) -> None:
         for name, entry_point in sorted(available.items()):
             if pm.get_plugin(name) is None and not pm.is_blocked(name):
                 try:
-                    plugin = entry_point.load()
+                    pm.register(entry_point.load(), name=name)
                 except Exception as err:  # one broken plugin must not take every command down
-                    print(f"dpbench: skipping plugin {name!r} ({entry_point.value}), which failed to import: "
+                    print(f"dpbench: skipping plugin {name!r} ({entry_point.value}), which failed to load: "
                           f"{type(err).__name__}: {err}", file=sys.stderr)
                     continue
-                pm.register(plugin, name=name)
                 _distributions[name] = entry_point.dist
         return
     wanted = [n.strip() for n in only.split(",") if n.strip()]

@@ -75,5 +75,9 @@ class PrivacySession(Protocol):
         released before (a resumed run) returns the stored value without iterating the batches:
         no new noise, no new charge."""
 
+    def discard_release(self, key: str) -> None:
+        """Delete release ``key``'s stored value (not its ledger line or charge) once a method
+        checkpoint holds what it needed; bounds disk for model-sized releases."""
+
     def epsilon_spent(self) -> float:
         """ε of every release in the ledger so far, at the suite's δ."""

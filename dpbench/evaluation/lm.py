@@ -158,7 +158,7 @@ def train(
     loop: Iterator[int] = iter(range(steps))
     if steps_iter is not None:
         loop = steps_iter(loop)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
         torch.manual_seed(seed)
         for step in loop:
             idx = next(order)

@@ -66,16 +66,12 @@ def clipped_sum(contributions, *, clip_norm: float) -> np.ndarray:
     (model deltas) never holds every row at once."""
     batches = contributions if isinstance(contributions, Iterator) else (contributions,)
     total = None
-    try:
-        for batch in batches:
-            part = clip_rows(batch, clip_norm=clip_norm).sum(axis=0)
-            if total is not None and part.shape != total.shape:
-                raise ConfigError("contributions", f"a batch of rows of length {part.shape[0]}",
-                                  f"rows of length {total.shape[0]}, like the first batch")
-            total = part if total is None else total + part
-    except TypeError:
-        raise ConfigError("contributions", type(contributions).__name__,
-                          "a numeric array of shape (clients, dimension) or an iterable of such arrays") from None
+    for batch in batches:
+        part = clip_rows(batch, clip_norm=clip_norm).sum(axis=0)
+        if total is not None and part.shape != total.shape:
+            raise ConfigError("contributions", f"a batch of rows of length {part.shape[0]}",
+                              f"rows of length {total.shape[0]}, like the first batch")
+        total = part if total is None else total + part
     if total is None:
         raise ConfigError("contributions", "no batches", "at least one array of shape (clients, dimension); "
                           "pass shape (0, dimension) when no client took part")

@@ -13,7 +13,7 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -61,7 +61,8 @@ class Session:
             return list(client_ids)
         return [cid for cid in client_ids if _uniform(self._sampling_seed, round_index, cid) < rate]
 
-    def release_clipped_sum(self, key: str, contributions, *, clip_norm: float) -> np.ndarray:
+    def release_clipped_sum(self, key: str, contributions: np.ndarray | Iterator[np.ndarray], *,
+                            clip_norm: float) -> np.ndarray:
         """Σ clip(row) + N(0, (σ·clip_norm)²), stored and ledgered before it is returned.
 
         ``contributions`` has one row per sampled client, shape (0, d) when nobody was sampled
@@ -104,8 +105,19 @@ class Session:
         charges = release_charges(self._records)
         return epsilon_of_charges(charges, delta=self.budget.delta, accountant=self.accountant)
 
+    def discard_release(self, key: str) -> None:
+        """Delete the stored value of release ``key`` once the method's own checkpoint holds
+        what it needed (DP-FedAvg's model-sized sums); the ledger line, its sha256 and its
+        charge stay. Replaying a discarded release is then an error."""
+        if key not in self._releases:
+            raise ConfigError("key", key, "the key of a release made in this run: " + ", ".join(self._releases))
+        (self.run_dir / self._releases[key]["file"]).unlink(missing_ok=True)
+
     def _replay(self, record: dict, contributions, clip_norm: float) -> np.ndarray:
         key = record["key"]
+        if not (self.run_dir / record["file"]).exists():
+            raise LedgerError(f"release {key!r} was made (it is in the ledger and charged) but its stored value "
+                              f"{record['file']} was discarded; resume from a checkpoint taken after it")
         if record["clip_norm"] != clip_norm:
             raise LedgerError(f"release {key!r} was made with clip_norm {record['clip_norm']}, now {clip_norm}")
         if isinstance(contributions, np.ndarray) and contributions.shape[1:] != tuple(record["shape"]):
@@ -142,14 +154,14 @@ def open_session(
     if seed is not None:
         check_int("seed", seed)
     # An infinite budget has nothing to exceed (and PLD cannot discretise near-zero noise).
-    planned = (None if math.isinf(budget.epsilon)
-               else epsilon_for(spec, noise_multiplier=noise_multiplier, delta=budget.delta, accountant=accountant))
-    if planned is not None and planned > budget.epsilon:
-        raise ConfigError(
-            "noise_multiplier", noise_multiplier,
-            f"a value whose ε over {spec.rounds} rounds is <= the budget {budget.epsilon:g} at δ={budget.delta:g} "
-            f"(it gives {planned:.4f} under {accountant!r})",
-        )
+    if not math.isinf(budget.epsilon):
+        planned = epsilon_for(spec, noise_multiplier=noise_multiplier, delta=budget.delta, accountant=accountant)
+        if planned > budget.epsilon:
+            raise ConfigError(
+                "noise_multiplier", noise_multiplier,
+                f"a value whose ε over {spec.rounds} rounds is <= the budget {budget.epsilon:g} at δ={budget.delta:g} "
+                f"(it gives {planned:.4f} under {accountant!r})",
+            )
     run_dir = Path(run_dir)
     (run_dir / "releases").mkdir(parents=True, exist_ok=True)
     ledger = run_dir / LEDGER_NAME

@@ -72,6 +72,29 @@ def test_resumed_release_does_not_iterate_the_batches(tmp_path):
     np.testing.assert_array_equal(make(tmp_path).release_clipped_sum("r", never(), clip_norm=C), first)
 
 
+def test_discarded_release_keeps_its_charge_and_refuses_replay(tmp_path):
+    session = make(tmp_path)
+    session.release_clipped_sum("r0", rows(), clip_norm=C)
+    spent = session.epsilon_spent()
+    session.discard_release("r0")
+    assert not list((tmp_path / "releases").iterdir())
+    resumed = make(tmp_path)
+    assert resumed.epsilon_spent() == spent and [e["key"] for e in read_ledger(tmp_path / "ledger.jsonl")] == ["r0"]
+    with pytest.raises(LedgerError, match="discarded"):
+        resumed.release_clipped_sum("r0", rows(), clip_norm=C)
+    with pytest.raises(ConfigError, match="key"):
+        resumed.discard_release("never-made")
+
+
+def test_errors_inside_the_callers_batches_surface_unchanged(tmp_path):
+    def failing():
+        raise TypeError("a bug in the method's own code")
+        yield
+
+    with pytest.raises(TypeError, match="a bug in the method's own code"):
+        make(tmp_path).release_clipped_sum("r", failing(), clip_norm=C)
+
+
 @pytest.mark.parametrize("batches", [[], [np.ones((2, 3)), np.ones((2, 4))]], ids=["none", "mismatched"])
 def test_bad_batches_raise(tmp_path, batches):
     with pytest.raises(ConfigError, match="contributions"):

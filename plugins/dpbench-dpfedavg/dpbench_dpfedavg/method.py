@@ -24,7 +24,9 @@ Deliberate choices:
   privacy cost); ``select: best_validation`` may return the initial model (checkpoint 0)
   when no noisy round beats it, as POPri may return its base generator; a checkpoint of the
   global weights and momentum after every round, so a killed run resumes at the next round and
-  a round whose release is already ledgered replays it instead of training again.
+  a round whose release is already ledgered replays it instead of training again. A round's
+  stored release (model-sized) is discarded once the checkpoint after it is written; its ledger
+  line and charge stay.
 """
 
 from __future__ import annotations
@@ -112,6 +114,9 @@ class DpFedAvg(Method):
             participants = ctx.privacy.poisson_sample(client_ids, round_index=r)
             rows = deltas(participants, r, weights) if participants else np.zeros((0, weights.numel()))
             noisy_sum = ctx.privacy.release_clipped_sum(f"dp-fedavg-round-{r}", rows, clip_norm=o.clip_norm)
+            if noisy_sum.shape != (weights.numel(),):
+                raise DpbenchError(f"DP-FedAvg: release dp-fedavg-round-{r} has shape {noisy_sum.shape}, the model "
+                                   f"{weights.numel()} parameters; resume with the same model")
             average = torch.from_numpy(noisy_sum / expected).to(weights)
             state["momentum"] = o.server_momentum * state["momentum"] + average
             weights = state["weights"] = weights + o.server_lr * state["momentum"]
@@ -122,6 +127,7 @@ class DpFedAvg(Method):
                        {"select": o.select, "chosen_checkpoint": chosen, "history": state["history"]})
             state["next_round"] = r + 1
             save_atomic(state, path)
+            ctx.privacy.discard_release(f"dp-fedavg-round-{r}")  # now in the checkpoint; model-sized on disk
 
         assign(params, state["best"]["weights"] if o.select == "best_validation" else weights)
         out = ctx.checkpoint_dir / "model"
@@ -152,7 +158,7 @@ def local_update(model, weights, encoded, *, pad_id: int, epochs: int, batch_siz
     optimizer = torch.optim.SGD(params, lr=lr)
     order = np.random.default_rng(seed)
     model.train()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
         torch.manual_seed(seed)
         for _ in range(epochs):
             shuffled = order.permutation(len(encoded))

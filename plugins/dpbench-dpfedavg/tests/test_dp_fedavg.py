@@ -147,6 +147,8 @@ def test_best_validation_returns_the_best_checkpoint(run_method, tmp_path, fed_d
     accuracies = [h["accuracy"] for h in monitor["history"]]
     assert [h["checkpoint"] for h in monitor["history"]] == [0, 1, 2, 3]  # 0: the initial model
     assert monitor["chosen_checkpoint"] == int(np.argmax(accuracies))
+    assert ledger_keys(tmp_path) == [f"dp-fedavg-round-{r}" for r in range(3)]
+    assert not list((tmp_path / "releases").iterdir())  # model-sized values dropped once checkpointed
     assert _validation_accuracy(artifact.path, fed_data) == pytest.approx(max(accuracies))
 
 

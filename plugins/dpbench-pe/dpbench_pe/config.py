@@ -36,7 +36,8 @@ class PeOptions:
     nearest_neighbors: int = 1
     """k candidates each private text votes for; paper: 1"""
     histogram_threshold: float = 0.0
-    """H: counts become max(noisy - H, 0) before selection (vote units: each client's vector has norm 1); paper: 0"""
+    """H: ``sample`` selection draws in proportion to max(noisy - H, 0) (vote units: each client's
+    vector has norm 1); ``rank`` ranks the raw noisy counts, which H would only tie; paper: 0"""
     selection: str = "rank"
     """rank: the top noisy counts (paper); sample: draw with replacement in proportion to thresholded counts"""
     sampling_rate: float = 1.0

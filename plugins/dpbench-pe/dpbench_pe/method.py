@@ -14,7 +14,9 @@ as POPri's scores); POPri's generator, embedder and seed prompt, so only the alg
 differs from POPri; optional Poisson client sampling (the accountant's assumption; ``pe``
 lets every client vote); candidates kept by position (duplicate strings keep their own
 counts); an empty paraphrase falls back to its parent text; per-iteration monitoring of the
-selected set on the validation split (no privacy spent).
+selected set on the validation split (no privacy spent); the initial population is N_syn·L
+independent RANDOM_API samples (Aug-PE draws N_syn and adds L−1 variations of each: the same
+count, less diverse).
 """
 
 from __future__ import annotations

@@ -51,14 +51,17 @@ def vote_batches(candidates: np.ndarray, client_texts: Sequence[np.ndarray], *, 
 
 def select(noisy: np.ndarray, size: int, *, threshold: float = 0.0, mode: str = "rank",
            rng: np.random.Generator | None = None) -> np.ndarray:
-    """Indices of ``size`` candidates from the noisy histogram thresholded to max(noisy - H, 0).
+    """Indices of ``size`` candidates from the noisy histogram.
 
-    ``rank``: the largest counts (ties keep candidate order). ``sample``: drawn with
-    replacement in proportion to the counts; uniformly if every count is zero.
+    ``rank``: the largest noisy counts (ties keep candidate order); thresholding is skipped, as
+    it would only turn every count below H into a tie won by position (the carried-over
+    parents). ``sample``: drawn with replacement in proportion to max(noisy - H, 0); uniformly
+    if every count is zero.
     """
-    counts = np.maximum(np.asarray(noisy, dtype=np.float64) - threshold, 0.0)
+    noisy = np.asarray(noisy, dtype=np.float64)
     if mode == "rank":
-        return np.argsort(-counts, kind="stable")[:size]
+        return np.argsort(-noisy, kind="stable")[:size]
+    counts = np.maximum(noisy - threshold, 0.0)
     if rng is None:
         raise ValueError("sample selection needs an rng")
     total = counts.sum()

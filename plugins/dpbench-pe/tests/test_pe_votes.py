@@ -59,8 +59,8 @@ def test_batches_equal_one_pass_and_nobody_gives_an_empty_batch():
 def test_rank_selection_and_threshold():
     noisy = np.array([0.5, 3.0, -1.0, 2.0, 1.0])
     assert list(select(noisy, 2)) == [1, 3]
-    # H = 1: counts become [0, 2, 0, 1, 0]; ties at zero keep candidate order
-    assert list(select(noisy, 3, threshold=1.0)) == [1, 3, 0]
+    # rank ignores H: thresholding would make 0.5, -1 and 1.0 a three-way tie won by position
+    assert list(select(noisy, 3, threshold=1.0)) == [1, 3, 4]
     drawn = select(noisy, 500, threshold=1.0, mode="sample", rng=np.random.default_rng(0))
     assert set(drawn) == {1, 3}  # every count <= H was zeroed
     assert 0.55 < np.mean(drawn == 1) < 0.8  # drawn in proportion 2 : 1

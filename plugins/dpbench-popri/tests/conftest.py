@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dpbench.testing import hashing_embedder, tiny_llama  # noqa: F401 - fixtures
+from dpbench.testing.fixtures import hashing_embedder, tiny_llama  # noqa: F401 - fixtures
 
 TOY_PLUGINS = Path(__file__).resolve().parents[3] / "tests" / "plugins"
 

@@ -1,6 +1,6 @@
 """Stand-ins for tests of dpbench and its method plugins: a tiny random-init chat Llama (a
 generator/policy in seconds) and a hashing embedder (no model at all). A plugin's
-``conftest.py`` imports the fixtures: ``from dpbench.testing import hashing_embedder, tiny_llama``."""
+``conftest.py`` imports the pytest fixtures from ``dpbench.testing.fixtures``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|endoftext|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -60,17 +59,3 @@ class HashingEmbedder:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
 
-
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory) -> Path:
-    """The folder of a ``tiny_chat_llama``, built once per test session."""
-    return tiny_chat_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture
-def hashing_embedder(monkeypatch):
-    """``HashingEmbedder`` in place of the sentence-transformers embedder, for one test."""
-    import dpbench.models.embedding as embedding
-
-    monkeypatch.setattr(embedding, "Embedder", HashingEmbedder)
-    return HashingEmbedder
