@@ -171,7 +171,7 @@ def test_trained_model_loads_with_the_evaluator_vocab_and_leaves_the_initial_mod
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
     before = digest(tiny_gpt2)
-    artifact, ctx = run_method(tmp_path, noise_multiplier=0.5, bf16=True, rounds=2, clients_per_round=3)
+    artifact, ctx = run_method(tmp_path, noise_multiplier=0.5, bf16=True, rounds=2, clients_per_round=3, select="last")
     assert artifact.path.parent == ctx.checkpoint_dir and (artifact.path / "config.json").is_file()
     model = AutoModelForCausalLM.from_pretrained(str(artifact.path))
     assert model.config.vocab_size == len(AutoTokenizer.from_pretrained(str(tiny_gpt2)))
