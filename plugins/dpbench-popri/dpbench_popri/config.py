@@ -62,8 +62,9 @@ class PopriOptions:
     lora_r: int = 16
     lora_alpha: int = 32
     """paper: 16"""
-    max_length: int = 256
-    """prompt + completion tokens in DPO"""
+    max_length: int = 512
+    """prompt + completion tokens in DPO (paper: 512); checked against the longest possible pair
+    before round 0, since trl would cut completions silently"""
 
     # monitoring and output
     select: str = "last"

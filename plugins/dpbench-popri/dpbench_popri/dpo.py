@@ -14,6 +14,18 @@ from pathlib import Path
 from dpbench_popri.config import PopriOptions
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+COMPLETION_MARGIN = 4
+"""tokens beyond the completion itself: an end-of-turn marker, EOS, re-tokenization slack"""
+
+
+def longest_pair_tokens(tokenizer, prompts, completion_tokens: int) -> int:
+    """An upper bound on prompt + completion tokens of any DPO pair built on ``prompts``
+    with completions of at most ``completion_tokens`` generator tokens. trl keeps the start of
+    a longer sequence, so a ``max_length`` below this trains on cut completions (or drops the
+    pair) without a word."""
+    from dpbench.models.generation import prompt_token_ids
+
+    return max(len(prompt_token_ids(tokenizer, p)) for p in prompts) + completion_tokens + COMPLETION_MARGIN
 
 
 def lora_config(options: PopriOptions, model):
@@ -53,6 +65,9 @@ def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dic
         args=dpo_config(options, output_dir=out_dir / "trainer", first_round=previous is None, seed=seed, device=device),
         peft_config=lora_config(options, base_model),
     )
+    # trl drops pairs whose prompt fills max_length and cuts longer ones: record both
+    kept = trainer.train_dataset
+    lengths = [len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in kept]
     trainer.remove_callback(PrinterCallback)  # per-step logs go to dpo.json and the run log, not stdout
     if previous is not None:
         set_peft_model_state_dict(trainer.model, load_file(previous / "adapter" / "adapter_model.safetensors"))
@@ -65,6 +80,8 @@ def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dic
     accuracies = [e["rewards/accuracies"] for e in trainer.state.log_history if "rewards/accuracies" in e]
     stats = {"steps": trainer.state.global_step, "loss_first": losses[0] if losses else None,
              "loss_last": losses[-1] if losses else None,
-             "reward_accuracy_last": accuracies[-1] if accuracies else None}
+             "reward_accuracy_last": accuracies[-1] if accuracies else None,
+             "pairs_dropped": len(pairs) - len(kept), "pairs_cut": sum(n > options.max_length for n in lengths),
+             "longest_pair_tokens": max(lengths, default=0)}
     (out_dir / "dpo.json").write_text(json.dumps(stats, indent=1))
     return stats

@@ -26,18 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from dpbench.api import MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
-from dpbench.errors import DpbenchError
+from dpbench.errors import ConfigError, DpbenchError
 from dpbench_popri.config import PopriOptions
 from dpbench_popri.monitor import pick_checkpoint, round_metrics
 from dpbench_popri.pairs import preference_pairs
-from dpbench_popri.prompts import build_prompt, choose_examples, postprocess, stop_strings
+from dpbench_popri.prompts import build_prompt, choose_examples, clean, postprocess, stop_strings
 from dpbench_popri.scoring import client_sums, normalise_rows, score_batches
 
 
 class Popri(Method):
     """POPri as a dpbench method (see the module docstring)."""
 
-    version = "1"
+    version = "2"
     config_class = PopriOptions
 
     def mechanism(self, data: MethodData) -> MechanismSpec:
@@ -61,6 +61,7 @@ class Popri(Method):
         validation = embed_split(embedder, data, "validation", cache=ctx.cache)
         generator = make_generator(o.backend, o.model, dtype="bfloat16" if o.bf16 else "float32",
                                    batch_size=o.generation_batch_size, device=ctx.device)
+        self._check_dpo_length(data.public, generator.tokenizer)
         params = SamplingParams(temperature=o.temperature, top_p=o.top_p, max_new_tokens=o.max_new_tokens,
                                 stop=stop_strings(o.prompt_style))
         sample = functools.partial(self._sample, generator, params, data.public, ctx)
@@ -126,6 +127,20 @@ class Popri(Method):
         texts = [postprocess(t, generator.tokenizer, o.truncate_tokens) for t in raw]
         saved.write_text(json.dumps(texts, ensure_ascii=False))
         return built, texts
+
+    def _check_dpo_length(self, public, tokenizer) -> None:
+        """Refuse, before any budget is spent, a ``max_length`` that the longest possible pair
+        (the longest public seed texts in one prompt, a full-length completion) exceeds."""
+        from dpbench_popri.dpo import longest_pair_tokens
+
+        o = self.config
+        lengths = [len(ids) for ids in tokenizer([clean(t) for t in public], add_special_tokens=False)["input_ids"]]
+        longest = [public[i] for i in np.argsort(lengths, kind="stable")[-o.examples_per_prompt:]]
+        needed = longest_pair_tokens(tokenizer, [build_prompt(longest, o.prompt_style)], o.truncate_tokens)
+        if needed > o.max_length:
+            raise ConfigError("max_length", o.max_length,
+                              f"at least {needed}: a prompt of the {o.examples_per_prompt} longest public texts plus a "
+                              f"{o.truncate_tokens}-token completion needs that many, and DPO would cut the completions")
 
     def _pair_record(self, prompt, chosen: str, rejected: str) -> dict:
         if self.config.prompt_style == "chat":

@@ -10,7 +10,7 @@ from dpbench.runner import Runner
 from dpbench.suite import load_suite
 
 
-def _suite(tmp_path, model, rounds=2):
+def _suite(tmp_path, model, rounds=2, max_length=128):
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "popri_tiny.yaml"
     path.write_text(f"""
@@ -31,7 +31,7 @@ methods:
     epochs_per_round: 1
     lora_r: 2
     lora_alpha: 4
-    max_length: 96
+    max_length: {max_length}
     generation_batch_size: 8
 evaluators: {{next_word: {{}}}}
 """)
@@ -73,8 +73,42 @@ def test_rounds_are_on_policy_and_privacy_is_ledgered(tmp_path, tiny_llama, hash
     monitor = json.loads((state / "monitor.json").read_text())
     assert [h["checkpoint"] for h in monitor["history"]] == [0, 1, 2] and monitor["chosen_checkpoint"] == 2
     assert all(np.isfinite(h["mean_pairwise_cosine"]) for h in monitor["history"])
+    for r in (0, 1):  # every pair reached DPO whole
+        dpo = json.loads((state / f"round{r:03d}" / "dpo.json").read_text())
+        assert dpo["pairs_dropped"] == dpo["pairs_cut"] == 0 and 0 < dpo["longest_pair_tokens"] <= 128
     pairs = json.loads((state / "round000" / "pairs.json").read_text())
     assert [p["chosen"] // 3 for p in pairs] == [0, 1, 2, 3] and all(p["chosen"] != p["rejected"] for p in pairs)
+
+
+def test_a_max_length_that_would_cut_completions_fails_before_any_release(tmp_path, tiny_llama, hashing_embedder,
+                                                                         toy_plugin, popri_plugin, spy_generate):
+    suite = _suite(tmp_path, tiny_llama, max_length=30)
+    (error,) = Runner(suite).run().failed.values()
+    assert "max_length: 30 is not allowed; expected at least" in error
+    assert spy_generate == []  # nothing generated, nothing released
+    assert not (suite.folder / suite.runs[0].run_id / "ledger.jsonl").exists()
+
+
+def test_the_length_bound_covers_what_trl_tokenizes(tmp_path, tiny_llama):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    from dpbench.models.resolve import load_tokenizer
+    from dpbench_popri.dpo import longest_pair_tokens
+    from dpbench_popri.prompts import build_prompt
+
+    tok = load_tokenizer(str(tiny_llama))
+    prompt = build_prompt(["w1 w2 w3 w4", "w5 w6", "w7 w8 w9"], "chat")
+    completion = " ".join(f"w{i}" for i in range(8))
+    completion_tokens = len(tok(completion, add_special_tokens=False)["input_ids"])
+    pair = {"prompt": prompt, "chosen": [{"role": "assistant", "content": completion}],
+            "rejected": [{"role": "assistant", "content": "w1"}]}
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_llama), processing_class=tok,
+                         args=DPOConfig(output_dir=str(tmp_path), max_length=None, report_to="none", use_cpu=True),
+                         train_dataset=Dataset.from_list([pair]))
+    (row,) = trainer.train_dataset
+    assert len(row["prompt_ids"]) + len(row["chosen_ids"]) <= longest_pair_tokens(tok, [prompt], completion_tokens)
 
 
 def test_reference_is_the_base_model_and_adapter_carries_over(tmp_path, tiny_llama, hashing_embedder, toy_plugin,
