@@ -41,7 +41,7 @@ def main() -> None:
     from dpbench.suite import load_suite
 
     suite = load_suite(args.suite, args.overrides)
-    spec = next(r for r in suite.runs if r.seed == suite.runs[0].seed)
+    spec = suite.runs[0]
     dataset_cls = get_registry("dataset").get(spec.dataset.plugin)
     cache = SuiteCache(suite.folder / "cache")
     data = dataset_cls(build_config(dataset_cls.config_class, spec.dataset.options, where="dataset")).load(cache)
@@ -51,10 +51,14 @@ def main() -> None:
 
     private, public = data.training_texts(), tuple(data.public)
     rng = np.random.default_rng(args.seed)
+
+    def subset(texts: tuple[str, ...], m: int) -> tuple[str, ...]:
+        return tuple(texts[i] for i in sorted(rng.choice(len(texts), min(m, len(texts)), replace=False)))
+
     sets = {"no fine-tuning (ε = 0)": ()}
     for m in args.sizes:
-        sets[f"private {min(m, len(private))}"] = tuple(private[i] for i in sorted(rng.choice(len(private), min(m, len(private)), replace=False)))
-        sets[f"public {min(m, len(public))}"] = tuple(public[i] for i in sorted(rng.choice(len(public), min(m, len(public)), replace=False)))
+        sets[f"private {min(m, len(private))}"] = subset(private, m)
+        sets[f"public {min(m, len(public))}"] = subset(public, m)
     sets[f"private all ({len(private)}, ε = ∞)"] = private
 
     rows = []

@@ -18,14 +18,14 @@ COMPLETION_MARGIN = 4
 """tokens beyond the completion itself: an end-of-turn marker, EOS, re-tokenization slack"""
 
 
-def longest_pair_tokens(tokenizer, prompts, completion_tokens: int) -> int:
-    """An upper bound on prompt + completion tokens of any DPO pair built on ``prompts``
-    with completions of at most ``completion_tokens`` generator tokens. trl keeps the start of
-    a longer sequence, so a ``max_length`` below this trains on cut completions (or drops the
+def pair_tokens(tokenizer, prompt, completion_tokens: int) -> int:
+    """An upper bound on prompt + completion tokens of a DPO pair on ``prompt`` with
+    completions of at most ``completion_tokens`` generator tokens. trl keeps the start of a
+    longer sequence, so a ``max_length`` below this trains on cut completions (or drops the
     pair) without a word."""
     from dpbench.models.generation import prompt_token_ids
 
-    return max(len(prompt_token_ids(tokenizer, p)) for p in prompts) + completion_tokens + COMPLETION_MARGIN
+    return len(prompt_token_ids(tokenizer, prompt)) + completion_tokens + COMPLETION_MARGIN
 
 
 def lora_config(options: PopriOptions, model):

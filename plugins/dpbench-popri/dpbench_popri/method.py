@@ -131,12 +131,12 @@ class Popri(Method):
     def _check_dpo_length(self, public, tokenizer) -> None:
         """Refuse, before any budget is spent, a ``max_length`` that the longest possible pair
         (the longest public seed texts in one prompt, a full-length completion) exceeds."""
-        from dpbench_popri.dpo import longest_pair_tokens
+        from dpbench_popri.dpo import pair_tokens
 
         o = self.config
         lengths = [len(ids) for ids in tokenizer([clean(t) for t in public], add_special_tokens=False)["input_ids"]]
         longest = [public[i] for i in np.argsort(lengths, kind="stable")[-o.examples_per_prompt:]]
-        needed = longest_pair_tokens(tokenizer, [build_prompt(longest, o.prompt_style)], o.truncate_tokens)
+        needed = pair_tokens(tokenizer, build_prompt(longest, o.prompt_style), o.truncate_tokens)
         if needed > o.max_length:
             raise ConfigError("max_length", o.max_length,
                               f"at least {needed}: a prompt of the {o.examples_per_prompt} longest public texts plus a "

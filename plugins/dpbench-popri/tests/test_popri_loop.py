@@ -95,7 +95,7 @@ def test_the_length_bound_covers_what_trl_tokenizes(tmp_path, tiny_llama):
     from trl import DPOConfig, DPOTrainer
 
     from dpbench.models.resolve import load_tokenizer
-    from dpbench_popri.dpo import longest_pair_tokens
+    from dpbench_popri.dpo import pair_tokens
     from dpbench_popri.prompts import build_prompt
 
     tok = load_tokenizer(str(tiny_llama))
@@ -108,7 +108,7 @@ def test_the_length_bound_covers_what_trl_tokenizes(tmp_path, tiny_llama):
                          args=DPOConfig(output_dir=str(tmp_path), max_length=None, report_to="none", use_cpu=True),
                          train_dataset=Dataset.from_list([pair]))
     (row,) = trainer.train_dataset
-    assert len(row["prompt_ids"]) + len(row["chosen_ids"]) <= longest_pair_tokens(tok, [prompt], completion_tokens)
+    assert len(row["prompt_ids"]) + len(row["chosen_ids"]) <= pair_tokens(tok, prompt, completion_tokens)
 
 
 def test_reference_is_the_base_model_and_adapter_carries_over(tmp_path, tiny_llama, hashing_embedder, toy_plugin,
