@@ -33,21 +33,14 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/evaluator_ceiling.json")
     args = parser.parse_args()
 
-    from dpbench.api.artifacts import SyntheticTexts
-    from dpbench.api.config import build_config
-    from dpbench.api.context import RunContext
-    from dpbench.cache import SuiteCache
-    from dpbench.plugins import get_registry
+    from dpbench.api import RunContext, SyntheticTexts
+    from dpbench.runner import Runner
     from dpbench.suite import load_suite
 
     suite = load_suite(args.suite, args.overrides)
-    spec = suite.runs[0]
-    dataset_cls = get_registry("dataset").get(spec.dataset.plugin)
-    cache = SuiteCache(suite.folder / "cache")
-    data = dataset_cls(build_config(dataset_cls.config_class, spec.dataset.options, where="dataset")).load(cache)
-    choice = spec.evaluators[0]
-    evaluator_cls = get_registry("evaluator").get(choice.plugin)
-    evaluator = evaluator_cls(build_config(evaluator_cls.config_class, choice.options, where="evaluator"))
+    spec, runner = suite.runs[0], Runner(suite)
+    data, cache = runner.dataset(spec.dataset), runner.cache
+    choice, _, evaluator = runner.evaluators(spec)[0]
 
     private, public = data.training_texts(), tuple(data.public)
     rng = np.random.default_rng(args.seed)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpbench.api import FederatedTextData, RunContext, SyntheticTexts, build_config
+from dpbench.api import Evaluator, FederatedTextData, Method, RunContext, SyntheticTexts, build_config
 from dpbench.api.config import config_dict
 from dpbench.cache import SuiteCache
 from dpbench.env import environment
@@ -101,17 +101,13 @@ class Runner:
     def _execute(self, spec: RunSpec, folder: Path) -> RunResult:
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        data = self._dataset(spec.dataset)
+        data = self.dataset(spec.dataset)
         timings["dataset_s"] = time.perf_counter() - start
-        method_cls = get_registry("method").get(spec.method.plugin)
-        method = method_cls(build_config(method_cls.config_class, spec.method.options, where=f"methods.{spec.method.label}"))
+        method = self.method(spec)
+        method_cls = type(method)
         method_data = data.for_method()
 
-        evaluators = []
-        for choice in spec.evaluators:
-            evaluator_cls = get_registry("evaluator").get(choice.plugin)
-            evaluators.append((choice, evaluator_cls, evaluator_cls(
-                build_config(evaluator_cls.config_class, choice.options, where=f"evaluators.{choice.label}"))))
+        evaluators = self.evaluators(spec)
         ctx = RunContext(run_id=spec.run_id, seed=spec.seed, output_dir=folder, budget=spec.budget,
                          cache=self.cache, device=_device(spec.device), log=log, progress=self.progress)
         ctx.downstream = lambda: next((path for _, _, e in evaluators
@@ -180,7 +176,22 @@ class Runner:
                  spec.epsilon, spec.delta, mechanism.rounds, mechanism.sampling_rate, spec.accountant)
         return {**base, "mechanism": config_dict(mechanism), "noise_multiplier": sigma, "session": ctx.privacy}
 
-    def _dataset(self, choice: PluginChoice) -> FederatedTextData:
+    def method(self, spec: RunSpec) -> Method:
+        """The configured method instance of ``spec``."""
+        method_cls = get_registry("method").get(spec.method.plugin)
+        return method_cls(build_config(method_cls.config_class, spec.method.options, where=f"methods.{spec.method.label}"))
+
+    def evaluators(self, spec: RunSpec) -> list[tuple[PluginChoice, type[Evaluator], Evaluator]]:
+        """``(choice, class, configured instance)`` for each evaluator of ``spec``."""
+        evaluators = []
+        for choice in spec.evaluators:
+            evaluator_cls = get_registry("evaluator").get(choice.plugin)
+            evaluators.append((choice, evaluator_cls, evaluator_cls(
+                build_config(evaluator_cls.config_class, choice.options, where=f"evaluators.{choice.label}"))))
+        return evaluators
+
+    def dataset(self, choice: PluginChoice) -> FederatedTextData:
+        """The loaded, checked dataset of ``choice``; loaded once per suite."""
         key = json.dumps([choice.plugin, choice.options, choice.version], sort_keys=True)
         if key not in self._datasets:
             cls = get_registry("dataset").get(choice.plugin)
