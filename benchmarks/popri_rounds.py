@@ -2,11 +2,12 @@
 
 Every POPri round records its own wall-clock split in ``state/roundNNN/round.json`` (scoring =
 candidate embedding + the clients' matrix multiply + the noisy release). This collects them
-from the run folders of a suite, e.g. after ``dpbench run suites/quickstart.yaml
-"privacy.epsilon=[1,7]"``, with each run's round shape (N prompts × J samples, DPO steps),
-and prints and saves ``benchmarks/results/popri_rounds.json``.
+from the POPri runs of a suite as it is configured now (folders of older settings are left
+out), e.g. after ``dpbench run suites/quickstart.yaml "privacy.epsilon=[1,7]"``, with each
+run's round shape (N prompts × J samples, DPO steps), and prints and saves
+``benchmarks/results/popri_rounds.json``.
 
-    .venv/bin/python benchmarks/popri_rounds.py [runs/quickstart]
+    .venv/bin/python benchmarks/popri_rounds.py suites/quickstart.yaml "privacy.epsilon=[1,7]"
 """
 
 from __future__ import annotations
@@ -24,12 +25,16 @@ PARTS = ("generation", "scoring", "dpo")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite_runs", nargs="?", default="runs/quickstart")
+    parser.add_argument("suite", nargs="?", default="suites/quickstart.yaml")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for dpbench run")
     parser.add_argument("--out", default="benchmarks/results/popri_rounds.json")
     args = parser.parse_args()
 
+    from dpbench.suite import load_suite
+
+    suite = load_suite(args.suite, args.overrides)
     runs = []
-    for folder in sorted(Path(args.suite_runs).glob("*__popri__*")):
+    for folder in [suite.folder / s.run_id for s in suite.runs if s.method.plugin == "popri"]:
         rounds = [json.loads(p.read_text()) for p in sorted(folder.glob("state/round*/round.json"))]
         if not rounds:
             continue
@@ -43,7 +48,8 @@ def main() -> None:
             "seconds": seconds,
             "mean_seconds": {part: round(float(np.mean(v)), 2) for part, v in seconds.items()},
         })
-    report = {"benchmark": "popri_rounds", "machine": platform.machine(), "cpus": os.cpu_count(), "runs": runs}
+    report = {"benchmark": "popri_rounds", "suite": suite.name, "overrides": args.overrides,
+              "machine": platform.machine(), "cpus": os.cpu_count(), "runs": runs}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     for run in runs:
