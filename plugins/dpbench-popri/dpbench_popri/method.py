@@ -51,7 +51,6 @@ class Popri(Method):
         if not data.validation:
             raise DpbenchError("POPri monitors rounds on the validation split, which is empty")
         from dpbench.models.embedding import Embedder, embed_clients, embed_split
-        from dpbench.models.generation import SamplingParams, make_generator
 
         state = ctx.checkpoint_dir
         embedder = Embedder(o.embedder, device=ctx.device)
@@ -59,12 +58,9 @@ class Popri(Method):
         sums = client_sums(embed_clients(embedder, data, cache=ctx.cache), client_ids, embedder.dimension)
         row_of = {cid: i for i, cid in enumerate(client_ids)}
         validation = embed_split(embedder, data, "validation", cache=ctx.cache)
-        generator = make_generator(o.backend, o.model, dtype="bfloat16" if o.bf16 else "float32",
-                                   batch_size=o.generation_batch_size, device=ctx.device)
+        generator = self._generator(ctx)
         self._check_dpo_length(data.public, generator.tokenizer)
-        params = SamplingParams(temperature=o.temperature, top_p=o.top_p, max_new_tokens=o.max_new_tokens,
-                                stop=stop_strings(o.prompt_style))
-        sample = functools.partial(self._sample, generator, params, data.public, ctx)
+        sample = functools.partial(self._sample, generator, data.public, ctx)
 
         history = []
         for r in ctx.track(range(o.rounds), "POPri rounds"):
@@ -113,9 +109,32 @@ class Popri(Method):
         generator.close()
         return SyntheticTexts(texts=tuple(texts))
 
-    def _sample(self, generator, params, public, ctx, stream, prompts, per_prompt, adapter, saved: Path):
-        """``per_prompt`` completions for each of ``prompts`` fresh prompts; cached in ``saved``."""
+    def checkpoint_texts(self, data: MethodData, ctx: RunContext, *, state: Path, checkpoint: int,
+                         saved: Path) -> list[str]:
+        """The final texts a finished run (checkpoints in ``state``) would return had ``select``
+        chosen ``checkpoint``: same prompts and seeds. Spends no privacy (the adapters are
+        released already); for comparing checkpoints on validation after a run."""
+        generator = self._generator(ctx)
+        try:
+            return self._sample(generator, data.public, ctx, "final", self.config.final_samples, 1,
+                                _adapter(state, checkpoint), saved)[1]
+        finally:
+            generator.close()
+
+    def _generator(self, ctx):
+        from dpbench.models.generation import make_generator
+
         o = self.config
+        return make_generator(o.backend, o.model, dtype="bfloat16" if o.bf16 else "float32",
+                              batch_size=o.generation_batch_size, device=ctx.device)
+
+    def _sample(self, generator, public, ctx, stream, prompts, per_prompt, adapter, saved: Path):
+        """``per_prompt`` completions for each of ``prompts`` fresh prompts; cached in ``saved``."""
+        from dpbench.models.generation import SamplingParams
+
+        o = self.config
+        params = SamplingParams(temperature=o.temperature, top_p=o.top_p, max_new_tokens=o.max_new_tokens,
+                                stop=stop_strings(o.prompt_style))
         rows = choose_examples(len(public), prompts=prompts, per_prompt=o.examples_per_prompt,
                                rng=ctx.rng(f"popri-prompts-{stream}"))
         built = [build_prompt([public[i] for i in row], o.prompt_style) for row in rows]

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from dpbench.api import RunContext
 from dpbench.results import load_artifact, load_result
 from dpbench.runner import Runner
 from dpbench.suite import load_suite
@@ -78,6 +79,17 @@ def test_rounds_are_on_policy_and_privacy_is_ledgered(tmp_path, tiny_llama, hash
         assert dpo["pairs_dropped"] == dpo["pairs_cut"] == 0 and 0 < dpo["longest_pair_tokens"] <= 128
     pairs = json.loads((state / "round000" / "pairs.json").read_text())
     assert [p["chosen"] // 3 for p in pairs] == [0, 1, 2, 3] and all(p["chosen"] != p["rejected"] for p in pairs)
+
+    # afterwards any checkpoint's final texts can be regenerated: the chosen one gives back the
+    # run's own texts, checkpoint 0 samples the base model
+    runner = Runner(suite)
+    method, data = runner.method(spec), runner.dataset(spec.dataset).for_method()
+    ctx = RunContext(run_id=spec.run_id, seed=spec.seed, output_dir=tmp_path / "after", budget=spec.budget,
+                     cache=runner.cache)
+    again = method.checkpoint_texts(data, ctx, state=state, checkpoint=2, saved=tmp_path / "chosen.json")
+    assert tuple(again) == load_artifact(folder).texts and spy_generate[-1]["adapter"] == str(state / "round001" / "adapter")
+    base = method.checkpoint_texts(data, ctx, state=state, checkpoint=0, saved=tmp_path / "base.json")
+    assert spy_generate[-1]["adapter"] is None and len(base) == 6
 
 
 def test_a_max_length_that_would_cut_completions_fails_before_any_release(tmp_path, tiny_llama, hashing_embedder,
