@@ -40,7 +40,7 @@ def main() -> None:
     suite = load_suite(args.suite, args.overrides)
     spec, runner = suite.runs[0], Runner(suite)
     data, cache = runner.dataset(spec.dataset), runner.cache
-    choice, _, evaluator = runner.evaluators(spec)[0]
+    choice, evaluator = runner.evaluators(spec)[0]
 
     private, public = data.training_texts(), tuple(data.public)
     rng = np.random.default_rng(args.seed)

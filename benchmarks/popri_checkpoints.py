@@ -53,7 +53,7 @@ def main() -> None:
     own_texts = args.final_samples in (None, method.config.final_samples)
     if not own_texts:
         method = type(method)(dataclasses.replace(method.config, final_samples=args.final_samples))
-    choice, _, evaluator = runner.evaluators(spec)[0]
+    choice, evaluator = runner.evaluators(spec)[0]
     log = logging.getLogger("dpbench.checkpoints")
 
     rows = []

@@ -110,7 +110,7 @@ class Runner:
         evaluators = self.evaluators(spec)
         ctx = RunContext(run_id=spec.run_id, seed=spec.seed, output_dir=folder, budget=spec.budget,
                          cache=self.cache, device=_device(spec.device), log=log, progress=self.progress)
-        ctx.downstream = lambda: next((path for _, _, e in evaluators
+        ctx.downstream = lambda: next((path for _, e in evaluators
                                        if (path := e.initial_model(method_data, ctx)) is not None), None)
         privacy = self._privacy(spec, method_cls, method.mechanism(method_data), data, folder, ctx)
 
@@ -130,12 +130,12 @@ class Runner:
 
         metrics, metric_specs, versions = {}, {}, {
             f"dataset/{spec.dataset.label}": spec.dataset.version, f"method/{spec.method.label}": spec.method.version}
-        for choice, evaluator_cls, evaluator in evaluators:
+        for choice, evaluator in evaluators:
             t0 = time.perf_counter()
             scores = evaluator.evaluate(artifact, data, ctx)
-            metrics[choice.label] = _check_scores(choice.label, evaluator_cls, scores)
+            metrics[choice.label] = _check_scores(choice.label, evaluator, scores)
             metric_specs[choice.label] = {m.name: {"higher_is_better": m.higher_is_better, "description": m.description}
-                                          for m in evaluator_cls.metrics}
+                                          for m in evaluator.metrics}
             versions[f"evaluator/{choice.label}"] = choice.version
             timings[f"evaluate_{choice.label}_s"] = time.perf_counter() - t0
         if privacy.get("session") is not None:
@@ -181,12 +181,12 @@ class Runner:
         method_cls = get_registry("method").get(spec.method.plugin)
         return method_cls(build_config(method_cls.config_class, spec.method.options, where=f"methods.{spec.method.label}"))
 
-    def evaluators(self, spec: RunSpec) -> list[tuple[PluginChoice, type[Evaluator], Evaluator]]:
-        """``(choice, class, configured instance)`` for each evaluator of ``spec``."""
+    def evaluators(self, spec: RunSpec) -> list[tuple[PluginChoice, Evaluator]]:
+        """``(choice, configured instance)`` for each evaluator of ``spec``."""
         evaluators = []
         for choice in spec.evaluators:
             evaluator_cls = get_registry("evaluator").get(choice.plugin)
-            evaluators.append((choice, evaluator_cls, evaluator_cls(
+            evaluators.append((choice, evaluator_cls(
                 build_config(evaluator_cls.config_class, choice.options, where=f"evaluators.{choice.label}"))))
         return evaluators
 
@@ -216,8 +216,8 @@ class Runner:
                                                "traceback": traceback.format_exc()})
 
 
-def _check_scores(label: str, evaluator_cls, scores) -> dict[str, float]:
-    declared = {m.name for m in evaluator_cls.metrics}
+def _check_scores(label: str, evaluator: Evaluator, scores) -> dict[str, float]:
+    declared = {m.name for m in evaluator.metrics}
     if not isinstance(scores, dict) or set(scores) != declared:
         got = sorted(scores) if isinstance(scores, dict) else type(scores).__name__
         raise DpbenchError(f"evaluator {label!r} returned metrics {got}, but declares {sorted(declared)}")
