@@ -50,6 +50,7 @@ def main() -> None:
         raise DpbenchError(f"{folder} is not a finished run: run `dpbench run {args.suite}` first")
     monitor = json.loads((folder / "state" / "monitor.json").read_text())
     method, data = runner.method(spec), runner.dataset(spec.dataset)
+    method_data = data.for_method()
     own_texts = args.final_samples in (None, method.config.final_samples)
     if not own_texts:
         method = type(method)(dataclasses.replace(method.config, final_samples=args.final_samples))
@@ -67,7 +68,7 @@ def main() -> None:
             start = time.perf_counter()
             saved = (folder / "state" / "final" / "synthetic.json" if own_texts and k == monitor["chosen_checkpoint"]
                      else Path(scratch) / f"texts{k}.json")
-            texts = method.checkpoint_texts(data.for_method(), ctx, state=folder / "state", checkpoint=k, saved=saved)
+            texts = method.checkpoint_texts(method_data, ctx, state=folder / "state", checkpoint=k, saved=saved)
             generated = time.perf_counter()
             metrics = evaluator.evaluate(SyntheticTexts(texts=tuple(texts)), data, ctx)
             details = json.loads((ctx.output_dir / "next_token.json").read_text())
