@@ -22,7 +22,8 @@ class SuiteCache:
     """Folders under ``root/<namespace>/<hash of key>``, built once and atomically.
 
     A half-built entry (killed mid-way) is never visible: entries are built in a temporary
-    folder and renamed into place. The key is stored beside the entry for inspection.
+    folder and renamed into place. One process builds an entry while others wait for it (a
+    file lock beside the entry). The key is stored beside the entry for inspection.
     """
 
     def __init__(self, root: Path):
@@ -33,22 +34,23 @@ class SuiteCache:
 
     def get_or_build(self, namespace: str, key: Mapping[str, Any], build: Callable[[Path], None]) -> Path:
         """Return the entry's folder, calling ``build(tmp_folder)`` first if it does not exist."""
+        from filelock import FileLock
+
         final = self.path(namespace, key)
         if final.exists():
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
-        try:
-            build(tmp)
-            (tmp / "cache-key.json").write_text(json.dumps(key, sort_keys=True, default=str, indent=1))
+        with FileLock(final.parent / f".{final.name}.lock"):
+            if final.exists():  # built by another process while this one waited
+                return final
+            tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
             try:
+                build(tmp)
+                (tmp / "cache-key.json").write_text(json.dumps(key, sort_keys=True, default=str, indent=1))
                 os.rename(tmp, final)
-            except OSError:  # another process finished first
-                if not final.exists():
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
         return final
 
     def json(self, namespace: str, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:

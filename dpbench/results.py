@@ -3,55 +3,29 @@
 ``runs/<suite>/<run_id>/`` holds ``spec.json`` (the resolved run spec), ``env.json``,
 ``privacy.json`` (mechanism and calibrated noise), ``ledger.jsonl`` and ``releases/`` (the
 privacy layer's write-ahead record), ``state/`` (method checkpoints), ``artifact.json`` +
-``synthetic.jsonl`` (the method's output), ``samples.json``, ``log.txt`` and, last,
-``result.json``. A run is complete exactly when ``result.json`` exists.
+``synthetic.jsonl`` or a model folder (the method's output, sealed by a content hash),
+``samples.json``, ``log.txt`` and, last, ``result.json``. A run is complete when
+``result.json`` reads back and, for a private run, its ledger is sound
+(``dpbench.privacy.ledger.check_ledger``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dpbench.api.artifacts import Artifact, SyntheticTexts, TrainedModel
+from dpbench.errors import DamagedRunError
+from dpbench.files import atomic_write, read_json, write_json
 
 RESULT_SCHEMA_VERSION = 1
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Write JSON so a reader never sees a half-written file (temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(_jsonable(value), handle, indent=1, ensure_ascii=False, allow_nan=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
+class ArtifactError(DamagedRunError):
+    """A method's saved output no longer matches what the method returned."""
 
 
 def as_float(value: Any) -> float:
@@ -89,45 +63,75 @@ class RunResult:
 
 
 def load_result(folder: Path) -> RunResult | None:
-    path = folder / "result.json"
-    if not path.exists():
+    """The run's result, or None when absent or damaged (a truncated file is "not complete")."""
+    try:
+        return RunResult.from_dict(read_json(folder / "result.json"))
+    except (OSError, ValueError, TypeError):
         return None
-    return RunResult.from_dict(read_json(path))
 
 
 def save_artifact(folder: Path, artifact: Artifact) -> None:
-    """Keep the method's output so a run killed during evaluation does not redo the method."""
+    """Keep the method's output, sealed by a content hash, so a run killed during evaluation
+    does not redo the method and a changed output is never evaluated."""
     if isinstance(artifact, SyntheticTexts):
-        path = folder / "synthetic.jsonl"
         digest = hashlib.sha256()
-        with open(path, "w") as handle:
+        with atomic_write(folder / "synthetic.jsonl") as handle:
             for text in artifact.texts:
                 line = json.dumps({"text": text}, ensure_ascii=False) + "\n"
                 handle.write(line)
                 digest.update(line.encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        write_json(folder / "artifact.json", {"type": "synthetic_texts", "count": len(artifact.texts), "sha256": digest.hexdigest()})
+        write_json(folder / "artifact.json", {"type": "synthetic_texts", "count": len(artifact.texts),
+                                              "sha256": digest.hexdigest()})
     elif isinstance(artifact, TrainedModel):
-        write_json(folder / "artifact.json", {"type": "trained_model", "path": str(Path(artifact.path).resolve())})
+        root, path = folder.resolve(), Path(artifact.path).resolve()
+        if not path.is_dir() or not path.is_relative_to(root):
+            raise TypeError(f"a TrainedModel must be a folder inside the run folder {root} (under "
+                            f"ctx.checkpoint_dir); got {artifact.path}")
+        relative = path.relative_to(root)
+        write_json(folder / "artifact.json", {"type": "trained_model", "path": relative.as_posix(),
+                                              "sha256": folder_digest(path)})
     else:
         raise TypeError(f"a method must return SyntheticTexts or TrainedModel, not {type(artifact).__name__}")
 
 
 def load_artifact(folder: Path) -> Artifact | None:
-    """The saved artifact, or None when absent or damaged."""
-    meta_path = folder / "artifact.json"
-    if not meta_path.exists():
+    """The saved artifact; None when none was saved or its record is torn (redo the method).
+
+    Raises ``ArtifactError`` when the saved output changed since the method returned.
+    """
+    try:
+        meta = read_json(folder / "artifact.json")
+        kind, sealed = meta["type"], meta["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    meta = read_json(meta_path)
-    if meta["type"] == "trained_model":
-        path = Path(meta["path"])
-        return TrainedModel(path=path) if path.exists() else None
+    if kind == "trained_model":
+        path = folder / meta["path"]
+        found = folder_digest(path) if path.is_dir() else "missing"
+        if found != sealed:
+            raise ArtifactError(f"{path}: the trained model changed since the method returned it (content hash "
+                                f"{found[:12]}, sealed {sealed[:12]}); re-run the method")
+        return TrainedModel(path=path)
     digest, texts = hashlib.sha256(), []
-    with open(folder / "synthetic.jsonl") as handle:
-        for line in handle:
-            digest.update(line.encode())
-            texts.append(json.loads(line)["text"])
-    if digest.hexdigest() != meta["sha256"] or len(texts) != meta["count"]:
-        return None
+    try:
+        with open(folder / "synthetic.jsonl", encoding="utf-8") as handle:
+            for line in handle:
+                digest.update(line.encode())
+                texts.append(json.loads(line)["text"])
+    except (OSError, ValueError, KeyError, TypeError):
+        texts = None
+    if texts is None or digest.hexdigest() != sealed or len(texts) != meta["count"]:
+        raise ArtifactError(f"{folder / 'synthetic.jsonl'}: the synthetic texts changed since the method returned "
+                            f"them (they no longer match artifact.json); re-run the method")
     return SyntheticTexts(texts=tuple(texts))
+
+
+def folder_digest(path: Path) -> str:
+    """sha256 over every file under ``path`` (relative names and bytes, in sorted order)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
