@@ -44,3 +44,14 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """A ' Did you mean ...?' suffix, or '' when nothing is close."""
     close = difflib.get_close_matches(name, sorted(choices), n=3, cutoff=0.6)
     return (" Did you mean " + " or ".join(repr(c) for c in close) + "?") if close else ""
+
+
+class DamagedRunError(DpbenchError):
+    """A run folder's records no longer agree with each other (a lost or torn ledger line, a
+    changed output): the run is incomplete and is redone from scratch, never shown with a
+    lower ε."""
+
+
+class PrivacyMisuseError(DpbenchError):
+    """A method used its privacy session against the mechanism it declared (a release from
+    clients outside the round's cohort, more releases than planned)."""

@@ -1,7 +1,8 @@
 """Leaderboards: collect a suite's completed runs into Markdown, JSON and CSV.
 
-ε is recomputed from each run's ledger, never read from a config; runs scored by different
-evaluator versions are never mixed; "gap closed" is the paper's
+ε is recomputed from each run's ledger, never read from a config, and a run whose ledger is
+not sound (``dpbench.privacy.ledger.check_ledger``) is listed as incomplete instead of shown
+with a lower ε; runs scored by different evaluator versions are never mixed; "gap closed" is the paper's
 (m − m_ε=0) / (m_ε=∞ − m_ε=0) on the suite's metric, per dataset and seed-averaged.
 """
 
@@ -17,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dpbench.errors import DpbenchError
-from dpbench.results import RunResult, as_float, load_result, write_json
+from dpbench.files import write_json
+from dpbench.results import RunResult, as_float, load_result
 
 OVER_BUDGET_TOLERANCE = 1e-6
 
@@ -52,15 +54,18 @@ class Leaderboard:
     columns: list[tuple[str, bool]]
     """("evaluator/metric", higher_is_better) in display order"""
     rows: list[Row] = field(default_factory=list)
+    incomplete: dict[str, str] = field(default_factory=dict)
+    """run id -> why it is not on the board (a damaged or short ledger)"""
 
     def to_dict(self) -> dict:
         return {"suite": self.suite, "metric": self.metric,
                 "columns": [{"name": n, "higher_is_better": h} for n, h in self.columns],
-                "rows": [asdict(r) for r in self.rows]}
+                "rows": [asdict(r) for r in self.rows], "incomplete": dict(self.incomplete)}
 
 
 def collect(folder: Path, run_ids: set[str] | None = None) -> list[tuple[Path, RunResult]]:
-    """Completed runs under a suite folder (only ``run_ids`` when given), in a stable order."""
+    """Finished runs under a suite folder (only ``run_ids`` when given), in a stable order; a
+    folder whose ``result.json`` is missing or torn is not finished."""
     found = []
     for path in sorted(folder.glob("*/result.json")):
         if run_ids is not None and path.parent.name not in run_ids:
@@ -72,12 +77,20 @@ def collect(folder: Path, run_ids: set[str] | None = None) -> list[tuple[Path, R
 
 
 def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | None = None) -> Leaderboard:
+    """The board of ``runs``; a run whose ledger is not sound goes to ``incomplete``, not to a row."""
+    from dpbench.privacy.ledger import run_ledger_problems
+
     if not runs:
         raise DpbenchError(f"no completed runs for suite {suite_name!r}; run `dpbench run` first")
     _check_versions(runs)
     columns = _columns(runs)
     metric = _qualified(metric, columns) if metric else columns[0][0]
     higher = dict(columns)[metric]
+    incomplete = {}
+    for folder, result in runs:
+        if problems := run_ledger_problems(folder, result.privacy):
+            incomplete[result.run_id] = "; ".join(problems)
+    runs = [(folder, result) for folder, result in runs if result.run_id not in incomplete]
 
     groups: dict[tuple, list[tuple[Path, RunResult]]] = defaultdict(list)
     for folder, result in runs:
@@ -104,7 +117,7 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
                         over_budget=reference is None and eps_ledger > epsilon * (1 + OVER_BUDGET_TOLERANCE)))
     _fill_gap_closed(rows, metric)
     rows.sort(key=lambda r: (r.dataset, r.epsilon, -_sortable(r.metrics.get(metric, {}).get("mean"), higher)))
-    return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows)
+    return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows, incomplete=incomplete)
 
 
 def gap_closed(value: float, at_zero: float, at_infinity: float) -> float | None:
@@ -210,6 +223,10 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
             cells.append(", ".join(f"{k.split('/')[0]} {v}" for k, v in sorted(row.versions.items())))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    if board.incomplete:
+        lines += ["## Incomplete runs (not on the board)", "",
+                  "Their ledgers are damaged or short, so their ε cannot be trusted; `dpbench run` redoes them.", ""]
+        lines += [f"- `{run_id}`: {why}" for run_id, why in sorted(board.incomplete.items())] + [""]
     return "\n".join(lines)
 
 

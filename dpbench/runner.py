@@ -1,8 +1,11 @@
 """The runner: dataset -> method (with calibrated privacy) -> evaluators, one run spec at a time.
 
-Completed runs (a ``result.json`` with the same config hash) are skipped; an interrupted run
-is resumed: its saved artifact, ledgered releases and method checkpoints are reused, nothing
-is charged twice.
+Completed runs (a ``result.json`` with the same config hash and a sound ledger) are skipped;
+an interrupted run is resumed: its saved artifact, ledgered releases and method checkpoints
+are reused, nothing is charged twice. A run whose records disagree (a lost or torn ledger
+line, a changed output) is set aside under ``<suite>/.damaged/`` and redone from scratch.
+Each run folder has one writer: a second ``dpbench run`` of the same suite leaves the runs
+another process holds to it, does the rest, then waits for those.
 """
 
 from __future__ import annotations
@@ -18,22 +21,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpbench.api import Evaluator, FederatedTextData, Method, RunContext, SyntheticTexts, build_config
+from dpbench.api import Evaluator, FederatedTextData, Method, MethodData, RunContext, SyntheticTexts, build_config
 from dpbench.api.config import config_dict
 from dpbench.cache import SuiteCache
 from dpbench.env import environment
-from dpbench.errors import ConfigError, DpbenchError
+from dpbench.errors import ConfigError, DamagedRunError, DpbenchError, PrivacyMisuseError
+from dpbench.files import write_json
 from dpbench.plugins import get_registry, load_plugins
 from dpbench.progress import Progress
-from dpbench.results import RunResult, load_artifact, load_result, read_json, save_artifact, write_json
+from dpbench.privacy.ledger import run_ledger_problems
+from dpbench.results import RunResult, load_artifact, load_result, save_artifact
 from dpbench.suite import PluginChoice, RunSpec, Suite
 
 log = logging.getLogger("dpbench")
 SAMPLES_SHOWN = 20
-
-
-class RunFailed(DpbenchError):
-    """A run raised; its traceback is in the run folder's ``error.json``."""
+LOCKED = "locked"
 
 
 @dataclass
@@ -57,34 +59,70 @@ class Runner:
     def run(self) -> SuiteReport:
         report = SuiteReport()
         overall = self.progress.add(f"suite {self.suite.name}", len(self.suite.runs)) if self.progress else None
-        for spec in self.suite.runs:
-            if self.progress:
-                self.progress.describe(overall, f"suite {self.suite.name}: {spec.run_id.rsplit('__', 1)[0]}")
-            try:
-                status = self.run_one(spec)
-                (report.completed if status == "completed" else report.skipped).append(spec.run_id)
-            except KeyboardInterrupt:
-                log.warning("interrupted during %s; re-run the same command to resume", spec.run_id)
-                raise
-            except Exception as err:  # one failing run must not lose the others
-                report.failed[spec.run_id] = f"{type(err).__name__}: {err}"
-                self._record_error(spec, err)
-                if self.fail_fast:
-                    raise
-                log.error("run %s failed: %s", spec.run_id, err)
-            if self.progress:
-                self.progress.advance(overall)
+        held_elsewhere = [spec for spec in self.suite.runs if self._attempt(spec, report, overall, wait=False) == LOCKED]
+        for spec in held_elsewhere:
+            log.warning("waiting for the other dpbench process running %s", spec.run_id)
+            self._attempt(spec, report, overall, wait=True)
         return report
 
-    def run_one(self, spec: RunSpec) -> str:
-        """Run (or resume, or skip) one spec; returns "completed" or "skipped"."""
+    def _attempt(self, spec: RunSpec, report: SuiteReport, overall, *, wait: bool) -> str | None:
+        if self.progress:
+            self.progress.describe(overall, f"suite {self.suite.name}: {spec.run_id.rsplit('__', 1)[0]}")
+        status = None
+        try:
+            status = self.run_one(spec, wait=wait)
+            if status == LOCKED:
+                log.warning("%s is being run by another dpbench process; doing the other runs first", spec.run_id)
+                return status
+            (report.completed if status == "completed" else report.skipped).append(spec.run_id)
+        except KeyboardInterrupt:
+            log.warning("interrupted during %s; re-run the same command to resume", spec.run_id)
+            raise
+        except Exception as err:  # one failing run must not lose the others
+            report.failed[spec.run_id] = f"{type(err).__name__}: {err}"
+            self._record_error(spec, err)
+            if self.fail_fast:
+                raise
+            log.error("run %s failed: %s", spec.run_id, err)
+        if self.progress:
+            self.progress.advance(overall)
+        return status
+
+    def run_one(self, spec: RunSpec, *, wait: bool = True) -> str:
+        """Run (or resume, or skip) one spec under its folder's lock; returns "completed",
+        "skipped", or "locked" when another process holds it and ``wait`` is false."""
+        from filelock import FileLock, Timeout
+
+        locks = self.suite.folder / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(locks / f"{spec.run_id}.lock")
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            return LOCKED
+        try:
+            return self._run_locked(spec)
+        finally:
+            lock.release()
+
+    def _run_locked(self, spec: RunSpec) -> str:
         folder = self.suite.folder / spec.run_id
         done = load_result(folder)
         if done is not None and not self.force and done.spec.get("config_hash") == spec.config_hash:
-            log.info("skipping %s: already complete", spec.run_id)
-            return "skipped"
+            problems = run_ledger_problems(folder, done.privacy)
+            if not problems:
+                log.info("skipping %s: already complete", spec.run_id)
+                return "skipped"
+            self._set_aside(folder, problems)
         if folder.exists() and self.force:
             shutil.rmtree(folder)
+        try:
+            return self._start(spec, folder)
+        except DamagedRunError as err:
+            self._set_aside(folder, [str(err)])
+            return self._start(spec, folder)
+
+    def _start(self, spec: RunSpec, folder: Path) -> str:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "error.json").unlink(missing_ok=True)
         write_json(folder / "spec.json", {**spec.to_dict(), "suite_config": self.suite.config,
@@ -96,6 +134,17 @@ class Runner:
         load_plugins().hook.run_finished(run=spec, result=result)
         return "completed"
 
+    def _set_aside(self, folder: Path, problems: list[str]) -> None:
+        """Move a damaged attempt to ``<suite>/.damaged/`` (kept for inspection, on no board)."""
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        target = self.suite.folder / ".damaged" / f"{folder.name}-{stamp}"
+        log.warning("%s is damaged (%s); it is redone from scratch and the old attempt kept in %s",
+                    folder.name, "; ".join(problems), target)
+        if folder.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(folder), str(target))
+            write_json(target / "damage.json", {"problems": problems})
+
     # ------------------------------------------------------------ the pipeline
 
     def _execute(self, spec: RunSpec, folder: Path) -> RunResult:
@@ -106,6 +155,8 @@ class Runner:
         method = self.method(spec)
         method_cls = type(method)
         method_data = data.for_method()
+        if method_cls.reference == "epsilon_zero":
+            method_data = MethodData(clients={}, validation=data.validation, public=data.public)
 
         evaluators = self.evaluators(spec)
         ctx = RunContext(run_id=spec.run_id, seed=spec.seed, output_dir=folder, budget=spec.budget,
@@ -115,14 +166,20 @@ class Runner:
         privacy = self._privacy(spec, method_cls, method.mechanism(method_data), data, folder, ctx)
 
         artifact = load_artifact(folder)
-        if artifact is None:
+        fresh = artifact is None
+        if fresh:
             log.info("%s: running method %s", spec.run_id, spec.method.label)
             t0 = time.perf_counter()
             artifact = method.run(method_data, ctx)
-            save_artifact(folder, artifact)
             timings["method_s"] = time.perf_counter() - t0
         else:
             log.info("%s: reusing the method's saved output", spec.run_id)
+        if ctx.privacy is not None:
+            _check_spent(spec, folder, privacy, ctx.privacy)
+            privacy["epsilon_spent"] = ctx.privacy.epsilon_spent()
+            privacy["releases"] = ctx.privacy.records
+        if fresh:
+            save_artifact(folder, artifact)
         if isinstance(artifact, SyntheticTexts) and artifact.texts:
             rng = ctx.rng("samples-shown")
             picked = sorted(rng.choice(len(artifact.texts), size=min(SAMPLES_SHOWN, len(artifact.texts)), replace=False))
@@ -138,11 +195,6 @@ class Runner:
                                           for m in evaluator.metrics}
             versions[f"evaluator/{choice.label}"] = choice.version
             timings[f"evaluate_{choice.label}_s"] = time.perf_counter() - t0
-        if privacy.get("session") is not None:
-            privacy["epsilon_spent"] = privacy.pop("session").epsilon_spent()
-            from dpbench.privacy import read_ledger
-
-            privacy["releases"] = read_ledger(folder / "ledger.jsonl")
         timings["total_s"] = time.perf_counter() - start
         return RunResult(
             run_id=spec.run_id, suite=spec.suite, spec=spec.to_dict(), metrics=metrics, metric_specs=metric_specs,
@@ -151,9 +203,14 @@ class Runner:
         )
 
     def _privacy(self, spec, method_cls, mechanism, data, folder, ctx) -> dict:
-        """Calibrate the method's declared mechanism to the budget and open its session."""
-        base = {"target_epsilon": spec.epsilon, "delta": spec.delta, "accountant": spec.accountant}
+        """Calibrate the method's declared mechanism to the budget and open its session as
+        ``ctx.privacy``; returns the run's privacy record."""
+        base = {"target_epsilon": spec.epsilon, "delta": spec.delta, "accountant": spec.accountant,
+                "noise": spec.noise}
         if method_cls.reference is not None:
+            if method_cls.__module__.partition(".")[0] != "dpbench":
+                raise DpbenchError(f"method {spec.method.plugin!r} sets Method.reference, which only dpbench's "
+                                   f"built-in reference rows may do; a method declares a mechanism instead")
             if mechanism is not None:
                 raise DpbenchError(f"reference method {spec.method.plugin!r} must not declare a mechanism")
             return {**base, "reference": method_cls.reference, "epsilon_spent": spec.epsilon}
@@ -164,17 +221,15 @@ class Runner:
                               f"a number below 1/num_clients = 1/{data.num_clients} for dataset {spec.dataset.label!r}")
         from dpbench.privacy import calibrate_noise_multiplier, open_session
 
-        stored = folder / "privacy.json"
-        if stored.exists():  # resumed: the calibration is part of the run's record
-            sigma = read_json(stored)["noise_multiplier"]
-        else:
-            sigma = calibrate_noise_multiplier(mechanism, epsilon=spec.epsilon, delta=spec.delta, accountant=spec.accountant)
-            write_json(stored, {**base, "mechanism": config_dict(mechanism), "noise_multiplier": sigma})
+        sigma = calibrate_noise_multiplier(mechanism, epsilon=spec.epsilon, delta=spec.delta, accountant=spec.accountant)
+        record = {**base, "mechanism": config_dict(mechanism), "noise_multiplier": sigma}
+        write_json(folder / "privacy.json", record)
         ctx.privacy = open_session(mechanism, noise_multiplier=sigma, budget=spec.budget, run_dir=folder,
-                                   seed=spec.seed, accountant=spec.accountant)
-        log.info("%s: noise multiplier %.4g for ε=%g, δ=%g over %d rounds at q=%g (%s)", spec.run_id, sigma,
-                 spec.epsilon, spec.delta, mechanism.rounds, mechanism.sampling_rate, spec.accountant)
-        return {**base, "mechanism": config_dict(mechanism), "noise_multiplier": sigma, "session": ctx.privacy}
+                                   clients=sorted(data.clients), noise=spec.noise,
+                                   seed=spec.seed if spec.noise == "seeded" else None, accountant=spec.accountant)
+        log.info("%s: noise multiplier %.4g for ε=%g, δ=%g over %d rounds at q=%g (%s, %s noise)", spec.run_id, sigma,
+                 spec.epsilon, spec.delta, mechanism.rounds, mechanism.sampling_rate, spec.accountant, spec.noise)
+        return record
 
     def method(self, spec: RunSpec) -> Method:
         """The configured method instance of ``spec``."""
@@ -211,9 +266,28 @@ class Runner:
 
     def _record_error(self, spec: RunSpec, err: BaseException) -> None:
         folder = self.suite.folder / spec.run_id
-        if folder.exists():
+        if not folder.exists():
+            return
+        try:
             write_json(folder / "error.json", {"error": f"{type(err).__name__}: {err}",
                                                "traceback": traceback.format_exc()})
+        except OSError as write_err:  # a full disk must not stop the other runs
+            log.error("could not write %s: %s", folder / "error.json", write_err)
+
+
+def _check_spent(spec: RunSpec, folder: Path, privacy: dict, session) -> None:
+    """Before a run is called complete: its ledger is sound and holds every declared release."""
+    from dpbench.privacy.ledger import LedgerError, check_ledger
+
+    made, declared = len(session.records), privacy["mechanism"]["rounds"]
+    problems = check_ledger(folder, mechanism=privacy["mechanism"], noise_multiplier=privacy["noise_multiplier"],
+                            complete=False, records=session.records)
+    if problems:
+        raise LedgerError(f"{spec.run_id}: " + "; ".join(problems))
+    if made != declared:
+        raise PrivacyMisuseError(
+            f"method {spec.method.plugin!r} made {made} of the {declared} releases its mechanism declared; a run "
+            f"with ε < ∞ spends its budget through ctx.privacy, and is complete only once every release is made")
 
 
 def _check_scores(label: str, evaluator: Evaluator, scores) -> dict[str, float]:

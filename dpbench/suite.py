@@ -24,7 +24,7 @@ SUITE_KEYS = {
     "name": "the suite's name (default: the file name)",
     "description": "one line shown in listings and leaderboards",
     "seeds": "how many seeds (n -> 0..n-1) or a list of seeds",
-    "privacy": "epsilon (number or list), delta, accountant",
+    "privacy": "epsilon (number or list), delta, accountant, noise (seeded or secure)",
     "datasets": "name -> options",
     "methods": "name -> options",
     "evaluators": "name -> options",
@@ -33,7 +33,7 @@ SUITE_KEYS = {
     "device": "cpu, cuda or auto",
     "publish": "wandb (bool), project, entity",
 }
-PRIVACY_KEYS = ("epsilon", "delta", "accountant")
+PRIVACY_KEYS = ("epsilon", "delta", "accountant", "noise")
 PUBLISH_KEYS = ("wandb", "project", "entity")
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -65,14 +65,16 @@ class RunSpec:
     seed: int
     device: str = "cpu"
     publish: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    noise: str = "seeded"
 
     @property
     def budget(self) -> PrivacyBudget:
         return PrivacyBudget(epsilon=self.epsilon, delta=self.delta)
 
     def identity(self) -> dict[str, Any]:
-        """Everything that can change this run's numbers (and nothing else)."""
-        return {
+        """Everything that can change this run's numbers (and nothing else); the noise mode
+        only when it is not the default ``seeded``, so existing run ids stay valid."""
+        identity = {
             "dataset": self.dataset.to_dict(),
             "method": self.method.to_dict(),
             "evaluators": [e.to_dict() for e in self.evaluators],
@@ -81,6 +83,9 @@ class RunSpec:
             "accountant": self.accountant,
             "seed": self.seed,
         }
+        if self.noise != "seeded":
+            identity["noise"] = self.noise
+        return identity
 
     @property
     def config_hash(self) -> str:
@@ -94,7 +99,7 @@ class RunSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"suite": self.suite, "run_id": self.run_id, "config_hash": self.config_hash,
-                "device": self.device, "publish": dict(self.publish), **self.identity()}
+                "device": self.device, "publish": dict(self.publish), "noise": self.noise, **self.identity()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
@@ -105,7 +110,7 @@ class RunSpec:
             suite=data["suite"], dataset=choice(data["dataset"]), method=choice(data["method"]),
             evaluators=tuple(choice(e) for e in data["evaluators"]), epsilon=float(data["epsilon"]),
             delta=data["delta"], accountant=data["accountant"], seed=data["seed"],
-            device=data.get("device", "cpu"), publish=data.get("publish", {}),
+            device=data.get("device", "cpu"), publish=data.get("publish", {}), noise=data.get("noise", "seeded"),
         )
 
 
@@ -211,6 +216,12 @@ def build_suite(config: Mapping[str, Any], *, path: Path, overrides: Sequence[st
 
     if accountant not in ACCOUNTANTS:
         raise ConfigError("privacy.accountant", accountant, "one of " + ", ".join(ACCOUNTANTS) + "." + did_you_mean(str(accountant), ACCOUNTANTS))
+    from dpbench.api.privacy import NOISE_MODES
+
+    noise = privacy.get("noise", "seeded")
+    if noise not in NOISE_MODES:
+        raise ConfigError("privacy.noise", noise, "seeded (reproducible; simulation only) or secure (OS CSPRNG)."
+                          + did_you_mean(str(noise), NOISE_MODES))
     device = config.get("device", "cpu")
     if device not in DEVICES:
         raise ConfigError("device", device, "one of " + ", ".join(DEVICES))
@@ -236,7 +247,7 @@ def build_suite(config: Mapping[str, Any], *, path: Path, overrides: Sequence[st
                     runs.append(RunSpec(
                         suite=name, dataset=dataset, method=method, evaluators=tuple(evaluators),
                         epsilon=float(eps), delta=float(delta), accountant=accountant, seed=seed,
-                        device=device, publish=publish,
+                        device=device, publish=publish, noise=noise,
                     ))
     runs_dir = Path(runs_dir or config.get("runs_dir") or "runs")
     return Suite(name=name, path=path, config=config, overrides=tuple(overrides), runs=tuple(runs),

@@ -1,10 +1,11 @@
+import json
 import math
 
 import pytest
 
 from dpbench import leaderboard
 from dpbench.leaderboard import IncompatibleRuns, gap_closed
-from dpbench.results import read_json, write_json
+from dpbench.files import read_json, write_json
 from dpbench.runner import Runner
 from dpbench.suite import load_suite
 
@@ -56,6 +57,22 @@ def test_ledger_is_the_source_of_epsilon(finished_suite):
     ledger = folder / "ledger.jsonl"
     lines = ledger.read_text().splitlines()
     ledger.write_text("\n".join(lines + lines) + "\n")  # a doubled ledger: twice the releases
+    board = leaderboard.build(finished_suite.name, runs, finished_suite.metric)
+    assert "repeats a key" in board.incomplete[result.run_id]
+    row = next(r for r in board.rows if r.method == "noisy_unigram" and r.epsilon == 1.0)
+    assert row.runs == 1  # the other seed; the damaged run is not averaged in
+    assert result.run_id in leaderboard.render_markdown(board)
+
+
+def test_a_run_over_its_target_is_flagged(finished_suite):
+    """A ledger that is sound but spends more than the target (a changed calibration) shows ⚠."""
+    runs = leaderboard.collect(finished_suite.folder)
+    folder, result = next((f, r) for f, r in runs if r.spec["method"]["label"] == "noisy_unigram" and r.spec["epsilon"] == 1.0)
+    ledger = folder / "ledger.jsonl"
+    lines = [json.loads(line) for line in ledger.read_text().splitlines()]
+    ledger.write_text("".join(json.dumps({**line, "noise_multiplier": line["noise_multiplier"] / 2}) + "\n"
+                              for line in lines))
+    result.privacy["noise_multiplier"] /= 2
     board = leaderboard.build(finished_suite.name, runs, finished_suite.metric)
     row = next(r for r in board.rows if r.method == "noisy_unigram" and r.epsilon == 1.0)
     assert row.epsilon_ledger > 1.0 and row.over_budget

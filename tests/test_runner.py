@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from dpbench.results import load_artifact, load_result, read_json
+from dpbench.files import read_json
+from dpbench.results import load_artifact, load_result
 from dpbench.runner import Runner
 from dpbench.suite import load_suite
 

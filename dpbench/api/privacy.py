@@ -18,12 +18,16 @@ from dpbench.api.config import check_choice, check_fraction, check_int
 from dpbench.errors import ConfigError
 
 MECHANISM_KINDS = ("gaussian", "tree_aggregation")
+NOISE_MODES = ("seeded", "secure")
+"""``seeded``: reproducible, simulation only (the seed and a release give the sum back);
+``secure``: OS CSPRNG, nothing stored from which the noise could be derived."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class MechanismSpec:
     """``rounds`` releases of a clipped sum plus Gaussian noise of std σ·clip_norm, each over
-    clients Poisson-sampled at ``sampling_rate`` (1.0 = every client every round).
+    clients Poisson-sampled at ``sampling_rate`` (1.0 = every client every round). A run is
+    complete only once it has made exactly ``rounds`` releases.
 
     ``kind="tree_aggregation"`` is DP-FTRL's tree of prefix sums over the rounds.
     """
@@ -64,16 +68,18 @@ class PrivacySession(Protocol):
     spec: MechanismSpec
     noise_multiplier: float
 
-    def poisson_sample(self, client_ids: Sequence[str], *, round_index: int) -> list[str]:
-        """The clients taking part in round ``round_index`` (deterministic per run seed)."""
+    def cohort(self, round_index: int) -> list[str]:
+        """The clients taking part in round ``round_index``, drawn by the session at the
+        declared sampling rate (deterministic per run seed in ``seeded`` noise mode)."""
 
     def release_clipped_sum(self, key: str, contributions: np.ndarray | Iterator[np.ndarray], *,
-                            clip_norm: float) -> np.ndarray:
+                            clip_norm: float, clients: Sequence[str]) -> np.ndarray:
         """Clip each row of ``contributions`` (one (clients, d) array, or an iterator of row
         batches to bound memory) to L2 norm ``clip_norm`` (non-finite rows become zero), sum in
-        float64, add N(0, (σ·clip_norm)²) noise, ledger the release and return it. A ``key``
-        released before (a resumed run) returns the stored value without iterating the batches:
-        no new noise, no new charge."""
+        float64, add N(0, (σ·clip_norm)²) noise, ledger the release and return it. Release
+        ``i`` takes rows only from ``cohort(i)``: ``clients`` names each row's client. A
+        ``key`` released before (a resumed run) returns the stored value without iterating
+        the batches: no new noise, no new charge."""
 
     def discard_release(self, key: str) -> None:
         """Delete release ``key``'s stored value (not its ledger line or charge) once a method

@@ -1,53 +1,76 @@
-"""The write-ahead privacy ledger: one JSON line per noisy release, fsynced before the value is used.
+"""The write-ahead privacy ledger, and the one rule that decides whether a run's ε can be trusted.
 
 A run's ε is recomputed from its ledger alone, never from its config. One line per charged
-release: ``{"key", "kind", "noise_multiplier", "sampling_rate", "clip_norm", "noise_std",
-"shape", "file", "sha256", "time"}``; ``file`` holds the noisy value (relative to the run
-folder), ``sha256`` hashes its float64 bytes. Never recorded: the noise seed (it would let anyone
-subtract the noise) and the realised number of sampled clients (under Poisson sampling it
-depends on the private population).
+release: ``{"index", "key", "kind", "noise_multiplier", "sampling_rate", "clip_norm",
+"noise_std", "shape", "file", "sha256", "time"}``; ``file`` holds the noisy value (relative to
+the run folder), ``sha256`` hashes its float64 bytes. Never recorded: the noise seed and the
+realised number of sampled clients (under Poisson sampling it depends on the private
+population).
 
-A final line without its newline is a write cut short by a crash: that release never returned,
-so it was never used and is not charged (the next session truncates it).
+**The rule** (``check_ledger``): a private run's ledger is sound when every line parses and
+ends in a newline, its indices are exactly 0, 1, 2, … with no key twice, each line carries the
+kind, σ and sampling rate the session was calibrated with, there are no more lines than the
+declared rounds (exactly as many once the run is complete), each stored release is present and
+matches its hash (or was discarded on purpose, leaving a tombstone), and ``releases/`` holds
+nothing the ledger does not name. A value is stored before its line is written, so a lost or
+torn line always leaves such an unnamed file behind. A run whose ledger is not sound is
+incomplete: the runner redoes it from scratch and the board never shows it — a damaged ledger
+can only ever raise the ε reported, never lower it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from dpbench.errors import DpbenchError
+import numpy as np
+
+from dpbench.errors import DamagedRunError
 from dpbench.privacy.accountant import DEFAULT_ACCOUNTANT, Charge, epsilon_of_charges
 
 LEDGER_NAME = "ledger.jsonl"
+RELEASES = "releases"
+TOMBSTONE = ".discarded"
+REQUIRED = ("index", "key", "kind", "noise_multiplier", "sampling_rate", "clip_norm", "file", "sha256")
 
 
-class LedgerError(DpbenchError):
-    """A ledger file is corrupt or belongs to a different mechanism."""
+class LedgerError(DamagedRunError):
+    """A ledger is damaged, or disagrees with its run folder or the calibrated mechanism."""
 
 
 def read_ledger(path: Path) -> list[dict]:
-    """Every complete line of the ledger at ``path`` (``[]`` when there is none)."""
+    """Every line of the ledger at ``path`` (``[]`` when there is none); a line that does not
+    parse or lacks its newline (a torn write) raises ``LedgerError``."""
     path = Path(path)
     if not path.exists():
         return []
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    complete = lines[:-1]  # the last piece is "" or a torn write
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if text and not text.endswith("\n"):
+        raise LedgerError(f"{path}: the last line is torn (no newline at the end)")
     records = []
-    for number, line in enumerate(complete, 1):
-        if not line.strip():
-            continue
+    for number, line in enumerate(text.splitlines(), 1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as err:
             raise LedgerError(f"{path}:{number}: not a JSON ledger line ({err.msg})") from None
+        if not isinstance(record, dict) or any(name not in record for name in REQUIRED):
+            raise LedgerError(f"{path}:{number}: a ledger line needs the fields {', '.join(REQUIRED)}")
+        records.append(record)
     return records
 
 
-def append_record(path: Path, record: dict) -> None:
-    """Append one line and fsync it, so the charge survives a crash right after."""
+def append_record(path: Path, record: dict, *, expected: list[dict]) -> None:
+    """Append one line and fsync it, so the charge survives a crash right after.
+
+    ``expected`` is what the writer believes the ledger holds; a ledger changed behind its back
+    (a deleted or torn file, a line from another process) is refused before anything is added.
+    """
+    found = read_ledger(path)
+    if [r["key"] for r in found] != [r["key"] for r in expected]:
+        raise LedgerError(f"{path} changed under this run (it holds {len(found)} releases, this run made "
+                          f"{len(expected)}): deleted, damaged, or written by another process")
     line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(line)
@@ -55,32 +78,96 @@ def append_record(path: Path, record: dict) -> None:
         os.fsync(handle.fileno())
 
 
-def drop_torn_tail(path: Path) -> None:
-    """Cut a final line a crash left without its newline (see the module docstring)."""
+def release_digest(value: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(value, dtype="<f8").tobytes()).hexdigest()
+
+
+def check_ledger(run_dir: Path, *, mechanism: Mapping, noise_multiplier: float, complete: bool,
+                 records: list[dict] | None = None) -> list[str]:
+    """The problems that make ``run_dir``'s ledger untrustworthy (module docstring); ``[]`` when sound.
+
+    ``mechanism`` is the declared ``MechanismSpec`` as a dict (kind, rounds, sampling_rate);
+    ``complete`` also demands one release per declared round; ``records``, when given, is what
+    the live session made, which the file must equal.
+    """
+    run_dir = Path(run_dir)
+    try:
+        found = read_ledger(run_dir / LEDGER_NAME)
+    except LedgerError as err:
+        return [str(err)]
+    problems = []
+    if records is not None and found != records:
+        problems.append(f"{LEDGER_NAME} holds {len(found)} releases, the session made {len(records)}")
+    expected = {"kind": mechanism["kind"], "noise_multiplier": noise_multiplier,
+                "sampling_rate": mechanism["sampling_rate"]}
+    keys, named = set(), set()
+    for position, record in enumerate(found):
+        where = f"{LEDGER_NAME} line {position + 1} ({record['key']!r})"
+        if record["index"] != position:
+            problems.append(f"{where} has index {record['index']}, expected {position} (a line is missing)")
+        if record["key"] in keys:
+            problems.append(f"{where} repeats a key")
+        keys.add(record["key"])
+        for name, value in expected.items():
+            if record[name] != value:
+                problems.append(f"{where} has {name}={record[name]!r}, the run was calibrated with {value!r}")
+        named.add(record["file"])
+        problems += _stored_value_problems(run_dir, record, where)
+    rounds = mechanism["rounds"]
+    if len(found) > rounds:
+        problems.append(f"{LEDGER_NAME} holds {len(found)} releases, more than the {rounds} declared")
+    if complete and len(found) < rounds:
+        problems.append(f"{LEDGER_NAME} holds {len(found)} of the {rounds} releases the method declared")
+    folder = run_dir / RELEASES
+    if folder.is_dir():
+        for file in sorted(folder.iterdir()):
+            name = f"{RELEASES}/{file.name.removesuffix(TOMBSTONE)}"
+            if name not in named and not file.name.startswith("."):
+                problems.append(f"{RELEASES}/{file.name} is a release the ledger does not list (a lost ledger line)")
+    return problems
+
+
+def run_ledger_problems(run_dir: Path, privacy: Mapping) -> list[str]:
+    """Why a finished run's ε cannot be trusted (``check_ledger`` against the run's privacy
+    record); ``[]`` for a sound private run and for the reference rows, which release nothing."""
+    if privacy.get("reference") is not None:
+        return []
+    try:
+        mechanism, sigma = privacy["mechanism"], privacy["noise_multiplier"]
+    except (KeyError, TypeError):
+        return ["its privacy record names no mechanism"]
+    return check_ledger(run_dir, mechanism=mechanism, noise_multiplier=sigma, complete=True)
+
+
+def _stored_value_problems(run_dir: Path, record: dict, where: str) -> list[str]:
+    path = run_dir / record["file"]
+    if path.with_name(path.name + TOMBSTONE).exists():
+        return []
     if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as handle:
-            handle.truncate(data.rfind(b"\n") + 1)
-            handle.flush()
-            os.fsync(handle.fileno())
+        return [f"{where}: its stored value {record['file']} is missing"]
+    try:
+        value = np.load(path)
+    except (OSError, ValueError) as err:
+        return [f"{where}: its stored value {record['file']} is unreadable ({err})"]
+    if release_digest(value) != record["sha256"]:
+        return [f"{where}: its stored value {record['file']} does not match the ledger's sha256"]
+    return []
 
 
 def release_charges(records: list[dict]) -> list[Charge]:
     """The privacy charges of ledger lines, identical ones merged."""
     counts: dict[tuple, int] = {}
     for record in records:
-        try:
-            group = (record["kind"], record["noise_multiplier"], record["sampling_rate"])
-        except KeyError as err:
-            raise LedgerError(f"ledger line for key {record.get('key')!r} lacks {err.args[0]!r}") from None
+        group = (record["kind"], record["noise_multiplier"], record["sampling_rate"])
         counts[group] = counts.get(group, 0) + 1
     return [Charge(kind, sigma, rate, count) for (kind, sigma, rate), count in counts.items()]
 
 
 def epsilon_from_ledger(path: Path, *, delta: float, accountant: str = DEFAULT_ACCOUNTANT) -> float:
-    """ε at ``delta`` of every release in the ledger at ``path`` (0 when missing or empty).
+    """ε at ``delta`` of every release in the ledger at ``path`` (0 when missing or empty;
+    ``check_ledger`` decides whether a run's ledger may be read at all).
 
     ``path`` is the ledger file or the run folder holding ``ledger.jsonl``.
     """

@@ -1,16 +1,19 @@
 """The one place dpbench draws DP noise, and the clipped sum it is added to.
 
-Research mode: noise comes from a numpy PCG64 generator seeded from the run seed (stream
-``"privacy-noise"``, then the release key), so runs reproduce and a resumed run draws the same
-noise for its remaining releases as an uninterrupted one. Production use should seed from OS
-entropy (``seed=None``) and never store the seed: whoever knows it can subtract the noise.
-The guarantee is idealised real-arithmetic DP on float64; it is not hardened against
-floating-point attacks (Mironov 2012; Jin et al. 2022, arXiv 2112.05307) or summation-order
-effects (Casacuberta et al. 2022, arXiv 2207.10635).
+Two sources (the suite's ``privacy.noise``): ``seeded`` noise comes from a numpy PCG64
+generator keyed by the run seed (stream ``"privacy-noise"``) and the release key, so runs
+reproduce and a resumed run draws the same noise for its remaining releases as an
+uninterrupted one — for benchmarks only, since the seed and a stored release give the exact
+sum back. ``secure`` noise comes from the operating system's CSPRNG (``os.urandom``, Box–Muller
+in float64) and is never derivable from anything stored. Either way the guarantee is
+idealised real-arithmetic DP on float64; it is not hardened against floating-point attacks
+(Mironov 2012; Jin et al. 2022, arXiv 2112.05307) or summation-order effects (Casacuberta et
+al. 2022, arXiv 2207.10635).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -21,13 +24,24 @@ from dpbench.errors import ConfigError
 
 NOISE_STREAM = "privacy-noise"
 
-
-def noise_generator(seed: int | None, key: str) -> np.random.Generator:
-    """The generator for release ``key``: keyed by release, not by order of use; ``seed=None``
-    draws from OS entropy (not reproducible)."""
+def noise_generator(seed: int | None, key: str):
+    """The generator for release ``key`` of a run seeded ``seed``: keyed by release, not by
+    order of use; ``SecureNormal`` when ``seed`` is None (secure noise)."""
     if seed is None:
-        return np.random.default_rng()
+        return SecureNormal()
     return np.random.default_rng(derive_seed(derive_seed(seed, NOISE_STREAM), key))
+
+
+class SecureNormal:
+    """Gaussian draws from the OS CSPRNG: Box–Muller on 53-bit uniforms from ``os.urandom``."""
+
+    def normal(self, loc: float, scale: float, size) -> np.ndarray:
+        n = int(np.prod(size, dtype=np.int64))
+        u = np.frombuffer(os.urandom(16 * n), dtype="<u8").reshape(2, n)
+        u1 = ((u[0] >> np.uint64(11)).astype(np.float64) + 1.0) / 2.0**53  # (0, 1]: log is finite
+        u2 = (u[1] >> np.uint64(11)).astype(np.float64) / 2.0**53
+        z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+        return (loc + scale * z).reshape(size)
 
 
 def gaussian_noise(rng: np.random.Generator, *, std: float, shape: tuple[int, ...]) -> np.ndarray:

@@ -1,16 +1,22 @@
-"""The runner's privacy handle: Poisson sampling, noisy clipped sums, and the ledger behind them.
+"""The runner's privacy handle: the round's cohort, noisy clipped sums, and the ledger behind them.
 
-Every release is written to ``run_dir/releases/`` and charged in ``run_dir/ledger.jsonl``
-(fsynced) before it is returned, so nothing unledgered can be used or logged. A key already in
-the ledger (a resumed run) returns the stored value: no new noise, no new charge. Noise is keyed
-by release, so a resumed run draws the same noise for its later rounds as an uninterrupted one.
+The session owns sampling: it draws each round's cohort from the run's client population,
+and a release accepts rows only from clients of that round's cohort (release ``i`` belongs to
+round ``i``), so a method cannot declare one sampling rate and release at another. Every
+release is written to ``run_dir/releases/`` and charged in ``run_dir/ledger.jsonl`` (fsynced)
+before it is returned, so nothing unledgered can be used or logged. A key already in the
+ledger (a resumed run) returns the stored value: no new noise, no new charge.
+
+Noise modes: ``seeded`` keys the noise by run seed and release, so runs reproduce and a
+resumed run draws what an uninterrupted one would — a simulation mode, since anyone with the
+seed and a stored release can subtract the noise. ``secure`` draws noise and cohorts from the
+operating system's CSPRNG and stores nothing they could be derived from.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
 import secrets
 from collections.abc import Iterator, Sequence
@@ -21,17 +27,18 @@ import numpy as np
 
 from dpbench.api.config import check_choice, check_int, check_positive
 from dpbench.api.context import derive_seed
-from dpbench.api.privacy import MechanismSpec, PrivacyBudget
-from dpbench.errors import ConfigError, DpbenchError
+from dpbench.api.privacy import NOISE_MODES, MechanismSpec, PrivacyBudget
+from dpbench.errors import ConfigError, PrivacyMisuseError
+from dpbench.files import atomic_write
 from dpbench.privacy.accountant import ACCOUNTANTS, DEFAULT_ACCOUNTANT, epsilon_for, epsilon_of_charges
-from dpbench.privacy.ledger import (LEDGER_NAME, LedgerError, append_record, drop_torn_tail, read_ledger,
-                                    release_charges)
+from dpbench.privacy.ledger import (LEDGER_NAME, RELEASES, TOMBSTONE, LedgerError, append_record, check_ledger,
+                                    read_ledger, release_charges, release_digest)
 from dpbench.privacy.noise import noise_generator, noisy_clipped_sum
 
 SAMPLING_STREAM = "privacy-sampling"
 
 
-class BudgetExceededError(DpbenchError):
+class BudgetExceededError(PrivacyMisuseError):
     """A release beyond the rounds the noise multiplier was calibrated for."""
 
 
@@ -39,51 +46,69 @@ class Session:
     """A ``PrivacySession`` over one run folder (one session at a time); build it with ``open_session``."""
 
     def __init__(self, spec: MechanismSpec, *, noise_multiplier: float, budget: PrivacyBudget, run_dir: Path,
-                 seed: int | None, accountant: str, records: list[dict]):
+                 clients: tuple[str, ...], seed: int | None, accountant: str, records: list[dict]):
         self.spec = spec
         self.noise_multiplier = noise_multiplier
         self.budget = budget
         self.run_dir = run_dir
         self.accountant = accountant
-        self._seed = seed  # never written anywhere: it would let anyone subtract the noise
+        self._population = clients
+        self._seed = seed  # None in secure mode; in seeded mode it determines the noise
         self._sampling_seed = derive_seed(seed, SAMPLING_STREAM) if seed is not None else secrets.randbits(63)
+        self._cohorts: dict[int, frozenset[str]] = {}
         self._records = list(records)  # what is charged: every ledger line
         self._releases = {r["key"]: r for r in records}
 
-    def poisson_sample(self, client_ids: Sequence[str], *, round_index: int) -> list[str]:
-        """Each client independently with probability ``spec.sampling_rate``, decided by a hash of
-        (run seed, round, client id): data-independent, reproducible, unaffected by other clients."""
+    @property
+    def records(self) -> list[dict]:
+        """The ledger lines this session holds (resumed ones included)."""
+        return list(self._records)
+
+    def cohort(self, round_index: int) -> list[str]:
+        """The clients taking part in round ``round_index``, sorted: each client of the run
+        independently with probability ``spec.sampling_rate``, decided by a keyed hash of
+        (round, client id): data-independent and unaffected by other clients."""
         check_int("round_index", round_index, minimum=0)
         if round_index >= self.spec.rounds:
-            raise ConfigError("round_index", round_index, f"an integer below the {self.spec.rounds} rounds planned")
+            raise PrivacyMisuseError(f"round_index {round_index}: the mechanism declared {self.spec.rounds} rounds")
         rate = self.spec.sampling_rate
         if rate == 1:
-            return list(client_ids)
-        return [cid for cid in client_ids if _uniform(self._sampling_seed, round_index, cid) < rate]
+            return list(self._population)
+        return [cid for cid in self._population if _uniform(self._sampling_seed, round_index, cid) < rate]
 
     def release_clipped_sum(self, key: str, contributions: np.ndarray | Iterator[np.ndarray], *,
-                            clip_norm: float) -> np.ndarray:
+                            clip_norm: float, clients: Sequence[str]) -> np.ndarray:
         """Σ clip(row) + N(0, (σ·clip_norm)²), stored and ledgered before it is returned.
 
-        ``contributions`` has one row per sampled client, shape (0, d) when nobody was sampled
-        (the noise is still released and charged); it may also be an iterator of row batches,
-        which a resumed release never iterates. Rows with NaN/inf become zero.
+        ``contributions`` has one row per client of ``clients`` (in that order), which must be
+        distinct members of ``cohort(i)`` for this release's number ``i``; shape (0, d) when
+        nobody takes part (the noise is still released and charged). It may also be an
+        iterator of row batches, which a resumed release never iterates. Rows with NaN/inf
+        become zero.
         """
         if not isinstance(key, str) or not key:
             raise ConfigError("key", key, "a non-empty string naming the release")
         check_positive("clip_norm", clip_norm)
         if key in self._releases:
             return self._replay(self._releases[key], contributions, clip_norm)
-        if len(self._records) >= self.spec.rounds:
+        index = len(self._records)
+        if index >= self.spec.rounds:
             raise BudgetExceededError(
-                f"release {key!r} would be number {len(self._records) + 1}, but the noise multiplier "
+                f"release {key!r} would be number {index + 1}, but the noise multiplier "
                 f"{self.noise_multiplier:g} was calibrated for {self.spec.rounds} releases"
             )
-        rng = noise_generator(self._seed, key)
-        value = noisy_clipped_sum(contributions, clip_norm=clip_norm, noise_multiplier=self.noise_multiplier, rng=rng)
-        file = f"releases/{_file_stem(key)}.npy"
-        _write_array(self.run_dir / file, value)
+        contributors = self._check_contributors(key, index, clients)
+        counted = _CountedRows(contributions)
+        value = noisy_clipped_sum(counted, clip_norm=clip_norm, noise_multiplier=self.noise_multiplier,
+                                  rng=noise_generator(self._seed, key))
+        if counted.rows != len(contributors):
+            raise PrivacyMisuseError(f"release {key!r}: {counted.rows} rows for {len(contributors)} clients; "
+                                     f"pass one row per client, in the order of clients=")
+        file = f"{RELEASES}/{_file_stem(key)}.npy"
+        with atomic_write(self.run_dir / file, "wb") as handle:
+            np.save(handle, value)
         record = {
+            "index": index,
             "key": key,
             "kind": self.spec.kind,
             "noise_multiplier": self.noise_multiplier,
@@ -92,10 +117,10 @@ class Session:
             "noise_std": self.noise_multiplier * clip_norm,
             "shape": list(value.shape),
             "file": file,
-            "sha256": _digest(value),
+            "sha256": release_digest(value),
             "time": _now(),
         }
-        append_record(self.run_dir / LEDGER_NAME, record)
+        append_record(self.run_dir / LEDGER_NAME, record, expected=self._records)
         self._records.append(record)
         self._releases[key] = record
         return value
@@ -107,15 +132,35 @@ class Session:
 
     def discard_release(self, key: str) -> None:
         """Delete the stored value of release ``key`` once the method's own checkpoint holds
-        what it needed (DP-FedAvg's model-sized sums); the ledger line, its sha256 and its
-        charge stay. Replaying a discarded release is then an error."""
+        what it needed (DP-FedAvg's model-sized sums), leaving a tombstone; the ledger line, its
+        sha256 and its charge stay. Replaying a discarded release is then an error."""
         if key not in self._releases:
             raise ConfigError("key", key, "the key of a release made in this run: " + ", ".join(self._releases))
-        (self.run_dir / self._releases[key]["file"]).unlink(missing_ok=True)
+        path = self.run_dir / self._releases[key]["file"]
+        path.with_name(path.name + TOMBSTONE).touch()
+        path.unlink(missing_ok=True)
+
+    def _check_contributors(self, key: str, index: int, clients) -> list[str]:
+        if isinstance(clients, (str, bytes)) or not isinstance(clients, Sequence):
+            raise ConfigError("clients", clients, "the ids of the clients whose rows are released, a list from "
+                              "cohort(round)")
+        contributors = list(clients)
+        if len(set(contributors)) != len(contributors):
+            raise PrivacyMisuseError(f"release {key!r}: a client appears twice in clients=")
+        if index not in self._cohorts:
+            self._cohorts[index] = frozenset(self.cohort(index))
+        outside = [c for c in contributors if c not in self._cohorts[index]]
+        if outside:
+            shown = ", ".join(map(repr, outside[:5])) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+            raise PrivacyMisuseError(
+                f"release {key!r} is release {index} of the run, so its rows must come from cohort({index}) "
+                f"(rate {self.spec.sampling_rate:g}); {shown} are not in it")
+        return contributors
 
     def _replay(self, record: dict, contributions, clip_norm: float) -> np.ndarray:
         key = record["key"]
-        if not (self.run_dir / record["file"]).exists():
+        path = self.run_dir / record["file"]
+        if not path.exists():
             raise LedgerError(f"release {key!r} was made (it is in the ledger and charged) but its stored value "
                               f"{record['file']} was discarded; resume from a checkpoint taken after it")
         if record["clip_norm"] != clip_norm:
@@ -123,10 +168,26 @@ class Session:
         if isinstance(contributions, np.ndarray) and contributions.shape[1:] != tuple(record["shape"]):
             raise LedgerError(f"release {key!r} had shape {record['shape']}; "
                               f"now rows of shape {contributions.shape[1:]}")
-        value = np.load(self.run_dir / record["file"])
-        if _digest(value) != record["sha256"]:
+        value = np.load(path)
+        if release_digest(value) != record["sha256"]:
             raise LedgerError(f"{record['file']} does not match the ledger's sha256 for release {key!r}")
         return value
+
+
+class _CountedRows:
+    """Row batches passed through to the clipped sum, counting the rows."""
+
+    def __init__(self, contributions):
+        self.rows = 0
+        self._batches = contributions if isinstance(contributions, Iterator) else iter((contributions,))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self._batches)
+        self.rows += len(batch)
+        return batch
 
 
 def open_session(
@@ -135,13 +196,16 @@ def open_session(
     noise_multiplier: float,
     budget: PrivacyBudget,
     run_dir: Path,
-    seed: int | None,
+    clients: Sequence[str],
+    noise: str = "seeded",
+    seed: int | None = None,
     accountant: str = DEFAULT_ACCOUNTANT,
 ) -> Session:
-    """A session on ``run_dir``, resuming its ledger if there is one.
+    """A session on ``run_dir`` over the client population ``clients``, resuming its ledger.
 
-    Refuses a noise multiplier whose planned ε exceeds the budget, and a ledger written for a
-    different mechanism. ``seed=None`` draws noise from OS entropy (production; not reproducible).
+    Refuses a noise multiplier whose planned ε exceeds the budget, and a ledger that is not
+    sound (``check_ledger``) for this mechanism. ``noise="seeded"`` needs the run ``seed``;
+    ``noise="secure"`` refuses one (see the module docstring).
     """
     if not isinstance(spec, MechanismSpec):
         raise ConfigError("spec", spec, "a MechanismSpec")
@@ -151,8 +215,14 @@ def open_session(
         raise ConfigError("budget", budget, "a PrivacyBudget")
     check_positive("noise_multiplier", noise_multiplier, allow_zero=True)
     check_choice("accountant", accountant, ACCOUNTANTS)
-    if seed is not None:
+    check_choice("privacy.noise", noise, NOISE_MODES)
+    if noise == "seeded":
         check_int("seed", seed)
+    elif seed is not None:
+        raise ConfigError("seed", seed, "None: secure noise is never derived from a seed")
+    population = tuple(sorted(str(c) for c in clients))
+    if len(set(population)) != len(population):
+        raise ConfigError("clients", "duplicate ids", "distinct client ids")
     # An infinite budget has nothing to exceed (and PLD cannot discretise near-zero noise).
     if not math.isinf(budget.epsilon):
         planned = epsilon_for(spec, noise_multiplier=noise_multiplier, delta=budget.delta, accountant=accountant)
@@ -163,22 +233,14 @@ def open_session(
                 f"(it gives {planned:.4f} under {accountant!r})",
             )
     run_dir = Path(run_dir)
-    (run_dir / "releases").mkdir(parents=True, exist_ok=True)
-    ledger = run_dir / LEDGER_NAME
-    drop_torn_tail(ledger)
-    records = read_ledger(ledger)
-    current = {"kind": spec.kind, "noise_multiplier": noise_multiplier, "sampling_rate": spec.sampling_rate}
-    for record in records:
-        for name, value in current.items():
-            if record.get(name) != value:
-                raise LedgerError(
-                    f"{ledger} holds release {record.get('key')!r} with {name}={record.get(name)!r}, this session has "
-                    f"{value!r}; resume with the same settings or use a new run folder"
-                )
-    if len(records) > spec.rounds:
-        raise LedgerError(f"{ledger} holds {len(records)} releases, more than the {spec.rounds} rounds planned")
-    return Session(spec, noise_multiplier=noise_multiplier, budget=budget, run_dir=run_dir, seed=seed,
-                   accountant=accountant, records=records)
+    (run_dir / RELEASES).mkdir(parents=True, exist_ok=True)
+    mechanism = {"kind": spec.kind, "rounds": spec.rounds, "sampling_rate": spec.sampling_rate}
+    problems = check_ledger(run_dir, mechanism=mechanism, noise_multiplier=noise_multiplier, complete=False)
+    if problems:
+        raise LedgerError(f"{run_dir / LEDGER_NAME} is not sound: " + "; ".join(problems))
+    return Session(spec, noise_multiplier=noise_multiplier, budget=budget, run_dir=run_dir, clients=population,
+                   seed=seed if noise == "seeded" else None, accountant=accountant,
+                   records=read_ledger(run_dir / LEDGER_NAME))
 
 
 def _uniform(salt: int, round_index: int, client_id) -> float:
@@ -190,25 +252,6 @@ def _file_stem(key: str) -> str:
     """A file name for ``key``: readable, and unique through a hash of the exact key."""
     readable = re.sub(r"[^A-Za-z0-9._-]", "_", key)[:80].lstrip(".")
     return f"{readable}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-
-
-def _digest(value: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(value, dtype="<f8").tobytes()).hexdigest()
-
-
-def _write_array(path: Path, value: np.ndarray) -> None:
-    """Write ``value`` atomically and durably (temp file, fsync, rename, fsync the folder)."""
-    temp = path.with_name(path.name + ".tmp")
-    with open(temp, "wb") as handle:
-        np.save(handle, value)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 def _now() -> str:

@@ -17,6 +17,7 @@ import numpy as np
 from dpbench.api import (Dataset, Evaluator, FederatedTextData, MechanismSpec, Method, MetricSpec,
                          SyntheticTexts)
 from dpbench.api.config import check_fraction, check_int, check_positive
+from dpbench.files import atomic_write
 from dpbench.hookspecs import hookimpl
 
 VOCAB = tuple(f"w{i}" for i in range(40))
@@ -73,14 +74,13 @@ class NoisyUnigram(Method):
 
     def run(self, data, ctx):
         index = {w: i for i, w in enumerate(VOCAB)}
-        ids = sorted(data.clients)
         total = np.zeros(len(VOCAB))
         for r in ctx.track(range(self.config.rounds), "rounds"):
             saved = ctx.checkpoint_dir / f"round{r}.npy"
             if saved.exists():
                 total += np.load(saved)
                 continue
-            sampled = ctx.privacy.poisson_sample(ids, round_index=r)
+            sampled = ctx.privacy.cohort(r)
             rows = np.zeros((len(sampled), len(VOCAB)))
             for row, cid in zip(rows, sampled):
                 for text in data.clients[cid]:
@@ -89,8 +89,9 @@ class NoisyUnigram(Method):
                 norm = np.linalg.norm(row)
                 if norm:
                     row /= norm
-            noisy = ctx.privacy.release_clipped_sum(f"round-{r}", rows, clip_norm=1.0)
-            np.save(saved, noisy)
+            noisy = ctx.privacy.release_clipped_sum(f"round-{r}", rows, clip_norm=1.0, clients=sampled)
+            with atomic_write(saved, "wb") as handle:
+                np.save(handle, noisy)
             total += noisy
             time.sleep(self.config.round_seconds)
         probs = np.clip(total, 0, None) + 1e-9

@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dpbench.api.privacy import MechanismSpec, PrivacyBudget
-from dpbench.errors import ConfigError
+from dpbench.errors import ConfigError, PrivacyMisuseError
 from dpbench.privacy import (BudgetExceededError, LedgerError, epsilon_for, epsilon_from_ledger, noise, open_session,
                              read_ledger)
 from dpbench.privacy import session as session_module
@@ -23,11 +24,37 @@ C = 1.0
 INF_BUDGET = PrivacyBudget(epsilon=math.inf, delta=1e-5)
 
 
-def make(run_dir, *, sigma=1.0, rounds=5, rate=1.0, seed=7, budget=None, accountant="rdp"):
+CLIENTS = tuple(f"c{i:03d}" for i in range(100))
+
+
+class FirstOfCohort:
+    """A session whose releases, when no ``clients`` are named, attribute the rows to the first
+    clients of the release's cohort: for tests of the release arithmetic."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+    def release_clipped_sum(self, key, contributions, *, clip_norm, clients=None):
+        index = len(self.session.records)
+        if clients is None and key not in {r["key"] for r in self.session.records} and index < self.spec.rounds:
+            if isinstance(contributions, Iterator):
+                contributions = iter(batches := list(contributions))
+                count = sum(len(b) for b in batches)
+            else:
+                count = len(contributions)
+            clients = self.session.cohort(index)[:count]
+        return self.session.release_clipped_sum(key, contributions, clip_norm=clip_norm, clients=clients or [])
+
+
+def make(run_dir, *, sigma=1.0, rounds=5, rate=1.0, seed=7, budget=None, accountant="rdp", clients=CLIENTS,
+         noise="seeded"):
     spec = MechanismSpec(rounds=rounds, sampling_rate=rate)
     budget = budget or PrivacyBudget(epsilon=100.0, delta=1e-5)
-    return open_session(spec, noise_multiplier=sigma, budget=budget, run_dir=Path(run_dir), seed=seed,
-                        accountant=accountant)
+    return FirstOfCohort(open_session(spec, noise_multiplier=sigma, budget=budget, run_dir=Path(run_dir),
+                                      clients=clients, noise=noise, seed=seed, accountant=accountant))
 
 
 def rows(n=6, d=4, seed=0):
@@ -77,7 +104,7 @@ def test_discarded_release_keeps_its_charge_and_refuses_replay(tmp_path):
     session.release_clipped_sum("r0", rows(), clip_norm=C)
     spent = session.epsilon_spent()
     session.discard_release("r0")
-    assert not list((tmp_path / "releases").iterdir())
+    assert [p.name for p in (tmp_path / "releases").iterdir()] == [Path(read_ledger(tmp_path / "ledger.jsonl")[0]["file"]).name + ".discarded"]
     resumed = make(tmp_path)
     assert resumed.epsilon_spent() == spent and [e["key"] for e in read_ledger(tmp_path / "ledger.jsonl")] == ["r0"]
     with pytest.raises(LedgerError, match="discarded"):
@@ -157,11 +184,23 @@ def test_noise_reproducible_and_keyed(tmp_path):
     assert not np.array_equal(other_seed, first.release_clipped_sum("k1", x, clip_norm=C))
 
 
-def test_seed_none_draws_os_entropy(tmp_path):
+def test_secure_noise_differs_for_the_same_seed_and_stores_no_seed(tmp_path):
     x = rows()
-    a = make(tmp_path / "a", seed=None).release_clipped_sum("k", x, clip_norm=C)
-    b = make(tmp_path / "b", seed=None).release_clipped_sum("k", x, clip_norm=C)
+    a = make(tmp_path / "a", seed=None, noise="secure").release_clipped_sum("k", x, clip_norm=C)
+    b = make(tmp_path / "b", seed=None, noise="secure").release_clipped_sum("k", x, clip_norm=C)
     assert not np.array_equal(a, b)
+    with pytest.raises(ConfigError, match="seed"):
+        make(tmp_path / "c", seed=7, noise="secure")
+    with pytest.raises(ConfigError, match="seed"):
+        make(tmp_path / "d", seed=None, noise="seeded")
+
+
+def test_secure_noise_has_the_calibrated_distribution(tmp_path):
+    from scipy import stats
+
+    value = make(tmp_path, sigma=2.0, noise="secure", seed=None).release_clipped_sum("r", np.zeros((0, 20_000)),
+                                                                                    clip_norm=0.5)
+    assert stats.kstest(value, stats.norm(scale=1.0).cdf).pvalue > 1e-4
 
 
 @pytest.mark.parametrize("bad", [np.zeros(4), np.zeros((3, 0)), [["a", "b"]], np.zeros((2, 2, 2))])
@@ -183,25 +222,44 @@ def test_bad_release_arguments_raise(tmp_path, field, kwargs):
 # ---- sampling -------------------------------------------------------------------------------
 
 
-def test_poisson_sample(tmp_path):
+def test_cohort_is_drawn_by_the_session(tmp_path):
     ids = [f"c{i}" for i in range(4000)]
-    session = make(tmp_path, rate=0.1, rounds=3)
-    first = session.poisson_sample(ids, round_index=0)
-    assert first == make(tmp_path / "again", rate=0.1, rounds=3).poisson_sample(ids, round_index=0)
+    session = make(tmp_path, rate=0.1, rounds=3, clients=ids)
+    first = session.cohort(0)
+    assert first == make(tmp_path / "again", rate=0.1, rounds=3, clients=ids[::-1]).cohort(0)
     assert abs(len(first) - 400) < 5 * math.sqrt(4000 * 0.1 * 0.9)
-    assert first != session.poisson_sample(ids, round_index=1)
+    assert first != session.cohort(1)
     # a client's inclusion depends on neither the other clients nor their order
     subset = ids[::3]
-    assert session.poisson_sample(subset[::-1], round_index=0) == [c for c in first if c in set(subset)][::-1]
-    assert make(tmp_path / "full", rate=1.0).poisson_sample(ids, round_index=0) == ids
-    with pytest.raises(ConfigError, match="round_index"):
-        session.poisson_sample(ids, round_index=3)
+    assert make(tmp_path / "subset", rate=0.1, rounds=3, clients=subset).cohort(0) == [c for c in first if c in set(subset)]
+    assert make(tmp_path / "full", rate=1.0, clients=ids).cohort(0) == sorted(ids)
+    with pytest.raises(PrivacyMisuseError, match="round_index"):
+        session.cohort(3)
+
+
+def test_release_refuses_rows_from_outside_the_cohort(tmp_path):
+    """A method that declares rate 0.05 but releases every client is refused, not charged at 0.05."""
+    session = make(tmp_path, rate=0.05, rounds=3)
+    everyone = list(CLIENTS)
+    with pytest.raises(PrivacyMisuseError, match="cohort"):
+        session.release_clipped_sum("round-0", rows(len(everyone)), clip_norm=C, clients=everyone)
+    cohort = session.cohort(0)
+    with pytest.raises(PrivacyMisuseError, match="cohort"):  # release 0 takes round 0's cohort, not round 1's
+        session.release_clipped_sum("round-0", rows(len(session.cohort(1))), clip_norm=C, clients=session.cohort(1))
+    with pytest.raises(PrivacyMisuseError, match="twice"):
+        session.release_clipped_sum("round-0", rows(2), clip_norm=C, clients=[cohort[0], cohort[0]])
+    with pytest.raises(PrivacyMisuseError, match="rows for"):
+        session.release_clipped_sum("round-0", rows(len(cohort) + 1), clip_norm=C, clients=cohort)
+    assert read_ledger(tmp_path / "ledger.jsonl") == []  # nothing refused was charged or stored
+    assert not list((tmp_path / "releases").iterdir())
+    session.release_clipped_sum("round-0", rows(len(cohort)), clip_norm=C, clients=cohort)
+    assert [r["key"] for r in read_ledger(tmp_path / "ledger.jsonl")] == ["round-0"]
 
 
 def test_empty_round_is_released_and_charged(tmp_path):
-    session = make(tmp_path, rate=0.01, rounds=2)
-    assert session.poisson_sample(["only"], round_index=0) in ([], ["only"])
-    value = session.release_clipped_sum("round-0", np.zeros((0, 5)), clip_norm=C)
+    session = make(tmp_path, rate=0.01, rounds=2, clients=["only"])
+    assert session.cohort(0) in ([], ["only"])
+    value = session.release_clipped_sum("round-0", np.zeros((0, 5)), clip_norm=C, clients=[])
     assert value.shape == (5,) and np.isfinite(value).all() and np.any(value != 0)
     assert session.epsilon_spent() > 0
     assert [r["key"] for r in read_ledger(tmp_path / "ledger.jsonl")] == ["round-0"]
@@ -216,7 +274,7 @@ def test_ledger_is_written_before_the_value_is_returned(tmp_path):
     records = read_ledger(tmp_path / "ledger.jsonl")
     assert len(records) == 1
     release = records[0]
-    for field in ("kind", "noise_multiplier", "sampling_rate", "clip_norm", "key", "time", "sha256", "file"):
+    for field in ("index", "kind", "noise_multiplier", "sampling_rate", "clip_norm", "key", "time", "sha256", "file"):
         assert field in release
     assert release["noise_std"] == 1.0 * C and release["key"] == "round/0 (first)"
     stored = np.load(tmp_path / release["file"])
@@ -245,7 +303,7 @@ def test_refuses_more_releases_than_rounds(tmp_path):
     session.release_clipped_sum("a", rows(), clip_norm=C)  # a replay is free
     with pytest.raises(BudgetExceededError, match="calibrated for 2 releases"):
         session.release_clipped_sum("c", rows(), clip_norm=C)
-    with pytest.raises(LedgerError, match="more than the 1 rounds"):
+    with pytest.raises(LedgerError, match="more than the 1 declared"):
         make(tmp_path, rounds=1)
 
 
@@ -279,16 +337,23 @@ def test_replay_checks_the_stored_release(tmp_path):
 def test_tree_aggregation_sessions_are_refused(tmp_path):
     spec = MechanismSpec(rounds=4, kind="tree_aggregation")
     with pytest.raises(ConfigError, match="mechanism"):
-        open_session(spec, noise_multiplier=5.0, budget=INF_BUDGET, run_dir=tmp_path, seed=0)
+        open_session(spec, noise_multiplier=5.0, budget=INF_BUDGET, run_dir=tmp_path, clients=CLIENTS, seed=0)
 
 
 def test_epsilon_from_ledger_edge_cases(tmp_path):
     assert epsilon_from_ledger(tmp_path / "missing.jsonl", delta=1e-5) == 0.0
     (tmp_path / "empty.jsonl").write_text("")
     assert epsilon_from_ledger(tmp_path / "empty.jsonl", delta=1e-5) == 0.0
-    line = {"key": "a", "kind": "gaussian", "noise_multiplier": 0.0, "sampling_rate": 1.0}
-    (tmp_path / "nonprivate.jsonl").write_text(json.dumps(line) + "\n" + '{"key": "b", "ki')  # torn tail: ignored
+    line = {"index": 0, "key": "a", "kind": "gaussian", "noise_multiplier": 0.0, "sampling_rate": 1.0,
+            "clip_norm": 1.0, "file": "releases/a.npy", "sha256": "0"}
+    (tmp_path / "nonprivate.jsonl").write_text(json.dumps(line) + "\n")
     assert epsilon_from_ledger(tmp_path / "nonprivate.jsonl", delta=1e-5) == math.inf
+    (tmp_path / "torn.jsonl").write_text(json.dumps(line) + "\n" + '{"key": "b", "ki')
+    with pytest.raises(LedgerError, match="torn"):
+        epsilon_from_ledger(tmp_path / "torn.jsonl", delta=1e-5)
+    (tmp_path / "short.jsonl").write_text(json.dumps({"key": "a"}) + "\n")
+    with pytest.raises(LedgerError, match="fields"):
+        epsilon_from_ledger(tmp_path / "short.jsonl", delta=1e-5)
     (tmp_path / "bad.jsonl").write_text("not json\n")
     with pytest.raises(LedgerError, match="bad.jsonl:1"):
         epsilon_from_ledger(tmp_path / "bad.jsonl", delta=1e-5)
@@ -342,29 +407,64 @@ def test_resume_after_release(tmp_path, uninterrupted, crash_after):
     assert_resumed_like_uninterrupted(tmp_path, uninterrupted)
 
 
-def test_resume_after_file_written_before_ledger_line(tmp_path, uninterrupted, monkeypatch):
-    """Killed between storing round 2's value and charging it: the value was never returned,
-    so round 2 is released afresh, with the same keyed noise, and charged once."""
+def test_a_value_stored_without_its_ledger_line_is_damage(tmp_path, monkeypatch):
+    """Killed (or a line lost) between storing round 2's value and charging it: nobody can tell
+    whether that value was used, so the session refuses the folder and the run is redone."""
     real = session_module.append_record
 
-    def crash_on_round_2(path, record):
+    def crash_on_round_2(path, record, *, expected):
         if record.get("key") == "round-2":
             raise KeyboardInterrupt
-        real(path, record)
+        real(path, record, expected=expected)
 
     monkeypatch.setattr(session_module, "append_record", crash_on_round_2)
     with pytest.raises(KeyboardInterrupt):
         run_rounds(tmp_path)
     monkeypatch.setattr(session_module, "append_record", real)
-    assert_resumed_like_uninterrupted(tmp_path, uninterrupted)
+    with pytest.raises(LedgerError, match="does not list"):
+        run_rounds(tmp_path)
 
 
-def test_resume_after_torn_ledger_line(tmp_path, uninterrupted):
+def test_a_torn_ledger_line_is_damage(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_rounds(tmp_path, crash_after=1)
     with open(tmp_path / "ledger.jsonl", "a") as handle:
         handle.write('{"key": "round-2", "kind": "gauss')  # killed mid-append
-    assert_resumed_like_uninterrupted(tmp_path, uninterrupted)
+    with pytest.raises(LedgerError, match="torn"):
+        run_rounds(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "line dropped", "last line dropped", "duplicated", "value changed"])
+def test_a_damaged_ledger_is_refused_on_resume(tmp_path, damage):
+    with pytest.raises(KeyboardInterrupt):
+        run_rounds(tmp_path, crash_after=2)
+    ledger = tmp_path / "ledger.jsonl"
+    lines = ledger.read_text().splitlines(keepends=True)
+    if damage == "deleted":
+        ledger.unlink()
+    elif damage == "line dropped":
+        ledger.write_text(lines[0] + lines[2])
+    elif damage == "last line dropped":
+        ledger.write_text("".join(lines[:-1]))
+    elif damage == "duplicated":
+        ledger.write_text("".join(lines) + lines[-1])
+    else:
+        np.save(tmp_path / json.loads(lines[1])["file"], np.zeros(4))
+    with pytest.raises(LedgerError):
+        run_rounds(tmp_path)
+
+
+def test_a_ledger_changed_during_the_run_is_refused_at_the_next_release(tmp_path):
+    session = make(tmp_path)
+    session.release_clipped_sum("round-0", rows(), clip_norm=C)
+    (tmp_path / "ledger.jsonl").unlink()  # deleted mid-run
+    with pytest.raises(LedgerError, match="changed under this run"):
+        session.release_clipped_sum("round-1", rows(), clip_norm=C)
+    other = make(tmp_path / "b")
+    other.release_clipped_sum("round-0", rows(), clip_norm=C)
+    make(tmp_path / "b").release_clipped_sum("round-1", rows(), clip_norm=C)  # a second writer
+    with pytest.raises(LedgerError, match="changed under this run"):
+        other.release_clipped_sum("round-1", rows(), clip_norm=C)
 
 
 KILLED_SCRIPT = """

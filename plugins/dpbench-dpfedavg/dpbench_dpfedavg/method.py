@@ -31,7 +31,6 @@ Deliberate choices:
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import numpy as np
 
 from dpbench.api import MechanismSpec, Method, MethodData, RunContext, TrainedModel
 from dpbench.errors import DpbenchError
-from dpbench.results import write_json
+from dpbench.files import atomic_write, write_json
 from dpbench_dpfedavg.config import DpFedAvgOptions
 
 STATE_FILE = "dp_fedavg.pt"
@@ -111,9 +110,10 @@ class DpFedAvg(Method):
         for r in ctx.track(range(o.rounds), "DP-FedAvg rounds"):
             if r < state["next_round"]:
                 continue
-            participants = ctx.privacy.poisson_sample(client_ids, round_index=r)
+            participants = ctx.privacy.cohort(r)
             rows = deltas(participants, r, weights) if participants else np.zeros((0, weights.numel()))
-            noisy_sum = ctx.privacy.release_clipped_sum(f"dp-fedavg-round-{r}", rows, clip_norm=o.clip_norm)
+            noisy_sum = ctx.privacy.release_clipped_sum(f"dp-fedavg-round-{r}", rows, clip_norm=o.clip_norm,
+                                                        clients=participants)
             if noisy_sum.shape != (weights.numel(),):
                 raise DpbenchError(f"DP-FedAvg: release dp-fedavg-round-{r} has shape {noisy_sum.shape}, the model "
                                    f"{weights.numel()} parameters; resume with the same model")
@@ -193,12 +193,8 @@ def assign(params, weights) -> None:
 
 
 def save_atomic(state: dict, path: Path) -> None:
-    """``torch.save`` to a temp file, fsync, then rename: a kill leaves the old or the new state."""
+    """``torch.save`` through the atomic writer: a kill leaves the old or the new state."""
     import torch
 
-    temp = path.with_name(path.name + ".tmp")
-    with open(temp, "wb") as handle:
+    with atomic_write(path, "wb") as handle:
         torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)

@@ -53,7 +53,7 @@ def run_method(tiny_gpt2, fed_data):
         method = DpFedAvg(DpFedAvgOptions(**{"bf16": False, **options}))
         budget = PrivacyBudget(epsilon=math.inf, delta=1e-5)
         session = open_session(method.mechanism(fed_data), noise_multiplier=noise_multiplier, budget=budget,
-                               run_dir=run_dir, seed=seed, accountant="rdp")
+                               run_dir=run_dir, clients=sorted(fed_data.clients), seed=seed, accountant="rdp")
         if session_hook is not None:
             session_hook(session)
         ctx = RunContext(run_id="test", seed=seed, output_dir=run_dir, budget=budget,

@@ -61,7 +61,7 @@ def test_update_is_sum_of_clipped_deltas_over_expected_cohort(run_method, tiny_g
     options = dict(rounds=1, clients_per_round=2, clip_norm=0.3, local_lr=0.05, server_momentum=0.0, server_lr=1.0)
 
     def record(session):
-        cohort.extend(session.poisson_sample(sorted("c0 c1 c2 c3".split()), round_index=0))
+        cohort.extend(session.cohort(0))
 
     seed = next(s for s in range(50) if _cohort_size(tmp_path / f"probe{s}", s) == 3)
     artifact, _ = run_method(tmp_path / "run", seed=seed, session_hook=record, **options)
@@ -80,8 +80,9 @@ def _cohort_size(run_dir, seed: int) -> int:
     from dpbench.privacy import open_session
 
     session = open_session(MechanismSpec(rounds=1, sampling_rate=0.5), noise_multiplier=0.0,
-                           budget=PrivacyBudget(epsilon=math.inf, delta=1e-5), run_dir=run_dir, seed=seed)
-    return len(session.poisson_sample(["c0", "c1", "c2", "c3"], round_index=0))
+                           budget=PrivacyBudget(epsilon=math.inf, delta=1e-5), run_dir=run_dir,
+                           clients=["c0", "c1", "c2", "c3"], seed=seed)
+    return len(session.cohort(0))
 
 
 def test_round_without_participants_releases_noise_only(run_method, tiny_gpt2, tmp_path, monkeypatch):
@@ -91,7 +92,7 @@ def test_round_without_participants_releases_noise_only(run_method, tiny_gpt2, t
         raise AssertionError("nobody was sampled: no client may train")
 
     def nobody(session):
-        monkeypatch.setattr(session, "poisson_sample", lambda ids, *, round_index: [])
+        monkeypatch.setattr(session, "cohort", lambda round_index: [])
 
     monkeypatch.setattr(method_module, "local_update", no_training)
     artifact, _ = run_method(tmp_path, seed=3, noise_multiplier=1.5, session_hook=nobody, rounds=1,
@@ -148,7 +149,8 @@ def test_best_validation_returns_the_best_checkpoint(run_method, tmp_path, fed_d
     assert [h["checkpoint"] for h in monitor["history"]] == [0, 1, 2, 3]  # 0: the initial model
     assert monitor["chosen_checkpoint"] == int(np.argmax(accuracies))
     assert ledger_keys(tmp_path) == [f"dp-fedavg-round-{r}" for r in range(3)]
-    assert not list((tmp_path / "releases").iterdir())  # model-sized values dropped once checkpointed
+    assert all(p.name.endswith(".discarded") for p in (tmp_path / "releases").iterdir())  # model-sized values
+    # dropped once checkpointed, each leaving a tombstone the ledger check accounts for
     assert _validation_accuracy(artifact.path, fed_data) == pytest.approx(max(accuracies))
 
 

@@ -22,12 +22,11 @@ count, less diverse).
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 
 from dpbench.api import MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
 from dpbench.errors import DpbenchError
+from dpbench.files import write_json
 from dpbench_pe.config import PeOptions
 from dpbench_pe.prompts import TONES, variation_prompt, variation_stop
 from dpbench_pe.votes import select, vote_batches
@@ -54,7 +53,6 @@ class PrivateEvolution(Method):
 
         state = ctx.checkpoint_dir
         embedder = Embedder(o.embedder, device=ctx.device)
-        client_ids = sorted(data.clients)
         private = embed_clients(embedder, data, cache=ctx.cache)
         validation = embed_split(embedder, data, "validation", cache=ctx.cache) if data.validation else None
         apis = _Apis(o, data.public, ctx)
@@ -65,29 +63,29 @@ class PrivateEvolution(Method):
             folder.mkdir(exist_ok=True)
             saved = folder / "candidates.json"
             if not saved.exists() and t == 0:
-                _write_json(saved, apis.random(o.synthetic_samples * (o.variations_per_sample + 1)))
+                write_json(saved, apis.random(o.synthetic_samples * (o.variations_per_sample + 1)))
             elif not saved.exists():
-                _write_json(saved, selected + apis.variations(selected, t))  # the selected are kept
+                write_json(saved, selected + apis.variations(selected, t))  # the selected are kept
             candidates = json.loads(saved.read_text())
             done = folder / "iteration.json"
             if not done.exists():
-                _write_json(done, self._iterate(t, candidates, embedder, private, client_ids, validation, ctx))
+                write_json(done, self._iterate(t, candidates, embedder, private, validation, ctx))
             record = json.loads(done.read_text())
             selected = [candidates[i] for i in record["selected"]]
             history.append(record["monitor"])
-        _write_json(state / "monitor.json", {"history": history})
+        write_json(state / "monitor.json", {"history": history})
         apis.close()
         return SyntheticTexts(texts=tuple(selected))
 
-    def _iterate(self, t, candidates, embedder, private, client_ids, validation, ctx) -> dict:
+    def _iterate(self, t, candidates, embedder, private, validation, ctx) -> dict:
         """One DP iteration: embed, vote, release, select, monitor."""
         o = self.config
         t0 = time.perf_counter()
         embedded = normalise_rows(embedder.encode(candidates))
-        participants = ctx.privacy.poisson_sample(client_ids, round_index=t)
+        participants = ctx.privacy.cohort(t)
         votes = vote_batches(embedded, [private[c] for c in participants], k=o.nearest_neighbors,
                              batch_clients=o.vote_batch_clients)
-        noisy = ctx.privacy.release_clipped_sum(f"pe-iteration-{t}", votes, clip_norm=1.0)
+        noisy = ctx.privacy.release_clipped_sum(f"pe-iteration-{t}", votes, clip_norm=1.0, clients=participants)
         chosen = select(noisy, o.synthetic_samples, threshold=o.histogram_threshold, mode=o.selection,
                         rng=ctx.rng(f"pe-select-{t}"))
         monitor = {"iteration": t}
@@ -146,13 +144,6 @@ class _Apis:
     def close(self) -> None:
         if self._generator is not None:
             self._generator.close()
-
-
-def _write_json(path: Path, value) -> None:
-    """Write atomically, so a killed run never leaves half a file to resume from."""
-    temp = path.with_name(path.name + ".tmp")
-    temp.write_text(json.dumps(value, ensure_ascii=False, indent=1))
-    os.replace(temp, path)
 
 
 def _short(stats: dict) -> str:

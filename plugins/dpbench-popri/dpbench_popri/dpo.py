@@ -8,9 +8,9 @@ rounds one on-policy iterative DPO run (popri-cpu.md, "Pitfalls met").
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from dpbench.files import atomic_write, write_json
 from dpbench_popri.config import PopriOptions
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -75,7 +75,8 @@ def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dic
         trainer.optimizer.load_state_dict(torch.load(previous / "optimizer.pt", weights_only=True))
     trainer.train()
     trainer.model.save_pretrained(out_dir / "adapter")
-    torch.save(trainer.optimizer.state_dict(), out_dir / "optimizer.pt")
+    with atomic_write(out_dir / "optimizer.pt", "wb") as handle:
+        torch.save(trainer.optimizer.state_dict(), handle)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     accuracies = [e["rewards/accuracies"] for e in trainer.state.log_history if "rewards/accuracies" in e]
     stats = {"steps": trainer.state.global_step, "loss_first": losses[0] if losses else None,
@@ -83,5 +84,5 @@ def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dic
              "reward_accuracy_last": accuracies[-1] if accuracies else None,
              "pairs_dropped": len(pairs) - len(kept), "pairs_cut": sum(n > options.max_length for n in lengths),
              "longest_pair_tokens": max(lengths, default=0)}
-    (out_dir / "dpo.json").write_text(json.dumps(stats, indent=1))
+    write_json(out_dir / "dpo.json", stats)
     return stats

@@ -27,6 +27,7 @@ import numpy as np
 
 from dpbench.api import MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
 from dpbench.errors import ConfigError, DpbenchError
+from dpbench.files import write_json
 from dpbench_popri.config import PopriOptions
 from dpbench_popri.monitor import pick_checkpoint, round_metrics
 from dpbench_popri.pairs import preference_pairs
@@ -76,21 +77,22 @@ class Popri(Method):
             embedded = normalise_rows(embedder.encode(candidates))
             monitor = {"checkpoint": r, **round_metrics(embedded, validation)}
 
-            participants = ctx.privacy.poisson_sample(client_ids, round_index=r)
+            participants = ctx.privacy.cohort(r)
             rows = sums[[row_of[c] for c in participants]]
             contributions = (np.vstack(list(score_batches(embedded, rows, batch_clients=o.score_batch_clients)))
                              if len(rows) else np.zeros((0, len(candidates))))
-            noisy = ctx.privacy.release_clipped_sum(f"popri-round-{r}", contributions, clip_norm=1.0)
+            noisy = ctx.privacy.release_clipped_sum(f"popri-round-{r}", contributions, clip_norm=1.0,
+                                                    clients=participants)
 
             t2 = time.perf_counter()
             pairs = preference_pairs(noisy, samples_per_prompt=o.samples_per_prompt, reject_rank=o.reject_rank)
             records = [self._pair_record(prompts[p.prompt], candidates[p.chosen], candidates[p.rejected]) for p in pairs]
-            (folder / "pairs.json").write_text(json.dumps([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
-                                                           for p in pairs]))
+            write_json(folder / "pairs.json", [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
+                                               for p in pairs], indent=None)
             dpo = self._train(records, previous=_adapter_round(state, r), out_dir=folder, ctx=ctx, round_index=r)
             seconds = {"generation": t1 - t0, "scoring": t2 - t1, "dpo": time.perf_counter() - t2}
             ctx.log.info("POPri round %d: %s; DPO %s; seconds %s", r, _short(monitor), _short(dpo), _short(seconds))
-            (folder / "round.json").write_text(json.dumps({"monitor": monitor, "dpo": dpo, "seconds": seconds}, indent=1))
+            write_json(folder / "round.json", {"monitor": monitor, "dpo": dpo, "seconds": seconds})
             history.append(monitor)
 
         final_folder = state / "final"
@@ -100,11 +102,10 @@ class Popri(Method):
             _, candidates = sample("monitor-final", o.prompts_per_round, o.samples_per_prompt,
                                    _adapter(state, o.rounds), final_folder / "monitor_candidates.json")
             metrics = round_metrics(normalise_rows(embedder.encode(candidates)), validation)
-            last.write_text(json.dumps({"checkpoint": o.rounds, **metrics}))
+            write_json(last, {"checkpoint": o.rounds, **metrics})
         history.append(json.loads(last.read_text()))
         chosen = pick_checkpoint(history, o.select)
-        (state / "monitor.json").write_text(json.dumps({"history": history, "chosen_checkpoint": chosen,
-                                                        "rule": o.select}, indent=1))
+        write_json(state / "monitor.json", {"history": history, "chosen_checkpoint": chosen, "rule": o.select})
         _, texts = sample("final", o.final_samples, 1, _adapter(state, chosen), final_folder / "synthetic.json")
         generator.close()
         return SyntheticTexts(texts=tuple(texts))
@@ -144,7 +145,7 @@ class Popri(Method):
         raw = generator.generate(repeated, params, seed=ctx.seed_for(f"popri-generate-{stream}"),
                                  adapter=str(adapter) if adapter else None)
         texts = [postprocess(t, generator.tokenizer, o.truncate_tokens) for t in raw]
-        saved.write_text(json.dumps(texts, ensure_ascii=False))
+        write_json(saved, texts, indent=None)
         return built, texts
 
     def _check_dpo_length(self, public, tokenizer) -> None:
