@@ -45,9 +45,19 @@ def build_config(cls: type, options: Mapping[str, Any] | None, *, where: str):
         raise ConfigError(f"{where}.{err.field}", err.value, err.allowed) from None
 
 
+OMIT_AT_DEFAULT = {"omit_at_default": True}
+"""``field(metadata=OMIT_AT_DEFAULT)``: ``config_dict`` leaves the field out while it holds its
+default, so adding an option keeps the run ids and cache keys of every config not using it."""
+
+
 def config_dict(config) -> dict[str, Any]:
-    """A JSON-ready dict of an options dataclass (tuples become lists)."""
-    return _plain(dataclasses.asdict(config))
+    """A JSON-ready dict of an options dataclass (tuples become lists), without the
+    ``OMIT_AT_DEFAULT`` fields that hold their default."""
+    plain = _plain(dataclasses.asdict(config))
+    for f in dataclasses.fields(config):
+        if f.metadata.get("omit_at_default") and getattr(config, f.name) == f.default:
+            del plain[f.name]
+    return plain
 
 
 def _plain(value):

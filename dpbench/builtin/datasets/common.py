@@ -11,7 +11,8 @@ The pipeline, in order (each step documented on the option that controls it):
    validation and training sets with ``split_seed`` — a text never lands in two splits;
 6. keep ``num_clients`` training clients (a seeded subset), failing when fewer exist;
 7. cap the validation/test/public splits at ``max_eval_texts`` / ``max_public_texts`` texts;
-8. truncate every text to ``max_tokens`` tokens of ``tokenizer``.
+8. truncate every text to ``max_tokens`` tokens of ``tokenizer``;
+9. plant ``canaries`` secret texts in training clients (off by default).
 
 The result is cached in the suite cache, keyed by the dataset, its version, its options and a
 hash of the raw texts, so a suite reads and tokenizes its data once.
@@ -29,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dpbench.api.config import check_fraction, check_int, config_dict
+from dpbench.api.config import OMIT_AT_DEFAULT, check_fraction, check_int, config_dict
 from dpbench.api.dataset import FederatedTextData
+from dpbench.canaries import make_canaries, plant
 from dpbench.errors import ConfigError, DpbenchError
 
 if TYPE_CHECKING:
@@ -65,6 +67,10 @@ class CommonOptions:
     runs of a suite see the same split.
     ``max_eval_texts`` / ``max_public_texts``: seeded caps on the size of each held-out split
     and of the public split (for fast smoke runs); ``None``: no cap.
+    ``canaries``: append this many random secret texts (``dpbench.canaries.make_canaries``
+    with ``split_seed``), one each to distinct training clients, after truncation, and list
+    them in ``info["canaries"]``, so ``dpbench.canaries.canary_report`` can tell whether a
+    method leaks private text. ``0`` (default): none, and no ``info`` entry.
     """
 
     max_tokens: int = 64
@@ -78,6 +84,7 @@ class CommonOptions:
     split_seed: int = 0
     max_eval_texts: int | None = None
     max_public_texts: int | None = None
+    canaries: int = field(default=0, metadata=OMIT_AT_DEFAULT)
 
     def __post_init__(self):
         check_int("max_tokens", self.max_tokens, minimum=0)
@@ -98,6 +105,7 @@ class CommonOptions:
         check_int("split_seed", self.split_seed, minimum=0)
         _check_optional_int("max_eval_texts", self.max_eval_texts, minimum=1)
         _check_optional_int("max_public_texts", self.max_public_texts, minimum=1)
+        check_int("canaries", self.canaries, minimum=0)
 
 
 def _check_optional_int(name: str, value, *, minimum: int) -> None:
@@ -287,6 +295,9 @@ def build(raw: RawData, options: CommonOptions, *, dataset_name: str, version: s
         "split_groups": {k: len(v) for k, v in taken.items()} | {"train": len(train_groups)},
         **raw.info,
     }
+    if options.canaries:
+        info["canaries"] = make_canaries(options.canaries, seed=options.split_seed)
+        train_clients = plant(train_clients, info["canaries"], seed=options.split_seed)
     return FederatedTextData(
         clients=train_clients,
         validation=tuple(truncate(validation)),
