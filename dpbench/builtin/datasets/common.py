@@ -31,16 +31,12 @@ import numpy as np
 
 from dpbench.api.config import check_fraction, check_int, config_dict
 from dpbench.api.dataset import FederatedTextData
-from dpbench.errors import ConfigError, DpbenchError
+from dpbench.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from dpbench.cache import SuiteCache
 
 WHITESPACE_TOKENIZER = "whitespace"
-
-
-class DataError(DpbenchError, ValueError):
-    """Input data is missing, malformed or too small; the message names the file and field."""
 
 
 @dataclass(frozen=True, kw_only=True)
