@@ -194,13 +194,12 @@ class Runner:
         """The loaded, checked dataset of ``choice``; loaded once per suite."""
         key = json.dumps([choice.plugin, choice.options, choice.version], sort_keys=True)
         if key not in self._datasets:
+            from dpbench.datacheck import check_data
+
             cls = get_registry("dataset").get(choice.plugin)
             dataset = cls(build_config(cls.config_class, choice.options, where=f"datasets.{choice.label}"))
             data = dataset.load(self.cache)
-            if data.num_clients == 0:
-                raise DpbenchError(f"dataset {choice.label!r} produced no private clients")
-            if not data.test:
-                raise DpbenchError(f"dataset {choice.label!r} produced an empty test split")
+            check_data(choice.label, data)
             self._datasets[key] = data
         return self._datasets[key]
 
