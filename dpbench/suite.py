@@ -18,7 +18,7 @@ from typing import Any
 
 from dpbench.api.config import build_config, config_dict
 from dpbench.api.privacy import PrivacyBudget
-from dpbench.errors import ConfigError, did_you_mean
+from dpbench.errors import ConfigError, DpbenchError, did_you_mean
 
 SUITE_KEYS = {
     "name": "the suite's name (default: the file name)",
@@ -139,6 +139,7 @@ def compose(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
         raise ConfigError("suite", str(path), "a .yaml file")
     if not path.is_file():
         raise ConfigError("suite", str(path), "an existing suite file")
+    import yaml
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -151,12 +152,37 @@ def compose(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
         with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base="1.3", job_name="dpbench"):
             base = hydra_compose(config_name=path.stem)
             cfg = hydra_compose(config_name=path.stem, overrides=_plus_missing(base, overrides))
+    except yaml.YAMLError as err:
+        raise _yaml_error(err, path) from None
+    except UnicodeDecodeError as err:
+        raise DpbenchError(f"{path} (or a file its defaults: pull in) is not UTF-8: {err}") from None
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError("overrides" if overrides else "suite", " ".join(overrides) or str(path),
-                          f"valid Hydra syntax and keys ({str(err).splitlines()[0]})") from None
+                          f"valid Hydra syntax and keys ({_first_line(err)})") from None
     finally:
         GlobalHydra.instance().clear()
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _first_line(err: BaseException | None) -> str:
+    """The first line of ``err``'s message, or of its cause's (Hydra wraps some errors in an empty one)."""
+    while err is not None:
+        if str(err).strip():
+            return str(err).strip().splitlines()[0]
+        err = err.__cause__
+    return "no details given"
+
+
+def _yaml_error(err, path: Path) -> DpbenchError:
+    """One line naming the file, line and column where the suite (or a file its ``defaults:``
+    pull in) stops being valid YAML."""
+    mark = getattr(err, "problem_mark", None)
+    if mark is None:
+        return DpbenchError(f"{getattr(err, 'name', None) or path}: not valid YAML ({_first_line(err)})")
+    message = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {err.problem}"
+    if err.context and err.context_mark is not None:
+        message += f" ({err.context} at line {err.context_mark.line + 1}, column {err.context_mark.column + 1})"
+    return DpbenchError(message)
 
 
 def _plus_missing(base, overrides: Sequence[str]) -> list[str]:
