@@ -163,3 +163,15 @@ def test_test_file_record_without_text_names_file_record_and_fields(tmp_path):
     test.write_text(json.dumps({"body": "held out"}) + "\n" + json.dumps({"txt": "typo", "id": 3}) + "\n")
     with pytest.raises(DataError, match=r"test\.jsonl \[test_path\]: record 1 has no text field 'body' \(fields: id, txt\)"):
         local(path=write(tmp_path, "jsonl"), text_field="body", client_field="who", test_path=str(test)).load(None)
+
+
+def test_malformed_csv_and_parquet_name_the_file(tmp_path):
+    csv = tmp_path / "data.csv"
+    csv.write_text("body,who\na b c,u1\nd e f,u2,extra\n")
+    with pytest.raises(DataError, match=r"data\.csv: not a valid csv file \(.*line 3"):
+        local(path=str(csv), text_field="body", client_field="who").load(None)
+    parquet = tmp_path / "data.parquet"
+    parquet.write_text("not parquet")
+    pytest.importorskip("pyarrow")
+    with pytest.raises(DataError, match=r"data\.parquet: not a valid parquet file \("):
+        local(path=str(parquet), text_field="body", client_field="who").load(None)

@@ -60,10 +60,14 @@ def read_records(path: Path, fmt: str, records_path: str | None, *, option: str 
     else:
         import pandas as pd
 
-        if fmt == "csv":
-            frame = pd.read_csv(io.StringIO(read_text(path, file_option)), dtype=str, keep_default_na=False)
-        else:
-            frame = pd.read_parquet(path)
+        text = read_text(path, file_option) if fmt == "csv" else None
+        try:
+            if text is not None:
+                frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+            else:
+                frame = pd.read_parquet(path)
+        except ValueError as err:  # pandas' ParserError, pyarrow's ArrowInvalid
+            raise DataError(f"{path}: not a valid {fmt} file ({str(err).strip().splitlines()[0]})") from None
         records = frame.to_dict(orient="records")
     for i, record in enumerate(records):
         if not isinstance(record, Mapping):
