@@ -142,16 +142,27 @@ def _print_runs(loaded) -> None:
 @cli.command()
 @click.argument("suite", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
-def validate(suite, overrides):
-    """Check SUITE without running it: plugin names, options, privacy budget, seeds."""
+@click.option("--runs-dir", type=click.Path(file_okay=False), help="Where run folders go (default: the suite's runs_dir or ./runs); the data is cached there, as a run would.")
+@click.option("--no-data", is_flag=True, help="Check the suite's structure only; do not load its datasets.")
+def validate(suite, overrides, runs_dir, no_data):
+    """Check SUITE without running it: plugin names, options, privacy budget, seeds, and (unless
+    --no-data) each dataset's files, clients and splits, and δ < 1/num_clients."""
     from dpbench.errors import DpbenchError
 
     try:
-        loaded = _load(suite, overrides)
+        loaded = _load(suite, overrides, runs_dir)
+        _print_runs(loaded)
+        if not no_data:
+            from dpbench.datacheck import check_datasets
+            from dpbench.runner import Runner
+
+            for label, counts in check_datasets(loaded, Runner(loaded).dataset).items():
+                click.echo(f"{label}: {counts['clients']} clients, {counts['train_texts']} texts, "
+                           f"{counts['test_texts']} test, {counts['validation_texts']} validation, "
+                           f"{counts['public_texts']} public")
     except DpbenchError as err:
         _fail(err)
-    _print_runs(loaded)
-    click.echo(f"{suite}: valid, {len(loaded.runs)} runs")
+    click.echo(f"{suite}: valid, {len(loaded.runs)} runs" + (" (data not checked)" if no_data else ""))
 
 
 @cli.command(name="list")

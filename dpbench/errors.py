@@ -18,6 +18,10 @@ class ConfigError(DpbenchError, ValueError):
         super().__init__(f"{field}: {value!r} is not allowed; expected {allowed}")
 
 
+class DataError(DpbenchError, ValueError):
+    """Input data is missing, malformed or too small; the message names the file and field."""
+
+
 class UnknownNameError(DpbenchError, KeyError):
     """A registry was asked for a name nobody registered."""
 

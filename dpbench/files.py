@@ -3,10 +3,13 @@
 ``atomic_write`` writes to a temporary file beside the target, fsyncs it, renames it over the
 target and fsyncs the folder: a reader (or a resumed run) sees the old file or the new one,
 never an empty or half-written one, whatever kills the writer (a crash, a full disk).
+``write_sealed`` / ``read_sealed`` add a content hash, so a checkpoint changed on disk (a bit
+flip, an edit) is refused on resume instead of silently continuing the run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,6 +18,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from dpbench.errors import DamagedRunError
+
+SEAL = b"dpbench-sealed sha256:"
+
+
+class CheckpointError(DamagedRunError):
+    """A sealed checkpoint no longer matches its content hash."""
 
 
 @contextmanager
@@ -47,6 +58,21 @@ def write_json(path: str | Path, value: Any, *, indent: int | None = 1) -> None:
     """JSON with non-finite floats written as "inf"/"-inf"/"nan" strings (``float()`` reads them back)."""
     with atomic_write(path) as handle:
         json.dump(_jsonable(value), handle, indent=indent, ensure_ascii=False, allow_nan=False)
+
+
+def write_sealed(path: str | Path, data: bytes) -> None:
+    """Write ``data`` atomically behind a line holding its sha256."""
+    with atomic_write(path, "wb") as handle:
+        handle.write(SEAL + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+
+
+def read_sealed(path: str | Path) -> bytes:
+    """The data ``write_sealed`` wrote to ``path``; ``CheckpointError`` when it changed since."""
+    raw = Path(path).read_bytes()
+    header, _, data = raw.partition(b"\n")
+    if not header.startswith(SEAL) or header[len(SEAL):].decode(errors="replace") != hashlib.sha256(data).hexdigest():
+        raise CheckpointError(f"{path}: the checkpoint does not match its content hash (changed or damaged on disk)")
+    return data
 
 
 def read_json(path: str | Path) -> Any:

@@ -44,6 +44,8 @@ class Row:
     runs: int
     versions: dict[str, str]
     over_budget: bool = False
+    leaks_canaries: int = 0
+    """how many of the row's runs gave away planted canary text"""
 
 
 @dataclass
@@ -114,6 +116,7 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
         rows.append(Row(dataset=dataset, method=method, plugin=first.spec["method"]["plugin"], reference=reference,
                         epsilon=epsilon, delta=delta, epsilon_ledger=eps_ledger, metrics=stats, gap_closed=None,
                         runs=len(members), versions=first.versions,
+                        leaks_canaries=sum(bool(r.checks.get("canaries", {}).get("flagged")) for _, r in members),
                         over_budget=reference is None and eps_ledger > epsilon * (1 + OVER_BUDGET_TOLERANCE)))
     _fill_gap_closed(rows, metric)
     rows.sort(key=lambda r: (r.dataset, r.epsilon, -_sortable(r.metrics.get(metric, {}).get("mean"), higher)))
@@ -206,14 +209,16 @@ def _fmt_eps(eps: float) -> str:
 def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
     lines = [f"# {title or board.suite}", "",
              f"Gap closed = (m − m(ε=0)) / (m(ε=∞) − m(ε=0)) on `{board.metric}`. ε (ledger) is recomputed "
-             f"from each run's privacy ledger; ⚠ marks a run whose ledger exceeds its target.", ""]
+             f"from each run's privacy ledger; ⚠ marks a run whose ledger exceeds its target; ⚑ marks a row whose "
+             f"output gave away planted canary text (expected only of the ε = ∞ row).", ""]
     for dataset in sorted({r.dataset for r in board.rows}):
         lines += [f"## {dataset}", ""]
         header = ["method", "ε", "δ", "ε (ledger)"] + [f"{n} {'↑' if h else '↓'}" for n, h in board.columns] + ["gap closed", "runs", "versions"]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for row in (r for r in board.rows if r.dataset == dataset):
-            cells = [row.method, _fmt_eps(row.epsilon), f"{row.delta:g}",
+            method = row.method + (f" ⚑ leaks canaries ({row.leaks_canaries}/{row.runs} runs)" if row.leaks_canaries else "")
+            cells = [method, _fmt_eps(row.epsilon), f"{row.delta:g}",
                      _fmt_eps(row.epsilon_ledger) + (" ⚠" if row.over_budget else "")]
             for name, _ in board.columns:
                 stat = row.metrics.get(name)
@@ -235,11 +240,11 @@ def render_csv(board: Leaderboard) -> str:
     writer = csv.writer(out)
     metric_names = [n for n, _ in board.columns]
     writer.writerow(["dataset", "method", "plugin", "epsilon", "delta", "epsilon_ledger"]
-                    + [f"{n}_{s}" for n in metric_names for s in ("mean", "std")] + ["gap_closed", "runs"])
+                    + [f"{n}_{s}" for n in metric_names for s in ("mean", "std")] + ["gap_closed", "runs", "leaks_canaries"])
     for row in board.rows:
         stats = [row.metrics.get(n, {}).get(s, "") for n in metric_names for s in ("mean", "std")]
         writer.writerow([row.dataset, row.method, row.plugin, row.epsilon, row.delta, row.epsilon_ledger, *stats,
-                         "" if row.gap_closed is None else row.gap_closed, row.runs])
+                         "" if row.gap_closed is None else row.gap_closed, row.runs, row.leaks_canaries])
     return out.getvalue()
 
 

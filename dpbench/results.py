@@ -53,6 +53,8 @@ class RunResult:
     finished_at: str
     schema_version: int = RESULT_SCHEMA_VERSION
     notes: list[str] = field(default_factory=list)
+    checks: dict[str, Any] = field(default_factory=dict)
+    """privacy checks of the output, e.g. ``canaries``: ``dpbench.canaries.canary_report``"""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

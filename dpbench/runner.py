@@ -24,6 +24,7 @@ from pathlib import Path
 from dpbench.api import Evaluator, FederatedTextData, Method, MethodData, RunContext, SyntheticTexts, build_config
 from dpbench.api.config import config_dict
 from dpbench.cache import SuiteCache
+from dpbench.datacheck import check_data, check_datasets
 from dpbench.env import environment
 from dpbench.errors import ConfigError, DamagedRunError, DpbenchError, PrivacyMisuseError
 from dpbench.files import write_json
@@ -35,6 +36,7 @@ from dpbench.suite import PluginChoice, RunSpec, Suite
 
 log = logging.getLogger("dpbench")
 SAMPLES_SHOWN = 20
+CANARY_REFERENCES = 999  # a canary is ranked among 1,000 candidates: ranked 1st by chance 0.1% of the time
 LOCKED = "locked"
 
 
@@ -57,6 +59,8 @@ class Runner:
         self._environment: dict | None = None
 
     def run(self) -> SuiteReport:
+        """Check every dataset (sizes, δ < 1/clients) before any run, then run the grid."""
+        check_datasets(self.suite, self.dataset)
         report = SuiteReport()
         overall = self.progress.add(f"suite {self.suite.name}", len(self.suite.runs)) if self.progress else None
         held_elsewhere = [spec for spec in self.suite.runs if self._attempt(spec, report, overall, wait=False) == LOCKED]
@@ -180,6 +184,9 @@ class Runner:
             privacy["releases"] = ctx.privacy.records
         if fresh:
             save_artifact(folder, artifact)
+        checks = {}
+        if data.info.get("canaries"):
+            checks["canaries"] = _canary_check(spec, artifact, data.info["canaries"], ctx)
         if isinstance(artifact, SyntheticTexts) and artifact.texts:
             rng = ctx.rng("samples-shown")
             picked = sorted(rng.choice(len(artifact.texts), size=min(SAMPLES_SHOWN, len(artifact.texts)), replace=False))
@@ -198,7 +205,7 @@ class Runner:
         timings["total_s"] = time.perf_counter() - start
         return RunResult(
             run_id=spec.run_id, suite=spec.suite, spec=spec.to_dict(), metrics=metrics, metric_specs=metric_specs,
-            versions=versions, privacy=privacy, timings=timings, data=data.summary(),
+            versions=versions, privacy=privacy, timings=timings, data=data.summary(), checks=checks,
             finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         )
 
@@ -252,10 +259,7 @@ class Runner:
             cls = get_registry("dataset").get(choice.plugin)
             dataset = cls(build_config(cls.config_class, choice.options, where=f"datasets.{choice.label}"))
             data = dataset.load(self.cache)
-            if data.num_clients == 0:
-                raise DpbenchError(f"dataset {choice.label!r} produced no private clients")
-            if not data.test:
-                raise DpbenchError(f"dataset {choice.label!r} produced an empty test split")
+            check_data(choice.label, data)
             self._datasets[key] = data
         return self._datasets[key]
 
@@ -288,6 +292,20 @@ def _check_spent(spec: RunSpec, folder: Path, privacy: dict, session) -> None:
         raise PrivacyMisuseError(
             f"method {spec.method.plugin!r} made {made} of the {declared} releases its mechanism declared; a run "
             f"with ε < ∞ spends its budget through ctx.privacy, and is complete only once every release is made")
+
+
+def _canary_check(spec: RunSpec, artifact, canaries: list[str], ctx: RunContext) -> dict:
+    """How much of the planted canary text the method's output gives away (``dpbench.canaries``)."""
+    from dpbench.api import TrainedModel
+    from dpbench.canaries import canary_report, reference_canaries
+
+    tokenizer = ctx.initial_model() if isinstance(artifact, TrainedModel) else None
+    report = canary_report(artifact, canaries, reference_canaries(CANARY_REFERENCES, seed=spec.seed),
+                           tokenizer_dir=tokenizer, device=ctx.device)
+    if report["flagged"]:
+        log.warning("%s: the output gives away planted canary text (%s of %d verbatim, best rank %d of %d)",
+                    spec.run_id, report["verbatim"], report["canaries"], report["best_rank"], report["candidates"])
+    return report
 
 
 def _check_scores(label: str, evaluator: Evaluator, scores) -> dict[str, float]:

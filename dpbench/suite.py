@@ -3,7 +3,10 @@
 A suite names datasets, methods and evaluators (each ``name: {options}``), a privacy grid and
 seeds. Command-line overrides use Hydra's grammar (``privacy.epsilon=[1,7] seeds=3
 methods.popri.rounds=5``); keys the suite does not set yet are added without the ``+`` Hydra
-would otherwise demand, so plugin options stay overridable.
+would otherwise demand, so plugin options stay overridable. Interpolations may only refer to
+other keys (``${a.b}``): resolvers such as ``${oc.env:...}`` are refused, in the suite, the files
+its ``defaults:`` pull in and the overrides, because the resolved suite is recorded with every
+run (``spec.json``) and uploaded when publishing.
 """
 
 from __future__ import annotations
@@ -11,14 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dpbench.api.config import build_config, config_dict
 from dpbench.api.privacy import PrivacyBudget
-from dpbench.errors import ConfigError, did_you_mean
+from dpbench.errors import ConfigError, DpbenchError, did_you_mean
 
 SUITE_KEYS = {
     "name": "the suite's name (default: the file name)",
@@ -144,6 +147,7 @@ def compose(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
         raise ConfigError("suite", str(path), "a .yaml file")
     if not path.is_file():
         raise ConfigError("suite", str(path), "an existing suite file")
+    import yaml
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -154,14 +158,112 @@ def compose(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base="1.3", job_name="dpbench"):
+            _refuse_resolvers_in_overrides(overrides)
             base = hydra_compose(config_name=path.stem)
-            cfg = hydra_compose(config_name=path.stem, overrides=_plus_missing(base, overrides))
+            _refuse_resolvers(OmegaConf.to_container(base, resolve=False))
+            fixed = _plus_missing(base, overrides)
+            for file in _files_read(path, fixed):
+                _refuse_resolvers((yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("defaults"),
+                                  f"{file}: defaults")
+            cfg = hydra_compose(config_name=path.stem, overrides=fixed)
+    except yaml.YAMLError as err:
+        raise _yaml_error(err, path) from None
+    except UnicodeDecodeError as err:
+        raise DpbenchError(f"{path} (or a file its defaults: pull in) is not UTF-8: {err}") from None
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError("overrides" if overrides else "suite", " ".join(overrides) or str(path),
-                          f"valid Hydra syntax and keys ({str(err).splitlines()[0]})") from None
+                          f"valid Hydra syntax and keys ({_first_line(err)})") from None
     finally:
         GlobalHydra.instance().clear()
-    return OmegaConf.to_container(cfg, resolve=True)
+    interpolations = _refuse_resolvers(OmegaConf.to_container(cfg, resolve=False))
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "suite"
+        raise ConfigError(key, interpolations.get(key), f"an interpolation that resolves ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException | None) -> str:
+    """The first line of ``err``'s message, or of its cause's (Hydra wraps some errors in an empty one)."""
+    while err is not None:
+        if str(err).strip():
+            return str(err).strip().splitlines()[0]
+        err = err.__cause__
+    return "no details given"
+
+
+def _yaml_error(err, path: Path) -> DpbenchError:
+    """One line naming the file, line and column where the suite (or a file its ``defaults:``
+    pull in) stops being valid YAML."""
+    mark = getattr(err, "problem_mark", None)
+    if mark is None:
+        return DpbenchError(f"{getattr(err, 'name', None) or path}: not valid YAML ({_first_line(err)})")
+    message = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {err.problem}"
+    if err.context and err.context_mark is not None:
+        message += f" ({err.context} at line {err.context_mark.line + 1}, column {err.context_mark.column + 1})"
+    return DpbenchError(message)
+
+
+RESOLVERS_REFUSED = (
+    "a plain value or a ${a.b} reference to another key; resolvers such as ${oc.env:...} and "
+    "${oc.decode:...} are refused because their values would be written to spec.json and to "
+    "uploaded configs: secrets belong in the environment (wandb reads WANDB_API_KEY itself)"
+)
+
+
+def _refuse_resolvers(value, where: str = "") -> dict[str, str]:
+    """Fail on any interpolation in ``value`` (an unresolved config as plain containers, an
+    override's value, a defaults list) that calls a resolver: resolvers read the environment or
+    run code, and the resolved suite is recorded with every run. Returns ``{key path: raw
+    string}`` of the interpolations found, all plain references."""
+    from omegaconf.errors import GrammarParseError
+    from omegaconf.grammar_parser import OmegaConfGrammarParser, parse
+
+    def calls_resolver(tree) -> bool:
+        if isinstance(tree, OmegaConfGrammarParser.InterpolationResolverContext):
+            return True
+        return any(calls_resolver(tree.getChild(i)) for i in range(tree.getChildCount()))
+
+    found = dict(_interpolations(value, where))
+    for key, text in found.items():
+        try:
+            refused = calls_resolver(parse(text))
+        except GrammarParseError as err:
+            raise ConfigError(key, text, f"a valid interpolation ({_first_line(err)})") from None
+        if refused:
+            raise ConfigError(key, text, RESOLVERS_REFUSED)
+    return found
+
+
+def _refuse_resolvers_in_overrides(overrides: Sequence[str]) -> None:
+    """``_refuse_resolvers`` on each override's value, group choices included."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        _refuse_resolvers(override.value(), override.key_or_group)
+
+
+def _files_read(path: Path, overrides: Sequence[str]) -> list[Path]:
+    """The suite file and the files of the suite's folder its ``defaults:`` lists pull in."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    loader = GlobalHydra.instance().config_loader()
+    defaults = loader.compute_defaults_list(config_name=path.stem, overrides=list(overrides), run_mode=RunMode.RUN)
+    pulled = {path.parent / f"{d.config_path}.yaml" for d in defaults.defaults if d.config_path and not d.primary}
+    return [path, *sorted(p for p in pulled if p.is_file())]
+
+
+def _interpolations(value, where: str = "") -> Iterator[tuple[str, str]]:
+    """``(key path, raw string)`` for every string of an unresolved config holding an interpolation."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _interpolations(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _interpolations(item, f"{where}[{i}]")
+    elif isinstance(value, str) and "${" in value:
+        yield where, value
 
 
 def _plus_missing(base, overrides: Sequence[str]) -> list[str]:

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from dpbench.cli import cli
@@ -52,3 +53,41 @@ def test_list_shows_origins(toy_plugin):
     out = CliRunner().invoke(cli, ["list", "methods"])
     assert out.exit_code == 0
     assert "noisy_unigram" in out.output and "public_only" in out.output
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_malformed_yaml_is_one_line_naming_file_line_and_column(toy_plugin, toy_suite, command):
+    path = toy_suite("""
+        privacy:
+          epsilon: [1, 8
+          delta: 1e-5
+    """)
+    out = CliRunner().invoke(cli, [command, str(path)])
+    assert out.exit_code == 2
+    assert out.output.strip().splitlines() == [
+        f"Error: {path}, line 4, column 8: not valid YAML: expected ',' or ']', but got ':' "
+        "(while parsing a flow sequence at line 3, column 12)"]
+
+
+def test_malformed_yaml_in_a_defaults_file_names_that_file(toy_plugin, toy_suite, tmp_path):
+    (tmp_path / "method").mkdir()
+    (tmp_path / "method" / "unigram.yaml").write_text("# @package methods\nnoisy_unigram: {rounds: 2\n")
+    path = toy_suite("""
+        defaults:
+          - method: unigram
+          - _self_
+        privacy: {epsilon: 1, delta: 1e-5}
+        datasets: {toy_texts: {}}
+        evaluators: {next_word: {}}
+    """)
+    out = CliRunner().invoke(cli, ["validate", str(path), "--no-data"])
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    assert f"Error: {tmp_path / 'method' / 'unigram.yaml'}, line 3, column 1: not valid YAML" in out.output
+
+
+def test_non_utf8_suite_is_one_line(toy_plugin, toy_suite):
+    path = toy_suite()
+    path.write_bytes(path.read_bytes() + b"description: caf\xe9\n")
+    out = CliRunner().invoke(cli, ["validate", str(path), "--no-data"])
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    assert out.output.startswith(f"Error: {path} (or a file its defaults: pull in) is not UTF-8: ")

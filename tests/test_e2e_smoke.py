@@ -32,6 +32,13 @@ def test_smoke_suite_end_to_end(tmp_path):
         accuracy = row["metrics"]["next_token/accuracy"]["mean"]
         assert 0 < accuracy < 1 and math.isfinite(row["metrics"]["next_token/cross_entropy"]["mean"])
 
+    reports = {json.loads((run / "spec.json").read_text())["method"]["label"]: json.loads(
+        (run / "result.json").read_text())["checks"]["canaries"] for run in (tmp_path / "runs" / "smoke").glob("sotu__*")}
+    assert reports["nonprivate"]["verbatim"] == 4 and reports["nonprivate"]["flagged"]  # the private texts themselves
+    assert reports["dp_fedavg"]["verbatim"] is None and len(reports["dp_fedavg"]["ranks"]) == 4  # scored by the model
+    assert not any(reports[m]["flagged"] for m in ("public_only", "popri", "pe", "dp_fedavg"))
+    assert rows["nonprivate"]["leaks_canaries"] == 1
+
     (popri_run,) = (tmp_path / "runs" / "smoke").glob("sotu__popri__*")
     assert len(json.loads((popri_run / "samples.json").read_text())) == 8
     ledger = [json.loads(line) for line in (popri_run / "ledger.jsonl").read_text().splitlines()]

@@ -296,3 +296,42 @@ def test_a_full_disk_while_recording_an_error_does_not_stop_the_suite(toy_plugin
         suite = load_suite(_suite(tmp_path, body), runs_dir=tmp_path / "runs")
         report = Runner(suite).run()
     assert len(report.failed) == 1 and len(report.completed) == 1
+
+
+# ---- 5. a plugin that leaks private text is flagged on the board ------------------------------
+
+CANARY_SUITE = """\
+seeds: [0]
+privacy: {{epsilon: 4, delta: 1e-3, accountant: rdp}}
+datasets:
+  forum: {{plugin: local, path: {path}, text_field: body, client_field: who, tokenizer: whitespace, canaries: 3}}
+methods: {{public_only: {{}}, nonprivate: {{}}, releases_then_leaks: {{}}}}
+evaluators: {{next_word: {{}}}}
+"""
+
+
+def test_a_plugin_returning_private_text_is_flagged_by_the_canaries(toy_plugin, tmp_path):
+    class ReleasesThenLeaks(Method):
+        """Spends its budget honestly on zero rows, then returns the private texts."""
+
+        def mechanism(self, data):
+            return MechanismSpec(rounds=1)
+
+        def run(self, data, ctx):
+            cohort = ctx.privacy.cohort(0)
+            ctx.privacy.release_clipped_sum("r0", np.zeros((len(cohort), 2)), clip_norm=1.0, clients=cohort)
+            return SyntheticTexts(texts=data.training_texts())
+
+    data = tmp_path / "forum.jsonl"
+    data.write_text("".join(json.dumps({"body": f"text {j} of user {c} says words", "who": f"user{c}"}) + "\n"
+                            for c in range(40) for j in range(3)))
+    with _plant(releases_then_leaks=ReleasesThenLeaks):
+        suite = load_suite(_suite(tmp_path, CANARY_SUITE.format(path=data), name="canaries"),
+                           runs_dir=tmp_path / "runs")
+        assert not Runner(suite).run().failed
+    board = leaderboard.build(suite.name, leaderboard.collect(suite.folder), suite.metric)
+    leaks = {row.method: row.leaks_canaries for row in board.rows}
+    assert leaks == {"public_only": 0, "nonprivate": 1, "releases_then_leaks": 1}
+    report = load_result(_private_run_of(suite, "releases_then_leaks")).checks["canaries"]
+    assert report["verbatim"] == 3 and report["flagged"]
+    assert "⚑ leaks canaries" in leaderboard.render_markdown(board)

@@ -109,3 +109,15 @@ def test_a_cache_entry_is_built_once_while_others_wait(tmp_path):
         worker.join()
     assert len(builds) == 1 and len(set(found)) == 1
     assert (found[0] / "value.txt").read_text() == "built"
+
+
+def test_a_sealed_checkpoint_changed_on_disk_is_refused(tmp_path):
+    from dpbench.files import CheckpointError, read_sealed, write_sealed
+
+    write_sealed(tmp_path / "state.pt", b"\x00weights\x01")
+    assert read_sealed(tmp_path / "state.pt") == b"\x00weights\x01"
+    raw = bytearray((tmp_path / "state.pt").read_bytes())
+    raw[-2] ^= 0x10
+    (tmp_path / "state.pt").write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError):
+        read_sealed(tmp_path / "state.pt")

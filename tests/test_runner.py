@@ -101,10 +101,15 @@ def test_evaluator_must_return_declared_metrics(toy_plugin, toy_suite, tmp_path,
     assert "returned metrics ['accuracy'], but declares ['accuracy', 'unseen_rate']" in error
 
 
-def test_delta_must_be_below_one_over_clients(toy_plugin, toy_suite, tmp_path):
-    _, report = _run(toy_suite(), tmp_path, ["seeds=1", "privacy.delta=0.05", "~methods.public_only", "~methods.nonprivate"])
-    assert all("privacy.delta: 0.05 is not allowed; expected a number below 1/num_clients = 1/30" in e
-               for e in report.failed.values()) and len(report.failed) == 2
+def test_delta_must_be_below_one_over_clients_before_any_run(toy_plugin, toy_suite, tmp_path):
+    from dpbench.errors import ConfigError
+
+    suite = load_suite(toy_suite(), ["seeds=1", "privacy.delta=0.05", "~methods.public_only", "~methods.nonprivate"],
+                       runs_dir=tmp_path / "runs")
+    with pytest.raises(ConfigError, match="privacy.delta: 0.05 is not allowed; expected a number below "
+                                          "1/num_clients = 1/30"):
+        Runner(suite).run()
+    assert not any(p.name != "cache" for p in suite.folder.glob("*"))  # no run folder left behind
 
 
 def test_spec_round_trips_through_json(toy_plugin, toy_suite):

@@ -122,3 +122,64 @@ def test_defaults_lists_compose_groups(tmp_path, toy_plugin):
         "datasets: {toy_texts: {}}\nevaluators: {next_word: {}}\n")
     suite = load_suite(tmp_path / "s.yaml", ["methods.noisy_unigram.rounds=7"])
     assert [r.method.options["rounds"] for r in suite.runs] == [7]
+
+
+SECRETS_ADVICE = "secrets belong in the environment (wandb reads WANDB_API_KEY itself)"
+
+
+def test_env_resolver_in_the_suite_is_refused(toy_plugin, toy_suite):
+    path = toy_suite("""
+        privacy: {epsilon: 1, delta: 1e-5}
+        datasets: {toy_texts: {}}
+        methods: {public_only: {}}
+        evaluators: {next_word: {}}
+        publish: {wandb: false, project: "${oc.env:HOME}"}
+    """)
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert str(err.value).startswith("publish.project: '${oc.env:HOME}' is not allowed")
+    assert SECRETS_ADVICE in str(err.value)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("+publish.project=${oc.env:HOME}", "publish.project"),
+    ("privacy.epsilon=[1,${oc.decode:'8'}]", "privacy.epsilon[1]"),
+    ("methods.noisy_unigram.rounds=${oc.env:HOME}", "methods.noisy_unigram.rounds"),
+])
+def test_resolvers_in_overrides_are_refused(toy_plugin, toy_suite, override, field):
+    with pytest.raises(ConfigError) as err:
+        load_suite(toy_suite(), [override])
+    assert str(err.value).startswith(f"{field}: ")
+    assert SECRETS_ADVICE in str(err.value)
+
+
+def test_resolvers_in_files_pulled_by_defaults_are_refused(tmp_path, toy_plugin, monkeypatch):
+    monkeypatch.setenv("DPBENCH_TEST_METHOD", "unigram")
+    (tmp_path / "method").mkdir()
+    (tmp_path / "method" / "unigram.yaml").write_text("# @package methods\nnoisy_unigram: {rounds: '${oc.env:HOME}'}\n")
+    body = ("privacy: {epsilon: 3, delta: 1e-5}\ndatasets: {toy_texts: {}}\nevaluators: {next_word: {}}\n")
+    (tmp_path / "s.yaml").write_text("defaults:\n  - method: unigram\n  - _self_\n" + body)
+    with pytest.raises(ConfigError, match=r"^methods\.noisy_unigram\.rounds: '\$\{oc\.env:HOME\}' is not allowed"):
+        load_suite(tmp_path / "s.yaml")
+    (tmp_path / "method" / "unigram.yaml").write_text("# @package methods\nnoisy_unigram: {rounds: 2}\n")
+    (tmp_path / "t.yaml").write_text("defaults:\n  - method: ${oc.env:DPBENCH_TEST_METHOD}\n  - _self_\n" + body)
+    with pytest.raises(ConfigError, match=r"t\.yaml: defaults\[0\]\.method: '\$\{oc\.env:DPBENCH_TEST_METHOD\}'"):
+        load_suite(tmp_path / "t.yaml")
+
+
+def test_plain_references_and_escapes_are_kept(toy_plugin, toy_suite):
+    path = toy_suite("""
+        privacy: {epsilon: 1, delta: 1e-5}
+        datasets: {toy_texts: {}}
+        methods: {noisy_unigram: {rounds: 2}, public_only: {}}
+        evaluators: {next_word: {}}
+        publish: {wandb: false, project: "\\\\${oc.env:HOME}"}
+    """)
+    suite = load_suite(path, ["methods.noisy_unigram.num_texts=${methods.noisy_unigram.rounds}"])
+    assert {r.method.options.get("num_texts") for r in suite.runs if r.method.label == "noisy_unigram"} == {2}
+    assert suite.config["publish"]["project"] == "${oc.env:HOME}"
+
+
+def test_a_reference_to_a_missing_key_names_the_key(toy_plugin, toy_suite):
+    with pytest.raises(ConfigError, match=r"^methods\.noisy_unigram\.rounds: '\$\{nope\}' is not allowed; expected an interpolation that resolves"):
+        load_suite(toy_suite(), ["methods.noisy_unigram.rounds=${nope}"])

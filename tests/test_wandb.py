@@ -24,6 +24,15 @@ def test_scrub_drops_secret_looking_keys_at_any_depth():
     assert scrub(config) == {"a": 1, "nested": {"ok": [{"b": 2}]}}
 
 
+def test_scrub_redacts_secret_environment_values_under_any_key(monkeypatch):
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-0123456789")
+    monkeypatch.setenv("HF_TOKEN", "short")  # under 8 characters: too likely to occur by chance
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false-but-long")  # not a secret's name
+    config = {"a": "tok-0123456789", "b": ["x", "url?key=tok-0123456789"], "c": {"d": "short"},
+              "e": "false-but-long", "api_key": "dropped by name"}
+    assert scrub(config) == {"a": "[redacted]", "b": ["x", "[redacted]"], "c": {"d": "short"}, "e": "false-but-long"}
+
+
 def test_mode_without_key_is_offline(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -37,8 +46,9 @@ def test_runs_and_leaderboard_publish_offline(toy_plugin, toy_suite, tmp_path, o
     from dpbench import leaderboard
     from dpbench.builtin import wandb_publisher
 
-    suite = load_suite(toy_suite(), ["seeds=1", "privacy.epsilon=1", "+publish.wandb=true", "+publish.project=dpbench-test"],
-                       runs_dir=tmp_path / "runs")
+    # the key pasted into a value under an innocent name: scrubbed by value
+    suite = load_suite(toy_suite(), ["seeds=1", "privacy.epsilon=1", "+publish.wandb=true", "+publish.project=dpbench-test",
+                                     f"description=key {SENTINEL}"], runs_dir=tmp_path / "runs")
     report = Runner(suite).run()
     assert not report.failed
     board = leaderboard.build(suite.name, leaderboard.collect(suite.folder), suite.metric)

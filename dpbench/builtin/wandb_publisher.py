@@ -4,7 +4,8 @@
 One wandb run per dpbench run, grouped by suite; the leaderboard as a ``wandb.Table`` in a
 ``job_type="leaderboard"`` run. Without an API key it logs offline and says how to
 ``wandb sync``. The API key is read by wandb from the environment or ~/.netrc only; configs
-are scrubbed of anything that looks like a secret before logging.
+are scrubbed before logging of keys that look like secrets and of any string holding the value
+of an environment variable whose name looks like a secret's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from dpbench.errors import DpbenchError
 from dpbench.hookspecs import hookimpl
 
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
+SECRET_ENV = re.compile(r"API_KEY|SECRET|PASSWORD|_TOKEN$", re.IGNORECASE)
+"""Names of environment variables whose values are secrets (``WANDB_API_KEY``, ``HF_TOKEN``, ...)."""
+MIN_SECRET_LENGTH = 8
+"""Shorter values (``1``, ``true``) would redact ordinary config values by coincidence."""
+REDACTED = "[redacted]"
 
 
 @hookimpl
@@ -71,13 +77,24 @@ def publish_leaderboard(suite, board, *, settings) -> None:
     _tell_sync(mode, run)
 
 
-def scrub(value):
-    """Drop every key that looks like a secret, at any depth."""
+def scrub(value, secrets: tuple[str, ...] | None = None):
+    """Drop every key that looks like a secret and replace every string containing a secret
+    (default: the values of secret-looking environment variables) by ``"[redacted]"``, at any
+    depth: a secret can reach a config under an innocent key."""
+    if secrets is None:
+        secrets = _secret_values()
     if isinstance(value, dict):
-        return {k: scrub(v) for k, v in value.items() if not SECRET_KEY.search(str(k))}
+        return {k: scrub(v, secrets) for k, v in value.items() if not SECRET_KEY.search(str(k))}
     if isinstance(value, (list, tuple)):
-        return [scrub(v) for v in value]
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, str) and any(secret in value for secret in secrets):
+        return REDACTED
     return value
+
+
+def _secret_values() -> tuple[str, ...]:
+    return tuple(value for name, value in os.environ.items()
+                 if SECRET_ENV.search(name) and len(value) >= MIN_SECRET_LENGTH)
 
 
 def _wandb():

@@ -133,3 +133,45 @@ def test_real_shared_sets(options):
     options = options | {"path": os.fspath(SHARED / options["path"])}
     data = local(**options).load(None)
     assert data.num_clients >= 10 and data.test and data.validation and data.public
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+def test_non_utf8_file_names_file_line_and_column(tmp_path, fmt):
+    path = Path(write(tmp_path, fmt))
+    if fmt == "json":
+        path.write_text(json.dumps(records(), indent=1))
+    data = path.read_bytes()
+    at = data.index(b"user1")  # a Latin-1 "é" in the second client's first record
+    path.write_bytes(data[:at] + b"\xe9" + data[at:])
+    line = data.count(b"\n", 0, at) + 1
+    column = at - data.rfind(b"\n", 0, at)
+    assert line > 1 and column > 1
+    with pytest.raises(DataError, match=rf"data\.{fmt}: not UTF-8: byte 0xe9 at line {line}, column {column} "):
+        local(path=str(path), text_field="body", client_field="who").load(None)
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "parquet"])
+def test_empty_file_is_named(tmp_path, fmt):
+    path = tmp_path / f"data.{fmt}"
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match=rf"data\.{fmt}: the file is empty \(0 bytes\) \[path\]"):
+        local(path=str(path), text_field="body", client_field="who").load(None)
+
+
+def test_test_file_record_without_text_names_file_record_and_fields(tmp_path):
+    test = tmp_path / "test.jsonl"
+    test.write_text(json.dumps({"body": "held out"}) + "\n" + json.dumps({"txt": "typo", "id": 3}) + "\n")
+    with pytest.raises(DataError, match=r"test\.jsonl \[test_path\]: record 1 has no text field 'body' \(fields: id, txt\)"):
+        local(path=write(tmp_path, "jsonl"), text_field="body", client_field="who", test_path=str(test)).load(None)
+
+
+def test_malformed_csv_and_parquet_name_the_file(tmp_path):
+    csv = tmp_path / "data.csv"
+    csv.write_text("body,who\na b c,u1\nd e f,u2,extra\n")
+    with pytest.raises(DataError, match=r"data\.csv: not a valid csv file \(.*line 3"):
+        local(path=str(csv), text_field="body", client_field="who").load(None)
+    parquet = tmp_path / "data.parquet"
+    parquet.write_text("not parquet")
+    pytest.importorskip("pyarrow")
+    with pytest.raises(DataError, match=r"data\.parquet: not a valid parquet file \("):
+        local(path=str(parquet), text_field="body", client_field="who").load(None)

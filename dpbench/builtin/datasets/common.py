@@ -33,16 +33,12 @@ import numpy as np
 from dpbench.api.config import OMIT_AT_DEFAULT, check_fraction, check_int, config_dict
 from dpbench.api.dataset import FederatedTextData
 from dpbench.canaries import make_canaries, plant
-from dpbench.errors import ConfigError, DpbenchError
+from dpbench.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from dpbench.cache import SuiteCache
 
 WHITESPACE_TOKENIZER = "whitespace"
-
-
-class DataError(DpbenchError, ValueError):
-    """Input data is missing, malformed or too small; the message names the file and field."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -356,16 +352,32 @@ def make_truncator(tokenizer: str, max_tokens: int) -> Callable[[Sequence[str]],
 # Reading helpers shared by the file-based sources -------------------------------------------
 
 def require_file(path: str | Path, option: str) -> Path:
+    """``path`` as a ``Path``, failing unless it is an existing, non-empty file."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{option}: file not found: {str(path)!r}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes) [{option}]")
     return path
+
+
+def read_text(path: Path, option: str) -> str:
+    """The file decoded as UTF-8; otherwise fails naming the line and column of the first bad byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"{path}: not UTF-8: byte 0x{data[err.start]:02x} at line {line}, column {err.start - line_start + 1} "
+            f"(byte offset {err.start}) cannot be decoded; save the file as UTF-8 [{option}]"
+        ) from None
 
 
 def read_json(path: Path, option: str):
     try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(read_text(path, option))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}) [{option}]") from None
 

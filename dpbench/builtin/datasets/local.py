@@ -26,7 +26,6 @@ from dpbench.api.config import check_choice
 from dpbench.api.dataset import Dataset, FederatedTextData
 from dpbench.builtin.datasets.common import (
     CommonOptions,
-    DataError,
     RawData,
     check_public_fraction,
     load_cached,
@@ -115,11 +114,7 @@ class LocalFilesDataset(Dataset):
             value = read_json(path, option)
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
                 return value
-        records = read_records(path, c.format, c.records_path)
-        texts = []
-        for i, record in enumerate(records):
-            if c.text_field not in record:
-                raise DataError(f"{path}: record {i} has no text field {c.text_field!r} [{option}]")
-            texts.append(record[c.text_field] or "")
-        return texts
+        records = read_records(path, c.format, c.records_path, file_option=option)
+        per_record = group_records(records, source=f"{path} [{option}]", text_field=c.text_field, client_field=None)
+        return [text for texts in per_record.values() for text in texts]
 

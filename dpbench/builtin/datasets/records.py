@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dpbench.builtin.datasets.common import DataError, read_json
+from dpbench.builtin.datasets.common import DataError, read_json, read_text
 
 FORMATS = ("auto", "json", "jsonl", "csv", "parquet")
 LIST_RULES = ("first", "join")
@@ -28,15 +29,17 @@ def detect_format(path: Path, fmt: str, option: str) -> str:
     return found
 
 
-def read_records(path: Path, fmt: str, records_path: str | None, *, option: str = "format") -> list[Mapping[str, Any]]:
+def read_records(path: Path, fmt: str, records_path: str | None, *, option: str = "format",
+                 file_option: str = "path") -> list[Mapping[str, Any]]:
     """The records of a file as a list of mappings.
 
     ``records_path`` is a dotted path to the list inside a JSON document (``papers`` for
-    ``{"papers": [...]}``); ``None`` means the document itself is the list.
+    ``{"papers": [...]}``); ``None`` means the document itself is the list. ``option`` and
+    ``file_option`` name the format and file options in error messages.
     """
     fmt = detect_format(path, fmt, option)
     if fmt == "json":
-        value = read_json(path, "path")
+        value = read_json(path, file_option)
         for part in (records_path or "").split(".") if records_path else ():
             if not isinstance(value, Mapping) or part not in value:
                 raise DataError(f"{path}: records_path {records_path!r}: no key {part!r} in the JSON document")
@@ -47,18 +50,24 @@ def read_records(path: Path, fmt: str, records_path: str | None, *, option: str 
         records = value
     elif fmt == "jsonl":
         records = []
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}: line {lineno} is not valid JSON ({err.msg})") from None
+        for lineno, line in enumerate(read_text(path, file_option).split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: line {lineno} is not valid JSON ({err.msg})") from None
     else:
         import pandas as pd
 
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False) if fmt == "csv" else pd.read_parquet(path)
+        text = read_text(path, file_option) if fmt == "csv" else None
+        try:
+            if text is not None:
+                frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+            else:
+                frame = pd.read_parquet(path)
+        except ValueError as err:  # pandas' ParserError, pyarrow's ArrowInvalid
+            raise DataError(f"{path}: not a valid {fmt} file ({str(err).strip().splitlines()[0]})") from None
         records = frame.to_dict(orient="records")
     for i, record in enumerate(records):
         if not isinstance(record, Mapping):

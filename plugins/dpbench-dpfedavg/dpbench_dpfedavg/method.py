@@ -31,6 +31,7 @@ Deliberate choices:
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -38,7 +39,7 @@ import numpy as np
 
 from dpbench.api import MechanismSpec, Method, MethodData, RunContext, TrainedModel
 from dpbench.errors import DpbenchError
-from dpbench.files import atomic_write, write_json
+from dpbench.files import read_sealed, write_json, write_sealed
 from dpbench_dpfedavg.config import DpFedAvgOptions
 
 STATE_FILE = "dp_fedavg.pt"
@@ -77,7 +78,7 @@ class DpFedAvg(Method):
 
         path = ctx.checkpoint_dir / STATE_FILE
         if path.exists():
-            state = torch.load(path, map_location=ctx.device, weights_only=True)
+            state = torch.load(io.BytesIO(read_sealed(path)), map_location=ctx.device, weights_only=True)
         else:
             weights = flat(params)
             state = {"next_round": 0, "weights": weights, "momentum": torch.zeros_like(weights),
@@ -193,8 +194,10 @@ def assign(params, weights) -> None:
 
 
 def save_atomic(state: dict, path: Path) -> None:
-    """``torch.save`` through the atomic writer: a kill leaves the old or the new state."""
+    """``torch.save`` through the sealed atomic writer: a kill leaves the old or the new state,
+    and a state changed on disk is refused on resume."""
     import torch
 
-    with atomic_write(path, "wb") as handle:
-        torch.save(state, handle)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_sealed(path, buffer.getvalue())

@@ -219,3 +219,29 @@ def test_audit_of_the_round_release_stays_within_the_claim():
     assert mechanism.clip_norm == 0.3
     result = run_audit(mechanism, trials=400, delta=1e-5, alpha=0.05, seed=0)
     assert not result.violated and result.epsilon_lower_bound > 0
+
+
+@pytest.mark.parametrize("change", ["bit flip", "sign flip"])
+def test_a_checkpoint_changed_on_disk_is_refused_on_resume(run_method, tmp_path, change):
+    import io
+
+    import torch
+
+    from dpbench.files import CheckpointError, read_sealed
+    from dpbench_dpfedavg.method import STATE_FILE
+
+    run_method(tmp_path, rounds=1, clients_per_round=4)
+    path = tmp_path / "state" / STATE_FILE
+    raw = bytearray(path.read_bytes())
+    if change == "bit flip":
+        raw[-100] ^= 0x04
+        path.write_bytes(bytes(raw))
+    else:  # a plausible, well-formed state with flipped weights
+        state = torch.load(io.BytesIO(read_sealed(path)), weights_only=True)
+        state["weights"] = -state["weights"]
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        header = bytes(raw).partition(b"\n")[0]
+        path.write_bytes(header + b"\n" + buffer.getvalue())
+    with pytest.raises(CheckpointError, match="content hash"):
+        run_method(tmp_path, rounds=1, clients_per_round=4)
