@@ -36,6 +36,11 @@ def check_release_only(method, data, *, folder: Path, canary_texts: tuple[str, .
                                   for word in ("one", "two", "three"))
     marker = CANARY_MARKER if canary_texts is None else canary_texts[0]
     canary = replace(data, clients={**data.clients, "~canary-client": tuple(texts)})
+    if method.mechanism(data) != method.mechanism(canary):
+        from dpbench.errors import ConfigError
+
+        raise ConfigError("method", type(method).__name__, "a method whose declared mechanism is the same with one more "
+                          "client (e.g. DP-FedAvg with clients_per_round >= the number of clients, so q = 1)")
     a = _run(method, data, folder / "a", seed, noise_multiplier, downstream)
     a2 = _run(method, data, folder / "a2", seed, noise_multiplier, downstream)
     (folder / "b" / "out").mkdir(parents=True)
@@ -64,6 +69,7 @@ def _run(method, data, folder: Path, seed: int, sigma: float, downstream) -> dic
     budget = PrivacyBudget(epsilon=math.inf, delta=1e-5)
     session = open_session(method.mechanism(data), noise_multiplier=sigma, budget=budget, run_dir=out,
                            clients=sorted(data.clients), seed=seed, accountant="rdp")
+    session.discard_release = lambda key: None  # run B replays every release of run A
     log = logging.getLogger(f"dpbench.leaks.{folder.name}")
     log.setLevel(logging.DEBUG)
     lines: list[str] = []

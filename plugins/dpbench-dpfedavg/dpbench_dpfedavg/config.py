@@ -19,7 +19,7 @@ class DpFedAvgOptions:
     """T; paper scale: hundreds to a few thousand"""
     clients_per_round: int = 25
     """expected cohort m̃: each client joins a round with probability q = min(1, m̃/N) and the
-    noisy sum is divided by qN. 25 of sotu's 149 keeps a round at ~12 s on 2 cores (~0.35 s
+    noisy sum is divided by m̃ (a public constant, = qN unless N < m̃). 25 of sotu's 149 keeps a round at ~12 s on 2 cores (~0.35 s
     per client, ~2.5 s of validation), ~6 min in all; paper scale: as many as compute allows
     (1,000+)"""
     local_epochs: int = 1

@@ -6,15 +6,16 @@ McMahan, Ramage, Talwar, Zhang, "Learning Differentially Private Recurrent Langu
 independently with probability q (Poisson sampling by the privacy session); each participant
 runs local SGD from the global weights on its own texts, tokenized exactly as the evaluator
 does, and hands in its weight delta; the session clips every delta to L2 norm C, sums them and
-adds N(0, (zC)²); the server divides by the expected cohort m̃ = qN and takes a momentum step.
+adds N(0, (zC)²); the server divides by the configured expected cohort m̃ and takes a momentum step.
 
 Deliberate choices:
 
 - An in-process PyTorch loop rather than Flower: Flower samples a fixed-size cohort without
   replacement (a Poisson accountant would understate ε), weights clients by their number of
   examples (sensitivity no longer C/m̃) and noises after its server optimizers.
-- The fixed denominator m̃ = qN, not the realized cohort size: under Poisson sampling this keeps
-  the sensitivity of the average at C/m̃. The realized cohort, delta norms and clipping rates
+- The fixed denominator m̃ (``clients_per_round``, = qN whenever N ≥ m̃), not the realized
+  cohort size nor N: under Poisson sampling this keeps the sensitivity of the average at C/m̃,
+  and the update depends on the clients only through the release. The realized cohort, delta norms and clipping rates
   are never logged: only the noisy release leaves a round.
 - Flat clipping of the final delta (sensitivity C), done by the session, one client's row at a
   time, so no clients × parameters matrix is ever built.
@@ -74,7 +75,7 @@ class DpFedAvg(Method):
         max_length = model.config.max_position_embeddings  # the evaluator's max_length (GPT-2: n_positions)
         validation = lm.encode_texts(tokenizer, data.validation, max_length)
         client_ids = sorted(data.clients)
-        expected = self.sampling_rate(len(client_ids)) * len(client_ids)  # m̃ = qN
+        expected = o.clients_per_round  # m̃: public, never the realised cohort or N
 
         path = ctx.checkpoint_dir / STATE_FILE
         if path.exists():

@@ -245,3 +245,14 @@ def test_a_checkpoint_changed_on_disk_is_refused_on_resume(run_method, tmp_path,
         path.write_bytes(header + b"\n" + buffer.getvalue())
     with pytest.raises(CheckpointError, match="content hash"):
         run_method(tmp_path, rounds=1, clients_per_round=4)
+
+
+def test_nothing_but_the_releases_depends_on_a_client(tiny_gpt2, fed_data, tmp_path):
+    """D vs D plus a canary client under the same releases: the checkpoint, monitor, log and
+    returned model are equal, so no per-client delta, loss or cohort size leaves a round."""
+    from dpbench.testing.leaks import check_release_only
+    from dpbench_dpfedavg.config import DpFedAvgOptions
+    from dpbench_dpfedavg.method import DpFedAvg
+
+    method = DpFedAvg(DpFedAvgOptions(rounds=2, clients_per_round=10, bf16=False))  # q = 1 with or without the canary
+    assert check_release_only(method, fed_data, folder=tmp_path, downstream=tiny_gpt2) == []

@@ -200,3 +200,18 @@ def test_options_are_validated():
         PopriOptions(samples_per_prompt=4, reject_rank=4)
     with pytest.raises(ConfigError, match="prompt_style"):
         PopriOptions(prompt_style="poem")
+
+
+def test_nothing_but_the_releases_depends_on_a_client(tmp_path, tiny_llama, hashing_embedder, toy_plugin):
+    """D vs D plus a canary client under the same releases: every file (pairs, adapters, monitor),
+    log line and output text is equal, so no per-client quantity leaves a round unnoised."""
+    from dpbench_popri.config import PopriOptions
+    from dpbench_popri.method import Popri
+
+    from dpbench.testing.leaks import check_release_only
+
+    method = Popri(PopriOptions(model=str(tiny_llama), rounds=1, prompts_per_round=4, samples_per_prompt=3,
+                                reject_rank=2, max_new_tokens=8, truncate_tokens=8, final_samples=6, pairs_per_step=2,
+                                epochs_per_round=1, lora_r=2, lora_alpha=4, max_length=128, generation_batch_size=8))
+    data = toy_plugin.ToyTexts(toy_plugin.ToyTextsOptions(num_clients=12)).load(None).for_method()
+    assert check_release_only(method, data, folder=tmp_path) == []
