@@ -74,7 +74,6 @@ class DpFedAvg(Method):
         params = list(model.parameters())
         max_length = model.config.max_position_embeddings  # the evaluator's max_length (GPT-2: n_positions)
         validation = lm.encode_texts(tokenizer, data.validation, max_length)
-        client_ids = sorted(data.clients)
         expected = o.clients_per_round  # m̃: public, never the realised cohort or N
 
         path = ctx.checkpoint_dir / STATE_FILE
