@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dpbench.errors import DpbenchError
-from dpbench.files import write_json
+from dpbench.files import write_json, write_text
 from dpbench.results import RunResult, as_float, load_result
 
 OVER_BUDGET_TOLERANCE = 1e-6
@@ -252,7 +252,7 @@ def write(board: Leaderboard, folder: Path) -> list[Path]:
     """Write ``<suite>.md``, ``.json`` and ``.csv`` into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{board.suite}.{ext}" for ext in ("md", "json", "csv")]
-    paths[0].write_text(render_markdown(board))
+    write_text(paths[0], render_markdown(board))
     write_json(paths[1], board.to_dict())
-    paths[2].write_text(render_csv(board))
+    write_text(paths[2], render_csv(board))
     return paths

@@ -54,6 +54,7 @@ from dpbench.api.artifacts import SyntheticTexts, TrainedModel
 from dpbench.api.config import check_int, check_positive, config_dict
 from dpbench.api.evaluator import Evaluator, MetricSpec
 from dpbench.errors import ConfigError, DpbenchError
+from dpbench.files import write_json
 
 if TYPE_CHECKING:
     from dpbench.api.context import RunContext
@@ -221,10 +222,10 @@ class NextTokenEvaluator(Evaluator):
                      steps_iter=lambda it: ctx.track(it, "next_token: pretrain on public", total=c.pretrain_steps))
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        (folder / "pretraining.json").write_text(json.dumps({
+        write_json(folder / "pretraining.json", {
             "public_texts": len(public), "seconds": round(time.perf_counter() - started, 1),
             "options": c.model_key(),
-        }, indent=1))
+        })
 
     def _load(self, model_dir: Path, ctx: RunContext):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -319,7 +320,7 @@ class NextTokenEvaluator(Evaluator):
     def _write_details(self, details: dict, ctx: RunContext) -> None:
         try:
             ctx.output_dir.mkdir(parents=True, exist_ok=True)
-            (ctx.output_dir / "next_token.json").write_text(json.dumps(details, indent=1))
+            write_json(ctx.output_dir / "next_token.json", details)
         except OSError as err:  # details are a courtesy; never fail a run for them
             ctx.log.warning("next_token: could not write details: %s", err)
 
