@@ -241,10 +241,13 @@ def publish(suite, overrides, runs_dir):
     except DpbenchError as err:
         _fail(err)
     settings = {**loaded.config.get("publish", {}), "wandb": True}
-    for folder, result in runs:
+    sound = [(folder, result) for folder, result in runs if result.run_id not in board.incomplete]
+    for run_id, why in board.incomplete.items():
+        click.echo(f"not published (incomplete) {run_id}: {why}", err=True)
+    for folder, result in sound:
         wandb_publisher.publish_run(RunSpec.from_dict(result.spec), result, settings=settings)
     wandb_publisher.publish_leaderboard(loaded, board, settings=settings)
-    click.echo(f"published {len(runs)} runs of {loaded.name}")
+    click.echo(f"published {len(sound)} runs of {loaded.name}")
 
 
 def main() -> None:

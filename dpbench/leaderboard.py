@@ -43,6 +43,8 @@ class Row:
     gap_closed: float | None
     runs: int
     versions: dict[str, str]
+    noise: str = "seeded"
+    """the noise mode of the row's runs (``seeded`` rows are simulations: see the README)"""
     over_budget: bool = False
     leaks_canaries: int = 0
     """how many of the row's runs gave away planted canary text"""
@@ -84,24 +86,26 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
 
     if not runs:
         raise DpbenchError(f"no completed runs for suite {suite_name!r}; run `dpbench run` first")
-    _check_versions(runs)
-    columns = _columns(runs)
-    metric = _qualified(metric, columns) if metric else columns[0][0]
-    higher = dict(columns)[metric]
     incomplete = {}
     for folder, result in runs:
         if problems := run_ledger_problems(folder, result.privacy):
             incomplete[result.run_id] = "; ".join(problems)
-    runs = [(folder, result) for folder, result in runs if result.run_id not in incomplete]
+    sound = [(folder, result) for folder, result in runs if result.run_id not in incomplete]
+    _check_versions(sound)
+    columns = _columns(sound or runs)
+    metric = _qualified(metric, columns) if metric else columns[0][0]
+    higher = dict(columns)[metric]
+    runs = sound
 
     groups: dict[tuple, list[tuple[Path, RunResult]]] = defaultdict(list)
     for folder, result in runs:
         spec = result.spec
-        key = (spec["dataset"]["label"], spec["method"]["label"], as_float(spec["epsilon"]), spec["delta"])
+        key = (spec["dataset"]["label"], spec["method"]["label"], as_float(spec["epsilon"]), spec["delta"],
+               spec.get("noise", "seeded"))
         groups[key].append((folder, result))
 
     rows = []
-    for (dataset, method, epsilon, delta), members in groups.items():
+    for (dataset, method, epsilon, delta, noise), members in groups.items():
         _check_same_config(dataset, method, epsilon, members)
         first = members[0][1]
         reference = first.privacy.get("reference")
@@ -115,7 +119,7 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
                  for name, v in values.items()}
         rows.append(Row(dataset=dataset, method=method, plugin=first.spec["method"]["plugin"], reference=reference,
                         epsilon=epsilon, delta=delta, epsilon_ledger=eps_ledger, metrics=stats, gap_closed=None,
-                        runs=len(members), versions=first.versions,
+                        runs=len(members), versions=first.versions, noise=noise,
                         leaks_canaries=sum(bool(r.checks.get("canaries", {}).get("flagged")) for _, r in members),
                         over_budget=reference is None and eps_ledger > epsilon * (1 + OVER_BUDGET_TOLERANCE)))
     _fill_gap_closed(rows, metric)
@@ -217,7 +221,7 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for row in (r for r in board.rows if r.dataset == dataset):
-            method = row.method + (f" ⚑ leaks canaries ({row.leaks_canaries}/{row.runs} runs)" if row.leaks_canaries else "")
+            method = row.method + (" (secure noise)" if row.noise != "seeded" else "") + (f" ⚑ leaks canaries ({row.leaks_canaries}/{row.runs} runs)" if row.leaks_canaries else "")
             cells = [method, _fmt_eps(row.epsilon), f"{row.delta:g}",
                      _fmt_eps(row.epsilon_ledger) + (" ⚠" if row.over_budget else "")]
             for name, _ in board.columns:

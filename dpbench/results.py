@@ -104,10 +104,13 @@ def load_artifact(folder: Path) -> Artifact | None:
     try:
         meta = read_json(folder / "artifact.json")
         kind, sealed = meta["type"], meta["sha256"]
+        where = meta["path"] if kind == "trained_model" else int(meta["count"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if kind not in ("trained_model", "synthetic_texts"):
+        return None
     if kind == "trained_model":
-        path = folder / meta["path"]
+        path = folder / where
         found = folder_digest(path) if path.is_dir() else "missing"
         if found != sealed:
             raise ArtifactError(f"{path}: the trained model changed since the method returned it (content hash "
@@ -121,7 +124,7 @@ def load_artifact(folder: Path) -> Artifact | None:
                 texts.append(json.loads(line)["text"])
     except (OSError, ValueError, KeyError, TypeError):
         texts = None
-    if texts is None or digest.hexdigest() != sealed or len(texts) != meta["count"]:
+    if texts is None or digest.hexdigest() != sealed or len(texts) != where:
         raise ArtifactError(f"{folder / 'synthetic.jsonl'}: the synthetic texts changed since the method returned "
                             f"them (they no longer match artifact.json); re-run the method")
     return SyntheticTexts(texts=tuple(texts))

@@ -24,13 +24,15 @@ from pathlib import Path
 from dpbench.api import Evaluator, FederatedTextData, Method, MethodData, RunContext, SyntheticTexts, build_config
 from dpbench.api.config import config_dict
 from dpbench.cache import SuiteCache
-from dpbench.datacheck import check_data, check_datasets
+from dpbench.datacheck import check_datasets, check_delta
 from dpbench.env import environment
-from dpbench.errors import ConfigError, DamagedRunError, DpbenchError, PrivacyMisuseError
+from dpbench.errors import DamagedRunError, DpbenchError, PrivacyMisuseError
 from dpbench.files import write_json
 from dpbench.plugins import get_registry, load_plugins
 from dpbench.progress import Progress
-from dpbench.privacy.ledger import run_ledger_problems
+from dpbench.builtin.references import NonPrivate, PublicOnly
+from dpbench.privacy.ledger import (LEDGER_NAME, LedgerError, check_ledger, epsilon_from_ledger, read_ledger,
+                                    run_ledger_problems)
 from dpbench.results import RunResult, load_artifact, load_result, save_artifact
 from dpbench.suite import PluginChoice, RunSpec, Suite
 
@@ -57,6 +59,7 @@ class Runner:
         self.cache = SuiteCache(suite.folder / "cache")
         self._datasets: dict[str, FederatedTextData] = {}
         self._environment: dict | None = None
+        self._started = time.time()
 
     def run(self) -> SuiteReport:
         """Check every dataset (sizes, δ < 1/clients) before any run, then run the grid."""
@@ -112,18 +115,19 @@ class Runner:
     def _run_locked(self, spec: RunSpec) -> str:
         folder = self.suite.folder / spec.run_id
         done = load_result(folder)
-        if done is not None and not self.force and done.spec.get("config_hash") == spec.config_hash:
+        fresh = done is not None and (folder / "result.json").stat().st_mtime >= self._started
+        if done is not None and (not self.force or fresh) and done.spec.get("config_hash") == spec.config_hash:
             problems = run_ledger_problems(folder, done.privacy)
             if not problems:
-                log.info("skipping %s: already complete", spec.run_id)
+                log.info("skipping %s: already complete%s", spec.run_id, " (by another process)" if fresh else "")
                 return "skipped"
-            self._set_aside(folder, problems)
+            self._set_aside(spec, folder, problems)
         if folder.exists() and self.force:
             shutil.rmtree(folder)
         try:
             return self._start(spec, folder)
         except DamagedRunError as err:
-            self._set_aside(folder, [str(err)])
+            self._set_aside(spec, folder, [str(err)])
             return self._start(spec, folder)
 
     def _start(self, spec: RunSpec, folder: Path) -> str:
@@ -138,16 +142,25 @@ class Runner:
         load_plugins().hook.run_finished(run=spec, result=result)
         return "completed"
 
-    def _set_aside(self, folder: Path, problems: list[str]) -> None:
-        """Move a damaged attempt to ``<suite>/.damaged/`` (kept for inspection, on no board)."""
+    def _set_aside(self, spec: RunSpec, folder: Path, problems: list[str]) -> None:
+        """Move a damaged attempt to ``<suite>/.damaged/`` (kept for inspection, on no board) so
+        the run is redone from scratch. Seeded noise only: a redo releases exactly the values the
+        attempt released, while a secure-noise redo would draw fresh noise on the same data, a
+        second release the new ledger would not charge — that needs a person's decision."""
+        reason = "; ".join(problems)
+        if spec.noise != "seeded":
+            raise DamagedRunError(f"{spec.run_id} is damaged ({reason}). With secure noise a redo draws new "
+                                  f"releases of the same data, which no ledger would charge; inspect {folder}, then "
+                                  f"re-run with --force and count the earlier releases yourself")
+        if not folder.exists():
+            return
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         target = self.suite.folder / ".damaged" / f"{folder.name}-{stamp}"
         log.warning("%s is damaged (%s); it is redone from scratch and the old attempt kept in %s",
-                    folder.name, "; ".join(problems), target)
-        if folder.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(folder), str(target))
-            write_json(target / "damage.json", {"problems": problems})
+                    folder.name, reason, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(folder), str(target))
+        write_json(target / "damage.json", {"problems": problems})
 
     # ------------------------------------------------------------ the pipeline
 
@@ -167,7 +180,7 @@ class Runner:
                          cache=self.cache, device=_device(spec.device), log=log, progress=self.progress)
         ctx.downstream = lambda: next((path for _, e in evaluators
                                        if (path := e.initial_model(method_data, ctx)) is not None), None)
-        privacy = self._privacy(spec, method_cls, method.mechanism(method_data), data, folder, ctx)
+        privacy, session = self._privacy(spec, method_cls, method.mechanism(method_data), data, folder, ctx)
 
         artifact = load_artifact(folder)
         fresh = artifact is None
@@ -178,10 +191,10 @@ class Runner:
             timings["method_s"] = time.perf_counter() - t0
         else:
             log.info("%s: reusing the method's saved output", spec.run_id)
-        if ctx.privacy is not None:
-            _check_spent(spec, folder, privacy, ctx.privacy)
-            privacy["epsilon_spent"] = ctx.privacy.epsilon_spent()
-            privacy["releases"] = ctx.privacy.records
+        if session is not None:  # the session opened here, whatever the method did to ctx.privacy
+            _check_spent(spec, folder, privacy, session)
+            privacy["releases"] = read_ledger(folder / LEDGER_NAME)
+            privacy["epsilon_spent"] = epsilon_from_ledger(folder, delta=spec.delta, accountant=spec.accountant)
         if fresh:
             save_artifact(folder, artifact)
         checks = {}
@@ -209,34 +222,35 @@ class Runner:
             finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         )
 
-    def _privacy(self, spec, method_cls, mechanism, data, folder, ctx) -> dict:
-        """Calibrate the method's declared mechanism to the budget and open its session as
-        ``ctx.privacy``; returns the run's privacy record."""
+    def _privacy(self, spec, method_cls, mechanism, data, folder, ctx):
+        """Calibrate the method's declared mechanism to the budget and open its session (also
+        handed to the method as ``ctx.privacy``); returns the run's privacy record and the session."""
         base = {"target_epsilon": spec.epsilon, "delta": spec.delta, "accountant": spec.accountant,
                 "noise": spec.noise}
         if method_cls.reference is not None:
-            if method_cls.__module__.partition(".")[0] != "dpbench":
+            if method_cls not in (PublicOnly, NonPrivate):
                 raise DpbenchError(f"method {spec.method.plugin!r} sets Method.reference, which only dpbench's "
                                    f"built-in reference rows may do; a method declares a mechanism instead")
             if mechanism is not None:
                 raise DpbenchError(f"reference method {spec.method.plugin!r} must not declare a mechanism")
-            return {**base, "reference": method_cls.reference, "epsilon_spent": spec.epsilon}
+            return {**base, "reference": method_cls.reference, "epsilon_spent": spec.epsilon}, None
         if mechanism is None:
             raise DpbenchError(f"method {spec.method.plugin!r} declared no DP mechanism (Method.mechanism returned None)")
-        if spec.delta >= 1 / data.num_clients:
-            raise ConfigError("privacy.delta", spec.delta,
-                              f"a number below 1/num_clients = 1/{data.num_clients} for dataset {spec.dataset.label!r}")
+        check_delta(spec.dataset.label, data, spec.delta)
         from dpbench.privacy import calibrate_noise_multiplier, open_session
 
+        if not read_ledger(folder / LEDGER_NAME) and (_has_files(folder / "state") or (folder / "artifact.json").exists()):
+            raise LedgerError(f"{folder}: the method's checkpoints or output exist but its ledger is missing or empty")
         sigma = calibrate_noise_multiplier(mechanism, epsilon=spec.epsilon, delta=spec.delta, accountant=spec.accountant)
         record = {**base, "mechanism": config_dict(mechanism), "noise_multiplier": sigma}
         write_json(folder / "privacy.json", record)
-        ctx.privacy = open_session(mechanism, noise_multiplier=sigma, budget=spec.budget, run_dir=folder,
-                                   clients=sorted(data.clients), noise=spec.noise,
-                                   seed=spec.seed if spec.noise == "seeded" else None, accountant=spec.accountant)
+        session = open_session(mechanism, noise_multiplier=sigma, budget=spec.budget, run_dir=folder,
+                               clients=sorted(data.clients), noise=spec.noise,
+                               seed=spec.seed if spec.noise == "seeded" else None, accountant=spec.accountant)
+        ctx.privacy = session
         log.info("%s: noise multiplier %.4g for ε=%g, δ=%g over %d rounds at q=%g (%s, %s noise)", spec.run_id, sigma,
                  spec.epsilon, spec.delta, mechanism.rounds, mechanism.sampling_rate, spec.accountant, spec.noise)
-        return record
+        return record, session
 
     def method(self, spec: RunSpec) -> Method:
         """The configured method instance of ``spec``."""
@@ -258,9 +272,7 @@ class Runner:
         if key not in self._datasets:
             cls = get_registry("dataset").get(choice.plugin)
             dataset = cls(build_config(cls.config_class, choice.options, where=f"datasets.{choice.label}"))
-            data = dataset.load(self.cache)
-            check_data(choice.label, data)
-            self._datasets[key] = data
+            self._datasets[key] = dataset.load(self.cache)
         return self._datasets[key]
 
     def _env(self) -> dict:
@@ -279,10 +291,12 @@ class Runner:
             log.error("could not write %s: %s", folder / "error.json", write_err)
 
 
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
+
+
 def _check_spent(spec: RunSpec, folder: Path, privacy: dict, session) -> None:
     """Before a run is called complete: its ledger is sound and holds every declared release."""
-    from dpbench.privacy.ledger import LedgerError, check_ledger
-
     made, declared = len(session.records), privacy["mechanism"]["rounds"]
     problems = check_ledger(folder, mechanism=privacy["mechanism"], noise_multiplier=privacy["noise_multiplier"],
                             complete=False, records=session.records)

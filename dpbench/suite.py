@@ -76,7 +76,8 @@ class RunSpec:
 
     def identity(self) -> dict[str, Any]:
         """Everything that can change this run's numbers (and nothing else); the noise mode
-        only when it is not the default ``seeded``, so existing run ids stay valid."""
+        only when it is not the default ``seeded``, so the reference rows' run ids (which have
+        no noise) stay as they were."""
         identity = {
             "dataset": self.dataset.to_dict(),
             "method": self.method.to_dict(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -105,11 +106,23 @@ def finished(toy_plugin, tmp_path):
     return suite
 
 
+def _drop_records(ledger):
+    """A ledger and every stored release gone, the method's checkpoints left."""
+    ledger.unlink()
+    for name in ("releases", "result.json", "artifact.json", "synthetic.jsonl"):
+        path = ledger.parent / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 DAMAGE = {
     "deleted": lambda ledger: ledger.unlink(),
     "emptied": lambda ledger: ledger.write_text(""),
     "torn": lambda ledger: ledger.write_bytes(ledger.read_bytes()[:-20]),
     "a line dropped": lambda ledger: ledger.write_text("".join(ledger.read_text().splitlines(True)[1:])),
+    "all records but the checkpoints": _drop_records,
 }
 
 
@@ -119,10 +132,11 @@ def test_a_finished_run_with_a_damaged_ledger_is_incomplete_then_redone(finished
     spent = load_result(run_dir).privacy["epsilon_spent"]
     DAMAGE[damage](run_dir / "ledger.jsonl")
 
-    board = leaderboard.build(finished.name, leaderboard.collect(finished.folder), finished.metric)
-    assert run_dir.name in board.incomplete  # never shown with a lower ε
-    assert not any(r.method == "noisy_unigram" for r in board.rows)
-    assert run_dir.name in leaderboard.render_markdown(board)
+    if (run_dir / "result.json").exists():
+        board = leaderboard.build(finished.name, leaderboard.collect(finished.folder), finished.metric)
+        assert run_dir.name in board.incomplete  # never shown with a lower ε
+        assert not any(r.method == "noisy_unigram" for r in board.rows)
+        assert run_dir.name in leaderboard.render_markdown(board)
 
     report = Runner(finished).run()
     assert report.completed == [run_dir.name]
@@ -214,20 +228,44 @@ def test_a_finite_epsilon_run_without_releases_fails_and_stays_off_the_board(toy
             return SyntheticTexts(texts=data.training_texts())
 
     class PosesAsReference(ReturnsPrivateTexts):
+        __module__ = "dpbench.builtin.references"  # even one that claims to be built in
         reference = "epsilon_zero"
 
         def mechanism(self, data):
             return None
 
-    with _plant(returns_private_texts=ReturnsPrivateTexts, poses_as_reference=PosesAsReference):
+    class CustomReference(PosesAsReference):
+        reference = "custom"
+
+    with _plant(returns_private_texts=ReturnsPrivateTexts, poses_as_reference=PosesAsReference,
+                custom_reference=CustomReference):
         for label, expected in (("returns_private_texts", "PrivacyMisuseError: method 'returns_private_texts' made 0 "
                                                           "of the 2 releases"),
-                                ("poses_as_reference", "only dpbench's built-in reference rows")):
+                                ("poses_as_reference", "only dpbench's built-in reference rows"),
+                                ("custom_reference", "only dpbench's built-in reference rows")):
             suite = _planted_suite(tmp_path / label, label)
             report = Runner(suite).run()
             (error,) = report.failed.values()
             assert expected in error
             assert load_result(_private_run_of(suite, label)) is None
+
+
+def test_epsilon_comes_from_the_ledger_whatever_the_method_does_to_ctx_privacy(toy_plugin, tmp_path):
+    class SwapsTheSession(toy_plugin.NoisyUnigram):
+        def run(self, data, ctx):
+            texts = super().run(data, ctx)
+            real = ctx.privacy
+            ctx.privacy = types.SimpleNamespace(records=real.records, epsilon_spent=lambda: 0.0)
+            return texts
+
+    with _plant(swaps_the_session=SwapsTheSession):
+        suite = _planted_suite(tmp_path, "swaps_the_session")
+        assert not Runner(suite).run().failed
+    run_dir = _private_run_of(suite, "swaps_the_session")
+    from dpbench.privacy import epsilon_from_ledger
+
+    spent = load_result(run_dir).privacy["epsilon_spent"]
+    assert spent > 0 and spent == epsilon_from_ledger(run_dir, delta=1e-5, accountant="rdp")
 
 
 def test_a_method_logging_its_cohort_size_is_caught(toy_plugin, tmp_path):
@@ -271,6 +309,20 @@ def test_secure_noise_differs_run_to_run_and_seeded_noise_is_bit_identical(toy_p
             assert json.loads((run_dir / "privacy.json").read_text())["noise"] == mode
     assert digests["seeded", "a"] == digests["seeded", "b"]
     assert not set(digests["secure", "a"]) & set(digests["secure", "b"])
+
+
+def test_a_damaged_secure_run_is_not_redone_silently(toy_plugin, tmp_path):
+    body = PRIVATE.replace("round_seconds: 0.4", "round_seconds: 0").replace("accountant: rdp}",
+                                                                            "accountant: rdp, noise: secure}")
+    suite = load_suite(_suite(tmp_path, body), runs_dir=tmp_path / "runs")
+    assert not Runner(suite).run().failed
+    run_dir = _private_run(suite)
+    (run_dir / "ledger.jsonl").write_text("")
+    report = Runner(suite).run()
+    assert "secure noise" in report.failed[run_dir.name] and "--force" in report.failed[run_dir.name]
+    assert run_dir.exists() and not (suite.folder / ".damaged").exists()  # left for a person to inspect
+    assert not Runner(suite, force=True).run().failed
+    assert len(_keys(run_dir)) == 4
 
 
 # ---- 10. a full disk --------------------------------------------------------------------------

@@ -20,7 +20,9 @@ can only ever raise the ε reported, never lower it.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,7 +35,10 @@ from dpbench.privacy.accountant import DEFAULT_ACCOUNTANT, Charge, epsilon_of_ch
 LEDGER_NAME = "ledger.jsonl"
 RELEASES = "releases"
 TOMBSTONE = ".discarded"
-REQUIRED = ("index", "key", "kind", "noise_multiplier", "sampling_rate", "clip_norm", "file", "sha256")
+REQUIRED = {"index": int, "key": str, "kind": str, "noise_multiplier": (int, float), "sampling_rate": (int, float),
+            "clip_norm": (int, float), "file": str, "sha256": str}
+REFERENCE_EPSILON = {"epsilon_zero": 0.0, "epsilon_infinity": math.inf}
+"""the two reference rows, which release nothing, and the ε each stands for"""
 
 
 class LedgerError(DamagedRunError):
@@ -55,8 +60,12 @@ def read_ledger(path: Path) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise LedgerError(f"{path}:{number}: not a JSON ledger line ({err.msg})") from None
-        if not isinstance(record, dict) or any(name not in record for name in REQUIRED):
-            raise LedgerError(f"{path}:{number}: a ledger line needs the fields {', '.join(REQUIRED)}")
+        if not isinstance(record, dict):
+            raise LedgerError(f"{path}:{number}: not a JSON object")
+        for name, kind in REQUIRED.items():
+            if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool):
+                raise LedgerError(f"{path}:{number}: field {name!r} is {record.get(name)!r}; a ledger line needs "
+                                  f"{name} of type {getattr(kind, '__name__', 'number')}")
         records.append(record)
     return records
 
@@ -79,8 +88,7 @@ def append_record(path: Path, record: dict, *, expected: list[dict]) -> None:
 
 
 def release_digest(value: np.ndarray) -> str:
-    import hashlib
-
+    """The sha256 of a release's float64 bytes, as the ledger records it."""
     return hashlib.sha256(np.ascontiguousarray(value, dtype="<f8").tobytes()).hexdigest()
 
 
@@ -131,8 +139,14 @@ def check_ledger(run_dir: Path, *, mechanism: Mapping, noise_multiplier: float, 
 
 def run_ledger_problems(run_dir: Path, privacy: Mapping) -> list[str]:
     """Why a finished run's ε cannot be trusted (``check_ledger`` against the run's privacy
-    record); ``[]`` for a sound private run and for the reference rows, which release nothing."""
-    if privacy.get("reference") is not None:
+    record); ``[]`` for a sound private run and for the two reference rows, which release nothing."""
+    reference = privacy.get("reference")
+    if reference is not None:
+        if reference not in REFERENCE_EPSILON:
+            return [f"reference {reference!r} is not one of {', '.join(REFERENCE_EPSILON)}"]
+        if float(privacy.get("target_epsilon", "nan")) != REFERENCE_EPSILON[reference]:
+            return [f"reference {reference!r} stands for ε = {REFERENCE_EPSILON[reference]:g}, "
+                    f"not {privacy.get('target_epsilon')!r}"]
         return []
     try:
         mechanism, sigma = privacy["mechanism"], privacy["noise_multiplier"]
@@ -149,7 +163,7 @@ def _stored_value_problems(run_dir: Path, record: dict, where: str) -> list[str]
         return [f"{where}: its stored value {record['file']} is missing"]
     try:
         value = np.load(path)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError) as err:
         return [f"{where}: its stored value {record['file']} is unreadable ({err})"]
     if release_digest(value) != record["sha256"]:
         return [f"{where}: its stored value {record['file']} does not match the ledger's sha256"]

@@ -54,7 +54,7 @@ class Session:
         self.accountant = accountant
         self._population = clients
         self._seed = seed  # None in secure mode; in seeded mode it determines the noise
-        self._sampling_seed = derive_seed(seed, SAMPLING_STREAM) if seed is not None else secrets.randbits(63)
+        self._sampling_salt = derive_seed(seed, SAMPLING_STREAM) if seed is not None else secrets.token_hex(32)
         self._cohorts: dict[int, frozenset[str]] = {}
         self._records = list(records)  # what is charged: every ledger line
         self._releases = {r["key"]: r for r in records}
@@ -74,7 +74,7 @@ class Session:
         rate = self.spec.sampling_rate
         if rate == 1:
             return list(self._population)
-        return [cid for cid in self._population if _uniform(self._sampling_seed, round_index, cid) < rate]
+        return [cid for cid in self._population if _uniform(self._sampling_salt, round_index, cid) < rate]
 
     def release_clipped_sum(self, key: str, contributions: np.ndarray | Iterator[np.ndarray], *,
                             clip_norm: float, clients: Sequence[str]) -> np.ndarray:
@@ -164,10 +164,10 @@ class Session:
             raise LedgerError(f"release {key!r} was made (it is in the ledger and charged) but its stored value "
                               f"{record['file']} was discarded; resume from a checkpoint taken after it")
         if record["clip_norm"] != clip_norm:
-            raise LedgerError(f"release {key!r} was made with clip_norm {record['clip_norm']}, now {clip_norm}")
+            raise PrivacyMisuseError(f"release {key!r} was made with clip_norm {record['clip_norm']}, now {clip_norm}")
         if isinstance(contributions, np.ndarray) and contributions.shape[1:] != tuple(record["shape"]):
-            raise LedgerError(f"release {key!r} had shape {record['shape']}; "
-                              f"now rows of shape {contributions.shape[1:]}")
+            raise PrivacyMisuseError(f"release {key!r} had shape {record['shape']}; "
+                                     f"now rows of shape {contributions.shape[1:]}")
         value = np.load(path)
         if release_digest(value) != record["sha256"]:
             raise LedgerError(f"{record['file']} does not match the ledger's sha256 for release {key!r}")
@@ -186,7 +186,7 @@ class _CountedRows:
 
     def __next__(self):
         batch = next(self._batches)
-        self.rows += len(batch)
+        self.rows += len(batch) if np.ndim(batch) > 0 else 0  # the clipped sum refuses a 0-d batch
         return batch
 
 
@@ -222,7 +222,8 @@ def open_session(
         raise ConfigError("seed", seed, "None: secure noise is never derived from a seed")
     population = tuple(sorted(str(c) for c in clients))
     if len(set(population)) != len(population):
-        raise ConfigError("clients", "duplicate ids", "distinct client ids")
+        repeated = sorted({c for c in population if population.count(c) > 1})
+        raise ConfigError("clients", repeated[:5], "distinct client ids")
     # An infinite budget has nothing to exceed (and PLD cannot discretise near-zero noise).
     if not math.isinf(budget.epsilon):
         planned = epsilon_for(spec, noise_multiplier=noise_multiplier, delta=budget.delta, accountant=accountant)
@@ -239,7 +240,7 @@ def open_session(
     if problems:
         raise LedgerError(f"{run_dir / LEDGER_NAME} is not sound: " + "; ".join(problems))
     return Session(spec, noise_multiplier=noise_multiplier, budget=budget, run_dir=run_dir, clients=population,
-                   seed=seed if noise == "seeded" else None, accountant=accountant,
+                   seed=seed, accountant=accountant,
                    records=read_ledger(run_dir / LEDGER_NAME))
 
 

@@ -324,9 +324,9 @@ def test_open_refuses_a_ledger_of_another_mechanism(tmp_path):
 def test_replay_checks_the_stored_release(tmp_path):
     make(tmp_path).release_clipped_sum("a", rows(), clip_norm=C)
     session = make(tmp_path)
-    with pytest.raises(LedgerError, match="clip_norm"):
+    with pytest.raises(PrivacyMisuseError, match="clip_norm"):  # the method's mistake, not damage
         session.release_clipped_sum("a", rows(), clip_norm=2.0)
-    with pytest.raises(LedgerError, match="shape"):
+    with pytest.raises(PrivacyMisuseError, match="shape"):
         session.release_clipped_sum("a", rows(d=5), clip_norm=C)
     file = tmp_path / read_ledger(tmp_path / "ledger.jsonl")[0]["file"]
     np.save(file, np.zeros(4))
@@ -352,8 +352,11 @@ def test_epsilon_from_ledger_edge_cases(tmp_path):
     with pytest.raises(LedgerError, match="torn"):
         epsilon_from_ledger(tmp_path / "torn.jsonl", delta=1e-5)
     (tmp_path / "short.jsonl").write_text(json.dumps({"key": "a"}) + "\n")
-    with pytest.raises(LedgerError, match="fields"):
+    with pytest.raises(LedgerError, match="field 'index' is None"):
         epsilon_from_ledger(tmp_path / "short.jsonl", delta=1e-5)
+    (tmp_path / "typed.jsonl").write_text(json.dumps({**line, "key": ["a"]}) + "\n")
+    with pytest.raises(LedgerError, match="field 'key'"):
+        epsilon_from_ledger(tmp_path / "typed.jsonl", delta=1e-5)
     (tmp_path / "bad.jsonl").write_text("not json\n")
     with pytest.raises(LedgerError, match="bad.jsonl:1"):
         epsilon_from_ledger(tmp_path / "bad.jsonl", delta=1e-5)
