@@ -63,3 +63,20 @@ def test_runs_and_leaderboard_publish_offline(toy_plugin, toy_suite, tmp_path, o
                 assert SENTINEL.encode() not in path.read_bytes(), path
     logged = b"".join(p.read_bytes() for p in offline_wandb.glob("wandb/offline-run-*/run-*.wandb"))
     assert b"noisy_unigram" in logged and b"toy_texts" in logged and b"leaderboard/toy" in logged
+
+
+def test_publish_leaves_out_runs_whose_ledger_is_damaged(toy_plugin, toy_suite, tmp_path, offline_wandb):
+    from click.testing import CliRunner
+
+    from dpbench.cli import cli
+
+    path = toy_suite()
+    overrides = ["seeds=1", "privacy.epsilon=1", "~methods.nonprivate"]
+    suite = load_suite(path, overrides, runs_dir=tmp_path / "runs")
+    assert not Runner(suite).run().failed
+    private = next(s.run_id for s in suite.runs if s.method.label == "noisy_unigram")
+    (suite.folder / private / "ledger.jsonl").write_text("")
+    out = CliRunner().invoke(cli, ["publish", str(path), *overrides, "--runs-dir", str(tmp_path / "runs")])
+    assert out.exit_code == 0, out.output
+    assert f"not published (incomplete) {private}" in out.output
+    assert "published 1 runs" in out.output  # the public-only run alone
