@@ -34,6 +34,25 @@ def as_float(value: Any) -> float:
 
 
 @dataclass
+class PrivacyRecord:
+    """A run's privacy section (``result.json``'s ``privacy``; ``privacy.json`` without the
+    releases): what was asked, what was calibrated and, from the ledger, what was spent."""
+
+    target_epsilon: float
+    delta: float
+    accountant: str
+    noise: str
+    reference: str | None = None
+    """``epsilon_zero`` / ``epsilon_infinity`` for the reference rows, which release nothing"""
+    mechanism: dict[str, Any] | None = None
+    noise_multiplier: float | None = None
+    epsilon_spent: float | None = None
+    """recomputed from the ledger once the run is complete"""
+    releases: list[dict] = field(default_factory=list)
+    """the ledger's lines"""
+
+
+@dataclass
 class RunResult:
     """``result.json``: the record the leaderboard is built from (schema ``RESULT_SCHEMA_VERSION``)."""
 

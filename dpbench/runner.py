@@ -18,10 +18,11 @@ import shutil
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dpbench.api import Evaluator, FederatedTextData, Method, MethodData, RunContext, SyntheticTexts, build_config
+from dpbench.api import Evaluator, FederatedTextData, Method, MethodData, RunContext, SyntheticTexts
 from dpbench.api.config import config_dict
 from dpbench.cache import SuiteCache
 from dpbench.datacheck import check_datasets, check_delta
@@ -33,8 +34,11 @@ from dpbench.progress import Progress
 from dpbench.builtin.references import NonPrivate, PublicOnly
 from dpbench.privacy.ledger import (LEDGER_NAME, LedgerError, check_ledger, epsilon_from_ledger, read_ledger,
                                     run_ledger_problems)
-from dpbench.results import RunResult, load_artifact, load_result, save_artifact
+from dpbench.results import PrivacyRecord, RunResult, load_artifact, load_result, save_artifact
 from dpbench.suite import PluginChoice, RunSpec, Suite
+
+if TYPE_CHECKING:
+    from dpbench.privacy.session import Session
 
 log = logging.getLogger("dpbench")
 SAMPLES_SHOWN = 20
@@ -193,8 +197,8 @@ class Runner:
             log.info("%s: reusing the method's saved output", spec.run_id)
         if session is not None:  # the session opened here, whatever the method did to ctx.privacy
             _check_spent(spec, folder, privacy, session)
-            privacy["releases"] = read_ledger(folder / LEDGER_NAME)
-            privacy["epsilon_spent"] = epsilon_from_ledger(folder, delta=spec.delta, accountant=spec.accountant)
+            privacy.releases = read_ledger(folder / LEDGER_NAME)
+            privacy.epsilon_spent = epsilon_from_ledger(folder, delta=spec.delta, accountant=spec.accountant)
         if fresh:
             save_artifact(folder, artifact)
         checks = {}
@@ -218,22 +222,23 @@ class Runner:
         timings["total_s"] = time.perf_counter() - start
         return RunResult(
             run_id=spec.run_id, suite=spec.suite, spec=spec.to_dict(), metrics=metrics, metric_specs=metric_specs,
-            versions=versions, privacy=privacy, timings=timings, data=data.summary(), checks=checks,
+            versions=versions, privacy=asdict(privacy), timings=timings, data=data.summary(), checks=checks,
             finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         )
 
-    def _privacy(self, spec, method_cls, mechanism, data, folder, ctx):
+    def _privacy(self, spec, method_cls, mechanism, data, folder, ctx) -> tuple[PrivacyRecord, Session | None]:
         """Calibrate the method's declared mechanism to the budget and open its session (also
         handed to the method as ``ctx.privacy``); returns the run's privacy record and the session."""
-        base = {"target_epsilon": spec.epsilon, "delta": spec.delta, "accountant": spec.accountant,
-                "noise": spec.noise}
+        record = PrivacyRecord(target_epsilon=spec.epsilon, delta=spec.delta, accountant=spec.accountant,
+                               noise=spec.noise)
         if method_cls.reference is not None:
             if method_cls not in (PublicOnly, NonPrivate):
                 raise DpbenchError(f"method {spec.method.plugin!r} sets Method.reference, which only dpbench's "
                                    f"built-in reference rows may do; a method declares a mechanism instead")
             if mechanism is not None:
                 raise DpbenchError(f"reference method {spec.method.plugin!r} must not declare a mechanism")
-            return {**base, "reference": method_cls.reference, "epsilon_spent": spec.epsilon}, None
+            record.reference, record.epsilon_spent = method_cls.reference, spec.epsilon
+            return record, None
         if mechanism is None:
             raise DpbenchError(f"method {spec.method.plugin!r} declared no DP mechanism (Method.mechanism returned None)")
         check_delta(spec.dataset.label, data, spec.delta)
@@ -241,38 +246,32 @@ class Runner:
 
         if not read_ledger(folder / LEDGER_NAME) and (_has_files(folder / "state") or (folder / "artifact.json").exists()):
             raise LedgerError(f"{folder}: the method's checkpoints or output exist but its ledger is missing or empty")
-        sigma = calibrate_noise_multiplier(mechanism, epsilon=spec.epsilon, delta=spec.delta, accountant=spec.accountant)
-        record = {**base, "mechanism": config_dict(mechanism), "noise_multiplier": sigma}
-        write_json(folder / "privacy.json", record)
-        session = open_session(mechanism, noise_multiplier=sigma, budget=spec.budget, run_dir=folder,
+        record.mechanism = config_dict(mechanism)
+        record.noise_multiplier = calibrate_noise_multiplier(mechanism, epsilon=spec.epsilon, delta=spec.delta,
+                                                             accountant=spec.accountant)
+        write_json(folder / "privacy.json", {k: v for k, v in asdict(record).items() if k != "releases"})
+        session = open_session(mechanism, noise_multiplier=record.noise_multiplier, budget=spec.budget, run_dir=folder,
                                clients=sorted(data.clients), noise=spec.noise,
                                seed=spec.seed if spec.noise == "seeded" else None, accountant=spec.accountant)
         ctx.privacy = session
-        log.info("%s: noise multiplier %.4g for ε=%g, δ=%g over %d rounds at q=%g (%s, %s noise)", spec.run_id, sigma,
-                 spec.epsilon, spec.delta, mechanism.rounds, mechanism.sampling_rate, spec.accountant, spec.noise)
+        log.info("%s: noise multiplier %.4g for ε=%g, δ=%g over %d rounds at q=%g (%s, %s noise)", spec.run_id,
+                 record.noise_multiplier, spec.epsilon, spec.delta, mechanism.rounds, mechanism.sampling_rate,
+                 spec.accountant, spec.noise)
         return record, session
 
     def method(self, spec: RunSpec) -> Method:
         """The configured method instance of ``spec``."""
-        method_cls = get_registry("method").get(spec.method.plugin)
-        return method_cls(build_config(method_cls.config_class, spec.method.options, where=f"methods.{spec.method.label}"))
+        return get_registry("method").get(spec.method.plugin)(spec.method.config)
 
     def evaluators(self, spec: RunSpec) -> list[tuple[PluginChoice, Evaluator]]:
         """``(choice, configured instance)`` for each evaluator of ``spec``."""
-        evaluators = []
-        for choice in spec.evaluators:
-            evaluator_cls = get_registry("evaluator").get(choice.plugin)
-            evaluators.append((choice, evaluator_cls(
-                build_config(evaluator_cls.config_class, choice.options, where=f"evaluators.{choice.label}"))))
-        return evaluators
+        return [(choice, get_registry("evaluator").get(choice.plugin)(choice.config)) for choice in spec.evaluators]
 
     def dataset(self, choice: PluginChoice) -> FederatedTextData:
         """The loaded, checked dataset of ``choice``; loaded once per suite."""
         key = json.dumps([choice.plugin, choice.options, choice.version], sort_keys=True)
         if key not in self._datasets:
-            cls = get_registry("dataset").get(choice.plugin)
-            dataset = cls(build_config(cls.config_class, choice.options, where=f"datasets.{choice.label}"))
-            self._datasets[key] = dataset.load(self.cache)
+            self._datasets[key] = get_registry("dataset").get(choice.plugin)(choice.config).load(self.cache)
         return self._datasets[key]
 
     def _env(self) -> dict:
@@ -295,10 +294,10 @@ def _has_files(folder: Path) -> bool:
     return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
 
 
-def _check_spent(spec: RunSpec, folder: Path, privacy: dict, session) -> None:
+def _check_spent(spec: RunSpec, folder: Path, privacy: PrivacyRecord, session: Session) -> None:
     """Before a run is called complete: its ledger is sound and holds every declared release."""
-    made, declared = len(session.records), privacy["mechanism"]["rounds"]
-    problems = check_ledger(folder, mechanism=privacy["mechanism"], noise_multiplier=privacy["noise_multiplier"],
+    made, declared = len(session.records), privacy.mechanism["rounds"]
+    problems = check_ledger(folder, mechanism=privacy.mechanism, noise_multiplier=privacy.noise_multiplier,
                             complete=False, records=session.records)
     if problems:
         raise LedgerError(f"{spec.run_id}: " + "; ".join(problems))

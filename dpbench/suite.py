@@ -49,6 +49,9 @@ class PluginChoice:
     plugin: str
     options: Mapping[str, Any]
     version: str
+    config: Any = field(default=None, compare=False, repr=False)
+    """the validated options object, built once when the suite is loaded (``None`` when read
+    back from JSON)"""
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "plugin": self.plugin, "options": dict(self.options), "version": self.version}
@@ -403,7 +406,8 @@ def _choices(kind: str, config: Mapping[str, Any], registry) -> list[PluginChoic
         config_obj = build_config(cls.config_class, options, where=where)
         if not label.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(where, label, "a label of letters, digits, '-' and '_'")
-        choices.append(PluginChoice(label=label, plugin=plugin, options=config_dict(config_obj), version=str(cls.version)))
+        choices.append(PluginChoice(label=label, plugin=plugin, options=config_dict(config_obj), version=str(cls.version),
+                                    config=config_obj))
     return choices
 
 
