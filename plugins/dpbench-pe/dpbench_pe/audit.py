@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dpbench.toolkit import normalise_rows
 from dpbench_pe.votes import client_votes
-from dpbench_popri.scoring import normalise_rows
 
 
 def pe_audit_mechanism(*, noise_multiplier: float = 1.0, num_clients: int = 20, num_candidates: int = 16,

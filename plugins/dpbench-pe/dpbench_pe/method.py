@@ -27,12 +27,10 @@ import time
 from dpbench.api import MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
 from dpbench.errors import DpbenchError
 from dpbench.files import write_json
+from dpbench.toolkit import build_prompt, choose_examples, normalise_rows, postprocess, round_metrics, stop_strings
 from dpbench_pe.config import PeOptions
 from dpbench_pe.prompts import TONES, variation_prompt, variation_stop
 from dpbench_pe.votes import select, vote_batches
-from dpbench_popri.monitor import round_metrics
-from dpbench_popri.prompts import build_prompt, choose_examples, postprocess, stop_strings
-from dpbench_popri.scoring import normalise_rows
 
 
 class PrivateEvolution(Method):
@@ -113,7 +111,7 @@ class _Apis:
         self._generator = None
 
     def random(self, n: int) -> list[str]:
-        """``n`` texts, each from POPri's prompt with random public seed texts."""
+        """``n`` texts, each from the toolkit's prompt (POPri's) of random public seed texts."""
         o = self.o
         rows = choose_examples(len(self.public), prompts=n, per_prompt=o.examples_per_prompt,
                                rng=self.ctx.rng("pe-random-prompts"))
@@ -131,14 +129,10 @@ class _Apis:
         return [text or source for text, source in zip(texts, sources)]
 
     def _generate(self, prompts, stop, stream: str) -> list[str]:
-        from dpbench.models.generation import SamplingParams, make_generator
-
         o = self.o
         if self._generator is None:
-            self._generator = make_generator(o.backend, o.model, dtype="bfloat16" if o.bf16 else "float32",
-                                             batch_size=o.generation_batch_size, device=self.ctx.device)
-        params = SamplingParams(temperature=o.temperature, top_p=o.top_p, max_new_tokens=o.max_new_tokens, stop=stop)
-        raw = self._generator.generate(prompts, params, seed=self.ctx.seed_for(stream))
+            self._generator = o.generator(self.ctx.device)
+        raw = self._generator.generate(prompts, o.sampling(stop), seed=self.ctx.seed_for(stream))
         return [postprocess(text, self._generator.tokenizer, o.truncate_tokens) for text in raw]
 
     def close(self) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dpbench_popri.scoring import centred_unit_scores, normalise_rows
+from dpbench.toolkit import normalise_rows
+from dpbench_popri.scoring import centred_unit_scores
 
 
 def popri_audit_mechanism(*, noise_multiplier: float = 1.0, num_clients: int = 20, num_samples: int = 16,
