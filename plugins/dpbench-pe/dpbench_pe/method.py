@@ -24,9 +24,7 @@ from __future__ import annotations
 import json
 import time
 
-from dpbench.api import MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
-from dpbench.errors import DpbenchError
-from dpbench.files import write_json
+from dpbench.api import DpbenchError, MechanismSpec, Method, MethodData, RunContext, SyntheticTexts, write_json
 from dpbench.toolkit import build_prompt, choose_examples, normalise_rows, postprocess, round_metrics, stop_strings
 from dpbench_pe.config import PeOptions
 from dpbench_pe.prompts import TONES, variation_prompt, variation_stop
@@ -47,7 +45,7 @@ class PrivateEvolution(Method):
         if len(data.public) < o.examples_per_prompt:
             raise DpbenchError(f"PE needs at least {o.examples_per_prompt} public seed texts for its prompts; "
                                f"the dataset has {len(data.public)}")
-        from dpbench.models.embedding import Embedder, embed_clients, embed_split
+        from dpbench.toolkit import Embedder, embed_clients, embed_split
 
         state = ctx.checkpoint_dir
         embedder = Embedder(o.embedder, device=ctx.device)

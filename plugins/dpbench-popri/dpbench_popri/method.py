@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dpbench.api import MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
-from dpbench.errors import ConfigError, DpbenchError
-from dpbench.files import write_json
+from dpbench.api import (ConfigError, DpbenchError, MechanismSpec, Method, MethodData, RunContext, SyntheticTexts,
+                         write_json)
 from dpbench.toolkit import (build_prompt, choose_examples, clean, normalise_rows, postprocess, round_metrics,
                              stop_strings)
 from dpbench_popri.config import PopriOptions
@@ -51,7 +50,7 @@ class Popri(Method):
                                f"the dataset has {len(data.public)}")
         if not data.validation:
             raise DpbenchError("POPri monitors rounds on the validation split, which is empty")
-        from dpbench.models.embedding import Embedder, embed_clients, embed_split
+        from dpbench.toolkit import Embedder, embed_clients, embed_split
 
         state = ctx.checkpoint_dir
         embedder = Embedder(o.embedder, device=ctx.device)
@@ -159,7 +158,7 @@ class Popri(Method):
         return {"prompt": prompt, "chosen": " " + chosen, "rejected": " " + rejected}
 
     def _train(self, records, *, previous, out_dir, ctx, round_index) -> dict:
-        from dpbench.models.resolve import load_causal_lm, load_tokenizer
+        from dpbench.toolkit import load_causal_lm, load_tokenizer
         from dpbench_popri.dpo import train_round
 
         o = self.config
