@@ -21,10 +21,9 @@ count, less diverse).
 
 from __future__ import annotations
 
-import json
 import time
 
-from dpbench.api import DpbenchError, MechanismSpec, Method, MethodData, RunContext, SyntheticTexts, write_json
+from dpbench.api import DpbenchError, MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
 from dpbench.toolkit import build_prompt, choose_examples, normalise_rows, postprocess, round_metrics, stop_strings
 from dpbench_pe.config import PeOptions
 from dpbench_pe.prompts import TONES, variation_prompt, variation_stop
@@ -47,7 +46,6 @@ class PrivateEvolution(Method):
                                f"the dataset has {len(data.public)}")
         from dpbench.toolkit import Embedder, embed_clients, embed_split
 
-        state = ctx.checkpoint_dir
         embedder = Embedder(o.embedder, device=ctx.device)
         private = embed_clients(embedder, data, cache=ctx.cache)
         validation = embed_split(embedder, data, "validation", cache=ctx.cache) if data.validation else None
@@ -55,21 +53,19 @@ class PrivateEvolution(Method):
 
         history, selected = [], []
         for t in ctx.track(range(o.iterations), "PE iterations"):
-            folder = state / f"iteration{t:03d}"
-            folder.mkdir(exist_ok=True)
-            saved = folder / "candidates.json"
-            if not saved.exists() and t == 0:
-                write_json(saved, apis.random(o.synthetic_samples * (o.variations_per_sample + 1)))
-            elif not saved.exists():
-                write_json(saved, selected + apis.variations(selected, t))  # the selected are kept
-            candidates = json.loads(saved.read_text())
-            done = folder / "iteration.json"
-            if not done.exists():
-                write_json(done, self._iterate(t, candidates, embedder, private, validation, ctx))
-            record = json.loads(done.read_text())
+            folder = f"iteration{t:03d}"
+            candidates = ctx.load_state(f"{folder}/candidates.json")
+            if candidates is None:
+                candidates = (apis.random(o.synthetic_samples * (o.variations_per_sample + 1)) if t == 0
+                              else selected + apis.variations(selected, t))  # the selected are kept
+                ctx.save_state(f"{folder}/candidates.json", candidates)
+            record = ctx.load_state(f"{folder}/iteration.json")
+            if record is None:
+                record = self._iterate(t, candidates, embedder, private, validation, ctx)
+                ctx.save_state(f"{folder}/iteration.json", record)
             selected = [candidates[i] for i in record["selected"]]
             history.append(record["monitor"])
-        write_json(state / "monitor.json", {"history": history})
+        ctx.save_state("monitor.json", {"history": history})
         apis.close()
         return SyntheticTexts(texts=tuple(selected))
 

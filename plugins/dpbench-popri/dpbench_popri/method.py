@@ -66,8 +66,10 @@ class Popri(Method):
         for r in ctx.track(range(o.rounds), "POPri rounds"):
             folder = state / f"round{r:03d}"
             folder.mkdir(exist_ok=True)
-            if (folder / "round.json").exists():
-                history.append(json.loads((folder / "round.json").read_text())["monitor"])
+            record = f"{folder.name}/round.json"
+            done = ctx.load_state(record)
+            if done is not None:
+                history.append(done["monitor"])
                 continue
             t0 = time.perf_counter()
             prompts, candidates = sample(f"round{r}", o.prompts_per_round, o.samples_per_prompt, _adapter(state, r),
@@ -91,20 +93,19 @@ class Popri(Method):
             dpo = self._train(records, previous=_adapter_round(state, r), out_dir=folder, ctx=ctx, round_index=r)
             seconds = {"generation": t1 - t0, "scoring": t2 - t1, "dpo": time.perf_counter() - t2}
             ctx.log.info("POPri round %d: %s; DPO %s; seconds %s", r, _short(monitor), _short(dpo), _short(seconds))
-            write_json(folder / "round.json", {"monitor": monitor, "dpo": dpo, "seconds": seconds})
+            ctx.save_state(record, {"monitor": monitor, "dpo": dpo, "seconds": seconds})
             history.append(monitor)
 
         final_folder = state / "final"
         final_folder.mkdir(exist_ok=True)
-        last = final_folder / "monitor.json"
-        if not last.exists():
+        if ctx.load_state("final/monitor.json") is None:
             _, candidates = sample("monitor-final", o.prompts_per_round, o.samples_per_prompt,
                                    _adapter(state, o.rounds), final_folder / "monitor_candidates.json")
             metrics = round_metrics(normalise_rows(embedder.encode(candidates)), validation)
-            write_json(last, {"checkpoint": o.rounds, **metrics})
-        history.append(json.loads(last.read_text()))
+            ctx.save_state("final/monitor.json", {"checkpoint": o.rounds, **metrics})
+        history.append(ctx.load_state("final/monitor.json"))
         chosen = pick_checkpoint(history, o.select)
-        write_json(state / "monitor.json", {"history": history, "chosen_checkpoint": chosen, "rule": o.select})
+        ctx.save_state("monitor.json", {"history": history, "chosen_checkpoint": chosen, "rule": o.select})
         _, texts = sample("final", o.final_samples, 1, _adapter(state, chosen), final_folder / "synthetic.json")
         generator.close()
         return SyntheticTexts(texts=tuple(texts))
