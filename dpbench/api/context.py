@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from dpbench.files import read_json, write_json
+
 if TYPE_CHECKING:
     from dpbench.api.privacy import PrivacyBudget, PrivacySession
     from dpbench.cache import SuiteCache
@@ -50,6 +52,24 @@ class RunContext:
         """Where a method keeps resumable state; survives a killed run."""
         path = self.output_dir / "state"
         path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def save_state(self, name: str, value) -> None:
+        """Keep the JSON-able ``value`` as the file ``name`` under ``checkpoint_dir``
+        (``"monitor.json"``, ``"round000/round.json"``), written atomically: a killed run
+        leaves the old file or the new one. Non-finite floats come back as strings."""
+        write_json(self._state_path(name), value)
+
+    def load_state(self, name: str, default=None):
+        """What ``save_state`` kept as ``name``, or ``default`` if it was never saved."""
+        path = self._state_path(name)
+        return read_json(path) if path.exists() else default
+
+    def _state_path(self, name: str) -> Path:
+        folder = self.checkpoint_dir
+        path = folder / name
+        if not path.resolve().is_relative_to(folder.resolve()):
+            raise ValueError(f"state {name!r} is outside the checkpoint folder")
         return path
 
     def initial_model(self) -> Path:

@@ -7,7 +7,6 @@ imported only inside the functions that need them.
 from dpbench.models.embedding import Embedder, embed_cached, embed_clients, embed_split
 from dpbench.models.generation import (
     Generator,
-    GeneratorConfig,
     SamplingParams,
     TransformersGenerator,
     VLLMGenerator,
@@ -25,7 +24,7 @@ from dpbench.models.resolve import (
 
 __all__ = [
     "Embedder", "embed_cached", "embed_clients", "embed_split",
-    "Generator", "GeneratorConfig", "SamplingParams", "TransformersGenerator", "VLLMGenerator", "make_generator",
+    "Generator", "SamplingParams", "TransformersGenerator", "VLLMGenerator", "make_generator",
     "NAMED_MODELS", "ModelError", "load_causal_lm", "load_tokenizer", "model_cache_dir", "model_identity",
     "resolve_model",
 ]

@@ -52,32 +52,6 @@ class SamplingParams:
             raise ConfigError("stop", self.stop, "a list of non-empty strings")
 
 
-@dataclass(frozen=True)
-class GeneratorConfig:
-    """What a method's options need to build a generator (embed it in a method's config).
-
-    ``backend``: ``transformers`` (CPU or GPU) or ``vllm`` (GPU only). ``dtype``: ``float32``
-    or ``bfloat16`` (~1.6x faster on CPUs with AVX512-BF16 at batch >= 32). ``batch_size``:
-    prompts per forward pass (transformers only; vLLM batches itself).
-    """
-
-    backend: str = "transformers"
-    model: str = "smollm2-135m-instruct"
-    dtype: str = "float32"
-    batch_size: int = 16
-    device: str = "cpu"
-
-    def __post_init__(self):
-        check_choice("backend", self.backend, BACKENDS)
-        check_choice("dtype", self.dtype, DTYPES)
-        check_int("batch_size", self.batch_size, minimum=1)
-
-    def build(self) -> Generator:
-        return make_generator(
-            self.backend, self.model, dtype=self.dtype, batch_size=self.batch_size, device=self.device
-        )
-
-
 class Generator(ABC):
     """A loaded generator. ``tokenizer`` is the Hugging Face tokenizer of the model."""
 

@@ -8,7 +8,7 @@ import types
 import pytest
 
 from dpbench.errors import ConfigError
-from dpbench.models import GeneratorConfig, SamplingParams, TransformersGenerator, VLLMGenerator, make_generator
+from dpbench.models import SamplingParams, TransformersGenerator, VLLMGenerator, make_generator
 from dpbench.models.generation import cut_at_stop, prompt_token_ids
 
 PROMPTS = ["the cat sat", "the dog ran on", [{"role": "user", "content": "write one line"}], "number"]
@@ -26,8 +26,6 @@ def test_sampling_params_checked():
         SamplingParams(max_new_tokens=0)
     with pytest.raises(ConfigError, match="stop"):
         SamplingParams(stop="x")
-    with pytest.raises(ConfigError, match="backend"):
-        GeneratorConfig(backend="llama.cpp")
 
 
 def test_seeded_and_batched(generator):

@@ -3,7 +3,7 @@
 The class is registered lazily, so listing plugins never imports torch.
 """
 
-from dpbench import hookimpl
+from dpbench.api import hookimpl
 
 
 @hookimpl

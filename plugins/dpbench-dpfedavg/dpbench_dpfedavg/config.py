@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dpbench.api import ConfigError
 from dpbench.api.config import check_choice, check_fraction, check_int, check_positive
-from dpbench.errors import ConfigError
 
 SELECTIONS = ("last", "best_validation")
 

@@ -38,9 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dpbench.api import MechanismSpec, Method, MethodData, RunContext, TrainedModel
-from dpbench.errors import DpbenchError
-from dpbench.files import read_sealed, write_json, write_sealed
+from dpbench.api import (DpbenchError, MechanismSpec, Method, MethodData, RunContext, TrainedModel, read_sealed,
+                         write_json, write_sealed)
 from dpbench_dpfedavg.config import DpFedAvgOptions
 
 STATE_FILE = "dp_fedavg.pt"
@@ -63,7 +62,7 @@ class DpFedAvg(Method):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from dpbench.evaluation import lm
+        from dpbench.toolkit import encode_texts, score
 
         o = self.config
         if o.select == "best_validation" and not data.validation:
@@ -73,7 +72,7 @@ class DpFedAvg(Method):
         model = AutoModelForCausalLM.from_pretrained(str(source)).to(ctx.device).eval()
         params = list(model.parameters())
         max_length = model.config.max_position_embeddings  # the evaluator's max_length (GPT-2: n_positions)
-        validation = lm.encode_texts(tokenizer, data.validation, max_length)
+        validation = encode_texts(tokenizer, data.validation, max_length)
         expected = o.clients_per_round  # m̃: public, never the realised cohort or N
 
         path = ctx.checkpoint_dir / STATE_FILE
@@ -88,7 +87,7 @@ class DpFedAvg(Method):
         def monitor(checkpoint: int) -> None:
             """Validation metrics of the current weights as ``checkpoint`` (0: the initial model)."""
             assign(params, weights)
-            metrics = lm.score(model, validation, pad_id=tokenizer.pad_token_id, bf16=o.bf16, device=ctx.device)
+            metrics = score(model, validation, pad_id=tokenizer.pad_token_id, bf16=o.bf16, device=ctx.device)
             state["history"].append({"checkpoint": checkpoint, **metrics})
             ctx.log.info("DP-FedAvg checkpoint %d/%d: validation accuracy %.4f, cross-entropy %.4f",
                          checkpoint, o.rounds, metrics["accuracy"], metrics["cross_entropy"])
@@ -102,7 +101,7 @@ class DpFedAvg(Method):
         def deltas(participants, r, global_weights):
             """One (1, d) float64 row θ_local − θ_global per participant, trained when the session asks."""
             for cid in participants:
-                local = local_update(model, global_weights, lm.encode_texts(tokenizer, data.clients[cid], max_length),
+                local = local_update(model, global_weights, encode_texts(tokenizer, data.clients[cid], max_length),
                                      pad_id=tokenizer.pad_token_id, epochs=o.local_epochs,
                                      batch_size=o.local_batch_size, lr=o.local_lr, bf16=o.bf16,
                                      seed=ctx.seed_for(f"dp-fedavg-client-{r}-{cid}"), device=ctx.device)
@@ -140,7 +139,7 @@ class DpFedAvg(Method):
     def audit_mechanism(self):
         """Each round's release for ``dpbench audit``: the shared clipped-sum path, since the
         deltas reach the session unprocessed."""
-        from dpbench.privacy import clipped_sum_mechanism
+        from dpbench.toolkit import clipped_sum_mechanism
 
         return clipped_sum_mechanism(clip_norm=self.config.clip_norm, name="dp_fedavg round release")
 
@@ -152,7 +151,7 @@ def local_update(model, weights, encoded, *, pad_id: int, epochs: int, batch_siz
     weights. Deterministic on CPU for a fixed ``seed`` (batch order and dropout)."""
     import torch
 
-    from dpbench.evaluation import lm
+    from dpbench.toolkit import collate
 
     params = list(model.parameters())
     assign(params, weights)
@@ -164,7 +163,7 @@ def local_update(model, weights, encoded, *, pad_id: int, epochs: int, batch_siz
         for _ in range(epochs):
             shuffled = order.permutation(len(encoded))
             for start in range(0, len(shuffled), batch_size):
-                batch = lm.collate([encoded[i] for i in shuffled[start:start + batch_size]], pad_id, device)
+                batch = collate([encoded[i] for i in shuffled[start:start + batch_size]], pad_id, device)
                 with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
                     loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                  labels=batch.labels).loss

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from dpbench.toolkit import normalise_rows
 from dpbench_pe.votes import client_votes
-from dpbench_popri.scoring import normalise_rows
 
 
 def pe_audit_mechanism(*, noise_multiplier: float = 1.0, num_clients: int = 20, num_candidates: int = 16,
                        dimension: int = 8, texts_per_client: int = 5, canary_texts: int = 50):
-    from dpbench.privacy.audit import AuditMechanism
-    from dpbench.privacy.noise import noisy_clipped_sum
+    from dpbench.toolkit import AuditMechanism, noisy_clipped_sum
 
     rng = np.random.default_rng(0)
     candidates = normalise_rows(rng.normal(size=(num_candidates, dimension)))

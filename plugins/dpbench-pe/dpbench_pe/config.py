@@ -1,30 +1,27 @@
 """Private Evolution's options. Defaults are a CPU-scaled setting for the 135M generator POPri
 uses (about ten minutes on 2 cores); the paper's values (Aug-PE, Xie et al., ICML 2024, arXiv
-2403.01749; open-model scripts of AI-secure/aug-pe) are given beside each field."""
+2403.01749; open-model scripts of AI-secure/aug-pe) are given beside each field (the shared
+generator fields' in the class docstring)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dpbench.api import ConfigError
 from dpbench.api.config import check_choice, check_fraction, check_int, check_positive
-from dpbench.errors import ConfigError
+from dpbench.toolkit import GeneratorOptions
 
-PROMPT_STYLES = ("chat", "list")
 SELECTIONS = ("rank", "sample")
 
 
 @dataclass(frozen=True)
-class PeOptions:
-    # generator and embedder: POPri's, so only the algorithm differs
-    model: str = "smollm2-135m-instruct"
-    """generator for both APIs; paper: gpt2 (open-model setting); POPri: Llama-3-8B"""
-    backend: str = "transformers"
-    """transformers (CPU/GPU) or vllm (GPU)"""
-    bf16: bool = False
-    """bfloat16 generation (~1.6x faster on CPUs with AVX512-BF16)"""
-    generation_batch_size: int = 32
-    embedder: str = "all-minilm-l6-v2"
-    """paper: sentence-t5-base (PubMed), stsb-roberta-base-v2 (Yelp); PrE-Text and POPri: all-MiniLM-L6-v2"""
+class PeOptions(GeneratorOptions):
+    """The shared generator options (POPri's defaults too, so only the algorithm differs) and
+    PE's own. The paper's generator settings: gpt2 in the open-model setting (POPri: Llama-3-8B);
+    embedder sentence-t5-base (PubMed) or stsb-roberta-base-v2 (Yelp), all-MiniLM-L6-v2 in
+    PrE-Text and POPri; temperature 1.0 (PubMed), 1.2 (OpenReview), 1.4 (Yelp); max_new_tokens
+    64 (Yelp), 448 (PubMed, OpenReview). ``examples_per_prompt`` counts the public seed texts
+    in each RANDOM_API prompt."""
 
     # the evolution
     iterations: int = 3
@@ -45,24 +42,10 @@ class PeOptions:
     vote_batch_clients: int = 4096
     """clients voting per matrix multiply (bounds memory)"""
 
-    # generation
-    examples_per_prompt: int = 3
-    """public seed texts in each RANDOM_API prompt (POPri's prompt)"""
-    prompt_style: str = "chat"
-    """chat: one user message (instruct models); list: plain-text prompts (base models)"""
-    temperature: float = 1.0
-    """paper: 1.0 (PubMed), 1.2 (OpenReview), 1.4 (Yelp)"""
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-    """paper: 64 (Yelp), 448 (PubMed, OpenReview)"""
-    truncate_tokens: int = 64
-
     def __post_init__(self):
-        check_choice("backend", self.backend, ("transformers", "vllm"))
-        check_choice("prompt_style", self.prompt_style, PROMPT_STYLES)
+        super().__post_init__()
         check_choice("selection", self.selection, SELECTIONS)
         for name in ("iterations", "synthetic_samples", "variations_per_sample", "nearest_neighbors",
-                     "examples_per_prompt", "generation_batch_size", "max_new_tokens", "truncate_tokens",
                      "vote_batch_clients"):
             check_int(name, getattr(self, name), minimum=1)
         candidates = self.synthetic_samples * (self.variations_per_sample + 1)
@@ -70,8 +53,4 @@ class PeOptions:
             raise ConfigError("nearest_neighbors", self.nearest_neighbors,
                               f"an integer in 1..{candidates} (the candidates per iteration)")
         check_positive("histogram_threshold", self.histogram_threshold, allow_zero=True)
-        check_positive("temperature", self.temperature, allow_zero=True)
-        check_fraction("top_p", self.top_p)
         check_fraction("sampling_rate", self.sampling_rate)
-        if not isinstance(self.bf16, bool):
-            raise ConfigError("bf16", self.bf16, "true or false")

@@ -21,18 +21,13 @@ count, less diverse).
 
 from __future__ import annotations
 
-import json
 import time
 
-from dpbench.api import MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
-from dpbench.errors import DpbenchError
-from dpbench.files import write_json
+from dpbench.api import DpbenchError, MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
+from dpbench.toolkit import build_prompt, choose_examples, normalise_rows, postprocess, round_metrics, stop_strings
 from dpbench_pe.config import PeOptions
 from dpbench_pe.prompts import TONES, variation_prompt, variation_stop
 from dpbench_pe.votes import select, vote_batches
-from dpbench_popri.monitor import round_metrics
-from dpbench_popri.prompts import build_prompt, choose_examples, postprocess, stop_strings
-from dpbench_popri.scoring import normalise_rows
 
 
 class PrivateEvolution(Method):
@@ -49,9 +44,8 @@ class PrivateEvolution(Method):
         if len(data.public) < o.examples_per_prompt:
             raise DpbenchError(f"PE needs at least {o.examples_per_prompt} public seed texts for its prompts; "
                                f"the dataset has {len(data.public)}")
-        from dpbench.models.embedding import Embedder, embed_clients, embed_split
+        from dpbench.toolkit import Embedder, embed_clients, embed_split
 
-        state = ctx.checkpoint_dir
         embedder = Embedder(o.embedder, device=ctx.device)
         private = embed_clients(embedder, data, cache=ctx.cache)
         validation = embed_split(embedder, data, "validation", cache=ctx.cache) if data.validation else None
@@ -59,21 +53,19 @@ class PrivateEvolution(Method):
 
         history, selected = [], []
         for t in ctx.track(range(o.iterations), "PE iterations"):
-            folder = state / f"iteration{t:03d}"
-            folder.mkdir(exist_ok=True)
-            saved = folder / "candidates.json"
-            if not saved.exists() and t == 0:
-                write_json(saved, apis.random(o.synthetic_samples * (o.variations_per_sample + 1)))
-            elif not saved.exists():
-                write_json(saved, selected + apis.variations(selected, t))  # the selected are kept
-            candidates = json.loads(saved.read_text())
-            done = folder / "iteration.json"
-            if not done.exists():
-                write_json(done, self._iterate(t, candidates, embedder, private, validation, ctx))
-            record = json.loads(done.read_text())
+            folder = f"iteration{t:03d}"
+            candidates = ctx.load_state(f"{folder}/candidates.json")
+            if candidates is None:
+                candidates = (apis.random(o.synthetic_samples * (o.variations_per_sample + 1)) if t == 0
+                              else selected + apis.variations(selected, t))  # the selected are kept
+                ctx.save_state(f"{folder}/candidates.json", candidates)
+            record = ctx.load_state(f"{folder}/iteration.json")
+            if record is None:
+                record = self._iterate(t, candidates, embedder, private, validation, ctx)
+                ctx.save_state(f"{folder}/iteration.json", record)
             selected = [candidates[i] for i in record["selected"]]
             history.append(record["monitor"])
-        write_json(state / "monitor.json", {"history": history})
+        ctx.save_state("monitor.json", {"history": history})
         apis.close()
         return SyntheticTexts(texts=tuple(selected))
 
@@ -113,7 +105,7 @@ class _Apis:
         self._generator = None
 
     def random(self, n: int) -> list[str]:
-        """``n`` texts, each from POPri's prompt with random public seed texts."""
+        """``n`` texts, each from the toolkit's prompt (POPri's) of random public seed texts."""
         o = self.o
         rows = choose_examples(len(self.public), prompts=n, per_prompt=o.examples_per_prompt,
                                rng=self.ctx.rng("pe-random-prompts"))
@@ -131,14 +123,10 @@ class _Apis:
         return [text or source for text, source in zip(texts, sources)]
 
     def _generate(self, prompts, stop, stream: str) -> list[str]:
-        from dpbench.models.generation import SamplingParams, make_generator
-
         o = self.o
         if self._generator is None:
-            self._generator = make_generator(o.backend, o.model, dtype="bfloat16" if o.bf16 else "float32",
-                                             batch_size=o.generation_batch_size, device=self.ctx.device)
-        params = SamplingParams(temperature=o.temperature, top_p=o.top_p, max_new_tokens=o.max_new_tokens, stop=stop)
-        raw = self._generator.generate(prompts, params, seed=self.ctx.seed_for(stream))
+            self._generator = o.generator(self.ctx.device)
+        raw = self._generator.generate(prompts, o.sampling(stop), seed=self.ctx.seed_for(stream))
         return [postprocess(text, self._generator.tokenizer, o.truncate_tokens) for text in raw]
 
     def close(self) -> None:

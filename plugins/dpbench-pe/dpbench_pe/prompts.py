@@ -1,11 +1,12 @@
 """VARIATION_API prompts: Aug-PE's open-model paraphrase with a random tone.
 
-RANDOM_API reuses POPri's prompt (``dpbench_popri.prompts``): a few random public seed texts.
+RANDOM_API uses the toolkit's prompt (``dpbench.toolkit.build_prompt``, POPri's): a few
+random public seed texts.
 """
 
 from __future__ import annotations
 
-from dpbench_popri.prompts import clean
+from dpbench.toolkit import clean
 
 # Domain-neutral tones in the style of Aug-PE's lists (AI-secure/aug-pe, apis/utils.py).
 TONES = (

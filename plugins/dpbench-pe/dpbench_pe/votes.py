@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from dpbench_popri.scoring import normalise_rows
+from dpbench.toolkit import normalise_rows
 
 
 def nearest(similarities: np.ndarray, k: int) -> np.ndarray:

@@ -6,10 +6,10 @@ import numpy as np
 
 from dpbench.privacy.audit import run_audit
 from dpbench.privacy.noise import noisy_clipped_sum
+from dpbench.toolkit import normalise_rows
 from dpbench_pe.audit import pe_audit_mechanism
 from dpbench_pe.method import PrivateEvolution
 from dpbench_pe.votes import nearest
-from dpbench_popri.scoring import normalise_rows
 
 
 def test_pe_mechanism_shows_no_violation():

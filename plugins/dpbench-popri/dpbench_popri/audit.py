@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from dpbench_popri.scoring import centred_unit_scores, normalise_rows
+from dpbench.toolkit import normalise_rows
+from dpbench_popri.scoring import centred_unit_scores
 
 
 def popri_audit_mechanism(*, noise_multiplier: float = 1.0, num_clients: int = 20, num_samples: int = 16,
                           dimension: int = 8):
-    from dpbench.privacy.audit import AuditMechanism
-    from dpbench.privacy.noise import noisy_clipped_sum
+    from dpbench.toolkit import AuditMechanism, noisy_clipped_sum
 
     rng = np.random.default_rng(0)
     samples = normalise_rows(rng.normal(size=(num_samples, dimension)))

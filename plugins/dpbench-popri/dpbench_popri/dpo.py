@@ -3,14 +3,14 @@
 Each round trl gets the *plain* base model plus a ``peft_config``, so its reference model is
 the base with the adapter disabled (POPri's reference), not last round's policy; the carried
 adapter weights and optimizer state are then loaded into the fresh wrapper, which makes the
-rounds one on-policy iterative DPO run (popri-cpu.md, "Pitfalls met").
+rounds one on-policy iterative DPO run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dpbench.files import atomic_write, write_json
+from dpbench.api import atomic_write, write_json
 from dpbench_popri.config import PopriOptions
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -23,7 +23,7 @@ def pair_tokens(tokenizer, prompt, completion_tokens: int) -> int:
     completions of at most ``completion_tokens`` generator tokens. trl keeps the start of a
     longer sequence, so a ``max_length`` below this trains on cut completions (or drops the
     pair) without a word."""
-    from dpbench.models.generation import prompt_token_ids
+    from dpbench.toolkit import prompt_token_ids
 
     return len(prompt_token_ids(tokenizer, prompt)) + completion_tokens + COMPLETION_MARGIN
 

@@ -25,14 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dpbench.api import MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
-from dpbench.errors import ConfigError, DpbenchError
-from dpbench.files import write_json
+from dpbench.api import (ConfigError, DpbenchError, MechanismSpec, Method, MethodData, RunContext, SyntheticTexts,
+                         write_json)
+from dpbench.toolkit import (build_prompt, choose_examples, clean, normalise_rows, postprocess, round_metrics,
+                             stop_strings)
 from dpbench_popri.config import PopriOptions
-from dpbench_popri.monitor import pick_checkpoint, round_metrics
 from dpbench_popri.pairs import preference_pairs
-from dpbench_popri.prompts import build_prompt, choose_examples, clean, postprocess, stop_strings
-from dpbench_popri.scoring import client_sums, normalise_rows, score_batches
+from dpbench_popri.scoring import client_sums, score_batches
 
 
 class Popri(Method):
@@ -51,7 +50,7 @@ class Popri(Method):
                                f"the dataset has {len(data.public)}")
         if not data.validation:
             raise DpbenchError("POPri monitors rounds on the validation split, which is empty")
-        from dpbench.models.embedding import Embedder, embed_clients, embed_split
+        from dpbench.toolkit import Embedder, embed_clients, embed_split
 
         state = ctx.checkpoint_dir
         embedder = Embedder(o.embedder, device=ctx.device)
@@ -59,7 +58,7 @@ class Popri(Method):
         sums = client_sums(embed_clients(embedder, data, cache=ctx.cache), client_ids, embedder.dimension)
         row_of = {cid: i for i, cid in enumerate(client_ids)}
         validation = embed_split(embedder, data, "validation", cache=ctx.cache)
-        generator = self._generator(ctx)
+        generator = o.generator(ctx.device)
         self._check_dpo_length(data.public, generator.tokenizer)
         sample = functools.partial(self._sample, generator, data.public, ctx)
 
@@ -67,8 +66,10 @@ class Popri(Method):
         for r in ctx.track(range(o.rounds), "POPri rounds"):
             folder = state / f"round{r:03d}"
             folder.mkdir(exist_ok=True)
-            if (folder / "round.json").exists():
-                history.append(json.loads((folder / "round.json").read_text())["monitor"])
+            record = f"{folder.name}/round.json"
+            done = ctx.load_state(record)
+            if done is not None:
+                history.append(done["monitor"])
                 continue
             t0 = time.perf_counter()
             prompts, candidates = sample(f"round{r}", o.prompts_per_round, o.samples_per_prompt, _adapter(state, r),
@@ -92,20 +93,19 @@ class Popri(Method):
             dpo = self._train(records, previous=_adapter_round(state, r), out_dir=folder, ctx=ctx, round_index=r)
             seconds = {"generation": t1 - t0, "scoring": t2 - t1, "dpo": time.perf_counter() - t2}
             ctx.log.info("POPri round %d: %s; DPO %s; seconds %s", r, _short(monitor), _short(dpo), _short(seconds))
-            write_json(folder / "round.json", {"monitor": monitor, "dpo": dpo, "seconds": seconds})
+            ctx.save_state(record, {"monitor": monitor, "dpo": dpo, "seconds": seconds})
             history.append(monitor)
 
         final_folder = state / "final"
         final_folder.mkdir(exist_ok=True)
-        last = final_folder / "monitor.json"
-        if not last.exists():
+        if ctx.load_state("final/monitor.json") is None:
             _, candidates = sample("monitor-final", o.prompts_per_round, o.samples_per_prompt,
                                    _adapter(state, o.rounds), final_folder / "monitor_candidates.json")
             metrics = round_metrics(normalise_rows(embedder.encode(candidates)), validation)
-            write_json(last, {"checkpoint": o.rounds, **metrics})
-        history.append(json.loads(last.read_text()))
+            ctx.save_state("final/monitor.json", {"checkpoint": o.rounds, **metrics})
+        history.append(ctx.load_state("final/monitor.json"))
         chosen = pick_checkpoint(history, o.select)
-        write_json(state / "monitor.json", {"history": history, "chosen_checkpoint": chosen, "rule": o.select})
+        ctx.save_state("monitor.json", {"history": history, "chosen_checkpoint": chosen, "rule": o.select})
         _, texts = sample("final", o.final_samples, 1, _adapter(state, chosen), final_folder / "synthetic.json")
         generator.close()
         return SyntheticTexts(texts=tuple(texts))
@@ -115,34 +115,24 @@ class Popri(Method):
         """The final texts a finished run (checkpoints in ``state``) would return had ``select``
         chosen ``checkpoint``: same prompts and seeds. Spends no privacy (the adapters are
         released already); for comparing checkpoints on validation after a run."""
-        generator = self._generator(ctx)
+        generator = self.config.generator(ctx.device)
         try:
             return self._sample(generator, data.public, ctx, "final", self.config.final_samples, 1,
                                 _adapter(state, checkpoint), saved)[1]
         finally:
             generator.close()
 
-    def _generator(self, ctx):
-        from dpbench.models.generation import make_generator
-
-        o = self.config
-        return make_generator(o.backend, o.model, dtype="bfloat16" if o.bf16 else "float32",
-                              batch_size=o.generation_batch_size, device=ctx.device)
-
     def _sample(self, generator, public, ctx, stream, prompts, per_prompt, adapter, saved: Path):
         """``per_prompt`` completions for each of ``prompts`` fresh prompts; cached in ``saved``."""
-        from dpbench.models.generation import SamplingParams
-
         o = self.config
-        params = SamplingParams(temperature=o.temperature, top_p=o.top_p, max_new_tokens=o.max_new_tokens,
-                                stop=stop_strings(o.prompt_style))
         rows = choose_examples(len(public), prompts=prompts, per_prompt=o.examples_per_prompt,
                                rng=ctx.rng(f"popri-prompts-{stream}"))
         built = [build_prompt([public[i] for i in row], o.prompt_style) for row in rows]
         if saved.exists():
             return built, json.loads(saved.read_text())
         repeated = [p for p in built for _ in range(per_prompt)]
-        raw = generator.generate(repeated, params, seed=ctx.seed_for(f"popri-generate-{stream}"),
+        raw = generator.generate(repeated, o.sampling(stop_strings(o.prompt_style)),
+                                 seed=ctx.seed_for(f"popri-generate-{stream}"),
                                  adapter=str(adapter) if adapter else None)
         texts = [postprocess(t, generator.tokenizer, o.truncate_tokens) for t in raw]
         write_json(saved, texts, indent=None)
@@ -169,7 +159,7 @@ class Popri(Method):
         return {"prompt": prompt, "chosen": " " + chosen, "rejected": " " + rejected}
 
     def _train(self, records, *, previous, out_dir, ctx, round_index) -> dict:
-        from dpbench.models.resolve import load_causal_lm, load_tokenizer
+        from dpbench.toolkit import load_causal_lm, load_tokenizer
         from dpbench_popri.dpo import train_round
 
         o = self.config
@@ -183,6 +173,15 @@ class Popri(Method):
         from dpbench_popri.audit import popri_audit_mechanism
 
         return popri_audit_mechanism()
+
+
+def pick_checkpoint(history: list[dict[str, float]], rule: str) -> int:
+    """Index of the checkpoint (0 = base) the final data comes from, by the configured rule."""
+    if rule == "last":
+        return len(history) - 1
+    if rule == "best_validation_fid":
+        return int(np.argmin([h["validation_fid"] for h in history]))
+    return int(np.argmax([h["validation_centroid_cosine"] for h in history]))
 
 
 def _adapter_round(state: Path, checkpoint: int) -> Path | None:

@@ -14,12 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-
-def normalise_rows(matrix: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm; all-zero rows stay zero."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+from dpbench.toolkit import normalise_rows
 
 
 def client_sums(embeddings: Mapping[str, np.ndarray], client_ids: Sequence[str], dim: int) -> np.ndarray:

@@ -107,8 +107,8 @@ def test_the_length_bound_covers_what_trl_tokenizes(tmp_path, tiny_llama):
     from trl import DPOConfig, DPOTrainer
 
     from dpbench.models.resolve import load_tokenizer
+    from dpbench.toolkit import build_prompt
     from dpbench_popri.dpo import pair_tokens
-    from dpbench_popri.prompts import build_prompt
 
     tok = load_tokenizer(str(tiny_llama))
     prompt = build_prompt(["w1 w2 w3 w4", "w5 w6", "w7 w8 w9"], "chat")

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 
 from dpbench_popri.pairs import preference_pairs
-from dpbench_popri.scoring import (centred_unit_scores, client_sums, normalise_rows, score_batches,
-                                   score_per_client_loop)
+from dpbench_popri.scoring import centred_unit_scores, client_sums, score_batches, score_per_client_loop
 
 
 def test_centring_and_normalisation_hand_checked():
@@ -45,7 +44,3 @@ def test_pairs_reject_bad_shapes():
         preference_pairs(np.zeros(7), samples_per_prompt=4, reject_rank=2)
     with pytest.raises(ValueError, match="reject_rank 4"):
         preference_pairs(np.zeros(8), samples_per_prompt=4, reject_rank=4)
-
-
-def test_normalise_rows_keeps_zero_rows():
-    np.testing.assert_array_equal(normalise_rows(np.zeros((2, 3))), 0)

@@ -1,4 +1,7 @@
-"""Per-round monitoring on the validation split (no privacy spent: it never touches clients)."""
+"""Monitoring of synthetic texts against the validation split, on unit-norm embeddings.
+
+No privacy is spent: the validation split is never a client's data.
+"""
 
 from __future__ import annotations
 
@@ -38,12 +41,3 @@ def round_metrics(samples: np.ndarray, validation: np.ndarray) -> dict[str, floa
         "validation_nearest_cosine": float((samples @ validation.T).max(axis=1).mean()),
         "mean_pairwise_cosine": mean_pairwise_cosine(samples),
     }
-
-
-def pick_checkpoint(history: list[dict[str, float]], rule: str) -> int:
-    """Index of the checkpoint (0 = base) the final data comes from, by the configured rule."""
-    if rule == "last":
-        return len(history) - 1
-    if rule == "best_validation_fid":
-        return int(np.argmin([h["validation_fid"] for h in history]))
-    return int(np.argmax([h["validation_centroid_cosine"] for h in history]))

@@ -1,4 +1,9 @@
-"""Prompts: a few random public seed texts each, in one of two styles."""
+"""Prompts that show a generator a few random public seed texts and ask for one more.
+
+Two styles: ``chat``, one user message (instruct models), and ``list``, POPri's "Original
+Text Sample n" list that a base model continues. Public texts never overlap private clients,
+so choosing and showing them spends no privacy.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# The paper's template (reconstructed from popri.md §1): a list the model continues.
+PROMPT_STYLES = ("chat", "list")
+
+# POPri's paper template: a list the model continues.
 LIST_HEADER = "List of {total} diverse original text samples:"
 LIST_ITEM = "Original Text Sample {n}: {text}"
 LIST_STOP = ("Original Text Sample", "Orig")
@@ -14,6 +21,7 @@ CHAT_INSTRUCTION = "Here are some example paragraphs:\n\n{examples}\n\nWrite one
 
 
 def clean(text: str) -> str:
+    """Whitespace runs (newlines included) collapsed to single spaces."""
     return " ".join(text.split())
 
 
@@ -36,6 +44,7 @@ def build_prompt(examples: Sequence[str], style: str):
 
 
 def stop_strings(style: str) -> tuple[str, ...]:
+    """Where a completion of a ``build_prompt`` prompt ends: the next list item (``list``) or nowhere early."""
     return LIST_STOP if style == "list" else ()
 
 

@@ -1,0 +1,74 @@
+"""The toolkit a method plugin may build on, beside the contracts in ``dpbench.api``.
+
+A plugin imports dpbench only through ``dpbench.api`` and this module; everything else in
+dpbench may change without notice.
+
+Synthetic text from public seed texts (``dpbench.synthetic``):
+
+- ``GeneratorOptions``: base class of a method's options; generator, sampling, prompt and
+  embedder fields, set flat in a suite, plus ``generator(device)`` and ``sampling(stop)``.
+- ``PROMPT_STYLES``, ``choose_examples``, ``build_prompt``, ``stop_strings``, ``clean``,
+  ``postprocess``: prompts of random public seed texts and the cleanup of their completions.
+- ``round_metrics``, ``frechet_distance``, ``mean_pairwise_cosine``: quality and diversity of
+  synthetic embeddings against the validation split (no privacy spent).
+- ``normalise_rows``: rows at unit L2 norm (zero rows stay zero), so dot products are cosines.
+
+Models:
+
+- ``make_generator``, ``SamplingParams``, ``prompt_token_ids``: text generation on the
+  transformers or vLLM backend, same prompts and token ids on both.
+- ``Embedder``, ``embed_clients``, ``embed_split``: sentence embeddings, cached per suite.
+- ``load_causal_lm``, ``load_tokenizer``: a model or tokenizer by resolver name or folder.
+
+The evaluator's language-model helpers, for methods that train the downstream model:
+``encode_texts``, ``collate``, ``score``.
+
+The audit (``dpbench audit``) of a method's release: ``AuditMechanism``,
+``clipped_sum_mechanism``, ``noisy_clipped_sum``, ``clip_rows``, ``gaussian_noise``.
+
+Names are looked up in their home module on each access, so importing this module loads
+neither numpy nor torch, and a test that patches a name there (``dpbench.testing``'s embedder)
+reaches a plugin that imports it from here inside a function.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "GeneratorOptions": "dpbench.synthetic.options",
+    "PROMPT_STYLES": "dpbench.synthetic.prompts",
+    "build_prompt": "dpbench.synthetic.prompts",
+    "choose_examples": "dpbench.synthetic.prompts",
+    "clean": "dpbench.synthetic.prompts",
+    "postprocess": "dpbench.synthetic.prompts",
+    "stop_strings": "dpbench.synthetic.prompts",
+    "frechet_distance": "dpbench.synthetic.monitor",
+    "mean_pairwise_cosine": "dpbench.synthetic.monitor",
+    "round_metrics": "dpbench.synthetic.monitor",
+    "normalise_rows": "dpbench.synthetic.similarity",
+    "SamplingParams": "dpbench.models.generation",
+    "make_generator": "dpbench.models.generation",
+    "prompt_token_ids": "dpbench.models.generation",
+    "Embedder": "dpbench.models.embedding",
+    "embed_clients": "dpbench.models.embedding",
+    "embed_split": "dpbench.models.embedding",
+    "load_causal_lm": "dpbench.models.resolve",
+    "load_tokenizer": "dpbench.models.resolve",
+    "collate": "dpbench.evaluation.lm",
+    "encode_texts": "dpbench.evaluation.lm",
+    "score": "dpbench.evaluation.lm",
+    "AuditMechanism": "dpbench.privacy.audit",
+    "clipped_sum_mechanism": "dpbench.privacy.audit",
+    "clip_rows": "dpbench.privacy.noise",
+    "gaussian_noise": "dpbench.privacy.noise",
+    "noisy_clipped_sum": "dpbench.privacy.noise",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'dpbench.toolkit' has no attribute {name!r}")

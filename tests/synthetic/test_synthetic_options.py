@@ -1,0 +1,40 @@
+"""The shared generator options: validated, set flat in a suite beside a method's own."""
+
+from dataclasses import dataclass
+
+import pytest
+
+import dpbench.synthetic.options as options
+from dpbench.api import build_config, config_dict
+from dpbench.errors import ConfigError
+from dpbench.synthetic.options import GeneratorOptions
+
+
+@dataclass(frozen=True)
+class MethodOptions(GeneratorOptions):
+    rounds: int = 2
+
+
+def test_fields_are_checked_by_name():
+    for field, value in [("backend", "llama.cpp"), ("prompt_style", "poem"), ("generation_batch_size", 0),
+                         ("examples_per_prompt", 0), ("max_new_tokens", 0), ("truncate_tokens", 0),
+                         ("temperature", -1.0), ("top_p", 0.0), ("bf16", "yes")]:
+        with pytest.raises(ConfigError, match=f"^{field}: "):
+            GeneratorOptions(**{field: value})
+    with pytest.raises(ConfigError, match="^methods.m.top_p: "):
+        build_config(MethodOptions, {"top_p": 2}, where="methods.m")
+
+
+def test_a_method_sets_them_flat_beside_its_own():
+    config = build_config(MethodOptions, {"max_new_tokens": 8, "rounds": 5}, where="methods.m")
+    plain = config_dict(config)
+    assert plain["max_new_tokens"] == 8 and plain["rounds"] == 5 and plain["model"] == "smollm2-135m-instruct"
+
+
+def test_generator_and_sampling_follow_the_options(monkeypatch):
+    calls = []
+    monkeypatch.setattr(options, "make_generator", lambda backend, model, **kw: calls.append((backend, model, kw)))
+    GeneratorOptions(bf16=True, generation_batch_size=4).generator("cpu")
+    assert calls == [("transformers", "smollm2-135m-instruct", {"dtype": "bfloat16", "batch_size": 4, "device": "cpu"})]
+    params = GeneratorOptions(temperature=0.5, top_p=0.9, max_new_tokens=12).sampling(("\n",))
+    assert (params.temperature, params.top_p, params.max_new_tokens, params.stop) == (0.5, 0.9, 12, ("\n",))

@@ -1,0 +1,28 @@
+"""A method's JSON state under ctx.checkpoint_dir: saved atomically, read back on resume."""
+
+import math
+
+import pytest
+
+from dpbench.api import PrivacyBudget, RunContext
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return RunContext(run_id="r", seed=0, output_dir=tmp_path, budget=PrivacyBudget(epsilon=1, delta=1e-5), cache=None)
+
+
+def test_state_round_trips_under_the_checkpoint_folder(ctx):
+    assert ctx.load_state("round000/round.json") is None and ctx.load_state("monitor.json", default=[]) == []
+    ctx.save_state("round000/round.json", {"monitor": {"fid": 1.5, "lost": math.nan}, "texts": ["a", "é"]})
+    assert ctx.load_state("round000/round.json") == {"monitor": {"fid": 1.5, "lost": "nan"}, "texts": ["a", "é"]}
+    ctx.save_state("round000/round.json", [1])
+    assert ctx.load_state("round000/round.json") == [1]
+    assert sorted(p.name for p in (ctx.checkpoint_dir / "round000").iterdir()) == ["round.json"]  # no temp files
+
+
+def test_state_stays_inside_the_checkpoint_folder(ctx):
+    with pytest.raises(ValueError, match="outside the checkpoint folder"):
+        ctx.save_state("../result.json", {})
+    with pytest.raises(ValueError, match="outside the checkpoint folder"):
+        ctx.load_state("/etc/hosts")
