@@ -8,7 +8,7 @@ scores each with the suite's evaluator, so a selection rule, more rounds or more
 (the adapters are released already) and reports validation accuracy only: the test split
 stays for the leaderboard.
 
-    .venv/bin/python benchmarks/popri_checkpoints.py benchmarks/suites/shared-biorxiv.yaml --epsilon 1
+    .venv/bin/python benchmarks/popri_checkpoints.py suites/shared-biorxiv.yaml --epsilon 1
 """
 
 from __future__ import annotations
