@@ -81,7 +81,8 @@ def main() -> None:
                          "evaluation_s": round(time.perf_counter() - generated, 1)})
             print(f"checkpoint {k}{' (run)' if rows[-1]['chosen_by_run'] else ''}: validation accuracy "
                   f"{rows[-1]['validation_accuracy']:.4f} (step {rows[-1]['selected_step']}), centroid cosine "
-                  f"{stats['validation_centroid_cosine']:.3f}, diversity {stats['mean_pairwise_cosine']:.3f}", flush=True)
+                  f"{stats['validation_centroid_cosine']:.3f}, diversity {stats['mean_pairwise_cosine']:.3f}",
+                  flush=True)
     result = {"benchmark": "popri_checkpoints", "suite": suite.name, "overrides": args.overrides, "run": spec.run_id,
               "select": monitor["rule"], "evaluator": {choice.plugin: choice.options}, "machine": platform.machine(),
               "rows": rows}

@@ -107,8 +107,8 @@ def test_training_is_deterministic_and_learns(tok):
         return model
 
     a, b, c = trained(1), trained(1), trained(2)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values(), strict=True))
     untrained = lm.build_model(tok, n_layer=1, n_embd=32, n_head=2, max_length=32, seed=0)
     before = lm.score(untrained, encoded, pad_id=tok.pad_token_id)["cross_entropy"]
     assert lm.score(a, encoded, pad_id=tok.pad_token_id)["cross_entropy"] < before - 1

@@ -8,8 +8,14 @@ import pytest
 
 from dpbench.api.privacy import MechanismSpec
 from dpbench.errors import ConfigError
-from dpbench.privacy import (ACCOUNTANTS, DEFAULT_ACCOUNTANT, calibrate_noise_multiplier, compute_epsilon,
-                             compute_noise_multiplier, epsilon_for)
+from dpbench.privacy import (
+    ACCOUNTANTS,
+    DEFAULT_ACCOUNTANT,
+    calibrate_noise_multiplier,
+    compute_epsilon,
+    compute_noise_multiplier,
+    epsilon_for,
+)
 
 # Measured with dp-accounting 0.6.0 and opacus 1.6.0; pin each library's own numbers (they differ
 # in the 5th digit: different RDP orders).
