@@ -28,7 +28,7 @@ def test_tokenizes_once_bos_text_eos(tok):
 
 
 def test_the_double_tokenization_bug_would_fail(tok):
-    """The released evaluator re-tokenized token strings as words (popri.md §4.4); that
+    """The released evaluator re-tokenized token strings as words (docs/evaluator.md); that
     produces other, more ids ("Ġ" re-encoded as bytes), which the checks above reject."""
     text = "The cells divide"
     (ours,) = lm.encode_texts(tok, [text], 64)
