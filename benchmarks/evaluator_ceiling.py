@@ -70,7 +70,8 @@ def main() -> None:
             print(f"{label:32s} val {metrics['validation_accuracy']:.4f}  test {metrics['accuracy']:.4f}  "
                   f"step {details.get('selected_step')}  ({rows[-1]['seconds']} s)", flush=True)
     result = {"benchmark": "evaluator_ceiling", "suite": suite.name, "overrides": args.overrides,
-              "evaluator": {choice.plugin: choice.options}, "seed": args.seed, "machine": platform.machine(), "rows": rows}
+              "evaluator": {choice.plugin: choice.options}, "seed": args.seed, "machine": platform.machine(),
+              "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False))
     print(f"saved {args.out}")
 

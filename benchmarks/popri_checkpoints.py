@@ -8,7 +8,7 @@ scores each with the suite's evaluator, so a selection rule, more rounds or more
 (the adapters are released already) and reports validation accuracy only: the test split
 stays for the leaderboard.
 
-    .venv/bin/python benchmarks/popri_checkpoints.py benchmarks/suites/shared-biorxiv.yaml --epsilon 1
+    .venv/bin/python benchmarks/popri_checkpoints.py suites/shared-biorxiv.yaml --epsilon 1
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def main() -> None:
                          "evaluation_s": round(time.perf_counter() - generated, 1)})
             print(f"checkpoint {k}{' (run)' if rows[-1]['chosen_by_run'] else ''}: validation accuracy "
                   f"{rows[-1]['validation_accuracy']:.4f} (step {rows[-1]['selected_step']}), centroid cosine "
-                  f"{stats['validation_centroid_cosine']:.3f}, diversity {stats['mean_pairwise_cosine']:.3f}", flush=True)
+                  f"{stats['validation_centroid_cosine']:.3f}, diversity {stats['mean_pairwise_cosine']:.3f}",
+                  flush=True)
     result = {"benchmark": "popri_checkpoints", "suite": suite.name, "overrides": args.overrides, "run": spec.run_id,
               "select": monitor["rule"], "evaluator": {choice.plugin: choice.options}, "machine": platform.machine(),
               "rows": rows}

@@ -39,7 +39,8 @@ def main() -> None:
     results = []
     for count in args.clients:
         ids = [f"c{i}" for i in range(count)]
-        embeddings = {cid: normalise_rows(rng.normal(size=(args.texts_per_client, DIM))).astype(np.float32) for cid in ids}
+        embeddings = {cid: normalise_rows(rng.normal(size=(args.texts_per_client, DIM))).astype(np.float32)
+                      for cid in ids}
         client_texts = count * args.texts_per_client
 
         start = time.perf_counter()

@@ -47,7 +47,7 @@ def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[
     The text is tokenized once, from the raw string — the same ids as
     ``tokenizer(bos + text + eos, max_length=max_length, truncation=True)``. (The paper's
     released evaluator tokenized, then re-tokenized the token strings as "words", which
-    inserts spurious tokens and inflates accuracy; see popri.md §4.4.) A text longer than the
+    inserts spurious tokens and inflates accuracy; see docs/evaluator.md.) A text longer than the
     window loses its end, EOS included, as with the paper's call.
     """
     if not texts:

@@ -1,4 +1,4 @@
-"""``next_token``: the shared downstream yardstick (POPri §4, without its tokenization bug).
+"""``next_token``: the shared downstream yardstick (the POPri paper's, without its tokenization bug).
 
 Protocol
 --------

@@ -28,7 +28,7 @@ def test_tokenizes_once_bos_text_eos(tok):
 
 
 def test_the_double_tokenization_bug_would_fail(tok):
-    """The released evaluator re-tokenized token strings as words (popri.md §4.4); that
+    """The released evaluator re-tokenized token strings as words (docs/evaluator.md); that
     produces other, more ids ("Ġ" re-encoded as bytes), which the checks above reject."""
     text = "The cells divide"
     (ours,) = lm.encode_texts(tok, [text], 64)
@@ -107,8 +107,8 @@ def test_training_is_deterministic_and_learns(tok):
         return model
 
     a, b, c = trained(1), trained(1), trained(2)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values(), strict=True))
     untrained = lm.build_model(tok, n_layer=1, n_embd=32, n_head=2, max_length=32, seed=0)
     before = lm.score(untrained, encoded, pad_id=tok.pad_token_id)["cross_entropy"]
     assert lm.score(a, encoded, pad_id=tok.pad_token_id)["cross_entropy"] < before - 1

@@ -8,8 +8,14 @@ import pytest
 
 from dpbench.api.privacy import MechanismSpec
 from dpbench.errors import ConfigError
-from dpbench.privacy import (ACCOUNTANTS, DEFAULT_ACCOUNTANT, calibrate_noise_multiplier, compute_epsilon,
-                             compute_noise_multiplier, epsilon_for)
+from dpbench.privacy import (
+    ACCOUNTANTS,
+    DEFAULT_ACCOUNTANT,
+    calibrate_noise_multiplier,
+    compute_epsilon,
+    compute_noise_multiplier,
+    epsilon_for,
+)
 
 # Measured with dp-accounting 0.6.0 and opacus 1.6.0; pin each library's own numbers (they differ
 # in the 5th digit: different RDP orders).
@@ -60,7 +66,7 @@ def test_tree_aggregation_values():
     for accountant in ACCOUNTANTS:
         eps[accountant] = compute_epsilon(noise_multiplier=10, sampling_rate=1, rounds=2000, delta=1e-6,
                                           mechanism="tree_aggregation", accountant=accountant)
-    assert eps["rdp"] == pytest.approx(1.5494, abs=1e-4)  # baselines.md §B.2
+    assert eps["rdp"] == pytest.approx(1.5494, abs=1e-4)  # dp_accounting's SingleEpochTreeAggregationDpEvent
     assert eps["opacus"] == pytest.approx(eps["rdp"], rel=1e-9)
     assert eps["pld"] < eps["rdp"]
 
@@ -119,7 +125,7 @@ def test_arguments_are_keyword_only():
 
 @pytest.mark.parametrize("accountant, expected", [("rdp", 19.251), ("opacus", 19.251), ("pld", 17.864)])
 def test_calibration_reference_values(accountant, expected):
-    """POPri at ε=1, δ=3e-6, 20 full-participation rounds (popri.md §3, baselines.md §C.4)."""
+    """POPri at ε=1, δ=3e-6, 20 full-participation rounds: the paper's setting (docs/methods/popri.md)."""
     spec = MechanismSpec(rounds=20)
     sigma = calibrate_noise_multiplier(spec, epsilon=1.0, delta=3e-6, accountant=accountant)
     assert sigma == pytest.approx(expected, abs=2e-3)
@@ -128,7 +134,7 @@ def test_calibration_reference_values(accountant, expected):
 
 def test_calibration_subsampled_matches_dp_accounting_example():
     sigma = compute_noise_multiplier(epsilon=3.0, delta=1e-5, sampling_rate=0.01, rounds=10_000, accountant="rdp")
-    assert sigma == pytest.approx(1.66186, rel=2e-4)  # calibrate_dp_mechanism's answer (baselines.md §C.2)
+    assert sigma == pytest.approx(1.66186, rel=2e-4)  # dp_accounting.calibrate_dp_mechanism's answer
 
 
 def test_calibration_edge_cases():

@@ -140,7 +140,7 @@ CANARIES = {
 
 @pytest.mark.parametrize("canary", CANARIES)
 def test_frozen_noise_sensitivity(tmp_path, canary):
-    """Same seed and key, D vs D + canary: outputs finite and within C of each other (§4.1 S4)."""
+    """Same seed and key, D vs D + canary: outputs finite and within C of each other (sensitivity C)."""
     d = rows()
     a = make(tmp_path / "a").release_clipped_sum("round-0", d, clip_norm=C)
     b = make(tmp_path / "b").release_clipped_sum("round-0", np.vstack([d, CANARIES[canary]]), clip_norm=C)
