@@ -19,27 +19,21 @@ class DpFedAvgOptions:
     """T; paper scale: hundreds to a few thousand"""
     clients_per_round: int = 25
     """expected cohort m̃: each client joins a round with probability q = min(1, m̃/N) and the
-    noisy sum is divided by m̃ (a public constant, = qN unless N < m̃). 25 of sotu's 149 keeps a round at ~12 s on 2 cores (~0.35 s
-    per client, ~2.5 s of validation), ~6 min in all; paper scale: as many as compute allows
-    (1,000+)"""
+    noisy sum is divided by m̃ (a public constant, = qN unless N < m̃); paper scale: as many as
+    compute allows (1,000+)"""
     local_epochs: int = 1
     """passes over a client's own texts per round; paper scale: 1"""
     local_batch_size: int = 8
     """paper scale: 8–16"""
     local_lr: float = 0.1
-    """client SGD learning rate; paper scale: 0.01, 0.03 or 0.1. Measured on public data only
-    (pseudo-clients of 20 public sotu paragraphs, never private clients): a delta's median norm
-    is 0.14 at 0.05, 0.30 at 0.1 and 2.4 at 0.3"""
+    """client SGD learning rate; paper scale: 0.01, 0.03 or 0.1 (chosen on public data only:
+    docs/notes/dp-fedavg-cpu-tuning.md)"""
     clip_norm: float = 0.5
-    """C, the L2 bound on each client's delta (the user-level sensitivity): above the public
-    pseudo-clients' median (0.30 at the default local_lr), since private clients' text is further
-    from the public-pretrained model, so typical updates pass nearly whole and outliers are
-    bounded; paper scale: 0.01, 0.1 or 1"""
+    """C, the L2 bound on each client's delta (the user-level sensitivity); paper scale: 0.01, 0.1
+    or 1"""
     server_lr: float = 0.001
-    """η_s. Chosen on sotu's validation split at ε = 1 (30 rounds, momentum 0.9): 1.0 diverges
-    (validation accuracy 0.079 -> 0.0001 as the noise, z·C/m̃ ≈ 0.075 per coordinate, swamps the
-    model), 0.01 peaks at 0.0804 after 10 rounds then decays, 0.001 climbs to 0.0809 at round
-    30. DP-FedAvg proper (paper scale, cohorts of 1,000+): 1.0"""
+    """η_s; chosen on sotu's validation split (docs/notes/dp-fedavg-cpu-tuning.md); DP-FedAvg
+    proper (cohorts of 1,000+): 1.0"""
     server_momentum: float = 0.9
     """heavy-ball momentum on the noisy average (0: plain DP-FedAvg); paper scale: 0.9"""
     bf16: bool = True

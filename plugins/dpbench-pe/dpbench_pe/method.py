@@ -1,6 +1,6 @@
 """Private Evolution (PE) for text with client-level DP, as a dpbench method.
 
-Aug-PE (Xie, Lin, Zhang, Yan, Inan, Sim, Wutschitz, Kairouz, Wang, Li, Yekhanin, ICML 2024,
+Aug-PE (Xie, Lin, Backurs, Gopi, Yu, Inan, Nori, Jiang, Zhang, Lee, Li, Yekhanin, ICML 2024,
 arXiv 2403.01749; code AI-secure/aug-pe) in the federated form of microsoft/DPSDA's ``pe``
 library (``vote_normalization_level="client"``). RANDOM_API writes N_syn·L candidates from
 prompts of random public seed texts; each iteration every sampled client's texts vote for

@@ -1,6 +1,6 @@
 """POPri: private federated learning using preference-optimized synthetic data.
 
-Hou, Wang, Shrivastava, Zhang, Jiang, Mireshghallah, Smith, Kairouz (ICML 2025,
+Hou, Wang, Zhu, Lazar, Fanti (ICML 2025,
 arXiv 2504.16438); reference code meiyuw/POPri@2f0ac43. Each round the server samples J
 candidates for each of N prompts from the current policy (base + LoRA adapter), clients score
 them by cosine similarity to their own texts (centred, unit L2 norm: sensitivity 1), the
