@@ -9,7 +9,8 @@ import pluggy
 import pytest
 
 from dpbench import hookimpl
-from dpbench.plugins import DEFAULT_PLUGINS, get_plugins, get_registry, pm, register_plugin, unregister_plugin
+from dpbench.plugins import (DEFAULT_PLUGINS, get_plugins, get_registry, pm, register_plugin, registered,
+                             unregister_plugin)
 
 
 def test_default_plugins_are_loaded_with_their_hooks():
@@ -62,6 +63,33 @@ def test_duplicate_names_across_plugins_fail_naming_both():
             get_registry("method")
     finally:
         unregister_plugin("clash")
+
+
+def test_publisher_hooks_get_every_finished_run_and_the_written_leaderboard(toy_plugin, toy_suite, tmp_path):
+    from click.testing import CliRunner
+
+    from dpbench.cli import cli
+
+    finished, boards = [], []
+    plugin = types.ModuleType("recorder")
+
+    @hookimpl
+    def run_finished(run, result):
+        finished.append((run.run_id, result.run_id, (tmp_path / "runs" / "toy" / run.run_id / "result.json").exists()))
+
+    @hookimpl
+    def leaderboard_written(suite, leaderboard, paths):
+        boards.append((suite.name, leaderboard.suite, len(leaderboard.rows), [p.name for p in paths if p.exists()]))
+
+    plugin.run_finished, plugin.leaderboard_written = run_finished, leaderboard_written
+    with registered(plugin, name="recorder"):
+        out = CliRunner().invoke(cli, ["run", str(toy_suite()), "seeds=1", "--runs-dir", str(tmp_path / "runs"),
+                                       "--leaderboards-dir", str(tmp_path / "boards")])
+    assert out.exit_code == 0, out.output
+    assert len(finished) == 4 and all(run == result and saved for run, result, saved in finished)
+    completed = sorted(p.parent.name for p in (tmp_path / "runs").glob("toy/*/result.json"))
+    assert sorted(run for run, _, _ in finished) == completed
+    assert boards == [("toy", "toy", 4, ["toy.md", "toy.json", "toy.csv"])]
 
 
 @pytest.fixture

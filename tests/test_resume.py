@@ -12,7 +12,6 @@ import numpy as np
 
 from dpbench.results import load_artifact, load_result
 
-PLUGINS = Path(__file__).parent / "plugins"
 SUITE = """\
 seeds: [3]
 privacy: {epsilon: 2, delta: 1e-5, accountant: rdp}
@@ -22,8 +21,8 @@ evaluators: {next_word: {}}
 """
 
 
-def _command(suite: Path, runs: Path, boards: Path):
-    return [sys.executable, "-m", "dpbench", "--plugins-dir", str(PLUGINS), "run", str(suite),
+def _command(plugins: Path, suite: Path, runs: Path, boards: Path):
+    return [sys.executable, "-m", "dpbench", "--plugins-dir", str(plugins), "run", str(suite),
             "--runs-dir", str(runs), "--leaderboards-dir", str(boards)]
 
 
@@ -36,12 +35,12 @@ def _ledger(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_killed_run_resumes_without_double_spending(tmp_path):
+def test_killed_run_resumes_without_double_spending(tmp_path, toy_plugins_dir):
     suite = tmp_path / "resume.yaml"
     suite.write_text(SUITE)
 
     killed_runs = tmp_path / "killed"
-    process = subprocess.Popen(_command(suite, killed_runs, tmp_path / "b1"), env=_env(),
+    process = subprocess.Popen(_command(toy_plugins_dir, suite, killed_runs, tmp_path / "b1"), env=_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     run_dir = None
@@ -59,9 +58,9 @@ def test_killed_run_resumes_without_double_spending(tmp_path):
     spent_before = len(_ledger(run_dir))
     assert 2 <= spent_before < 4
 
-    resumed = subprocess.run(_command(suite, killed_runs, tmp_path / "b1"), env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(_command(toy_plugins_dir, suite, killed_runs, tmp_path / "b1"), env=_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    straight = subprocess.run(_command(suite, tmp_path / "straight", tmp_path / "b2"), env=_env(), capture_output=True, text=True, timeout=300)
+    straight = subprocess.run(_command(toy_plugins_dir, suite, tmp_path / "straight", tmp_path / "b2"), env=_env(), capture_output=True, text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr
 
     (other_dir,) = [p.parent for p in (tmp_path / "straight").glob("resume/*/result.json")]

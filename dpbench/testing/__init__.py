@@ -1,6 +1,8 @@
 """Stand-ins for tests of dpbench and its method plugins: a tiny random-init chat Llama (a
-generator/policy in seconds) and a hashing embedder (no model at all). A plugin's
-``conftest.py`` imports the pytest fixtures from ``dpbench.testing.fixtures``."""
+generator/policy in seconds), a tiny GPT-2 downstream model and a hashing embedder (no model at
+all). Installing dpbench registers ``dpbench.testing.pytest_plugin``, whose fixtures hand these
+(and the toy plugin, ``dpbench.testing.toy``) to any test; ``dpbench.testing.conformance``
+checks a method against the plugin contract."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ CHAT_TEMPLATE = (
 )
 PROMPT_WORDS = ("Here are some example paragraphs: Write one new paragraph like these. Reply with the paragraph only.",
                 "Please rephrase the following paragraph in a casual way: Reply with the rephrased paragraph only.")
+TOY_CORPUS = tuple(" ".join(f"w{(i * 7 + j) % 40}" for j in range(12)) for i in range(200))
+"""texts in the toy plugin's words ``w0..w39``, for the tokenizers of the tiny models"""
 
 
 def tiny_chat_llama(folder: Path, *, hidden_size: int = 32, extra_texts: Sequence[str] = PROMPT_WORDS) -> Path:
@@ -26,8 +30,7 @@ def tiny_chat_llama(folder: Path, *, hidden_size: int = 32, extra_texts: Sequenc
 
     from dpbench.evaluation.lm import train_tokenizer
 
-    corpus = [" ".join(f"w{(i * 7 + j) % 40}" for j in range(12)) for i in range(200)] + list(extra_texts)
-    tok = train_tokenizer(corpus, 400)
+    tok = train_tokenizer([*TOY_CORPUS, *extra_texts], 400)
     tok.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
@@ -36,6 +39,19 @@ def tiny_chat_llama(folder: Path, *, hidden_size: int = 32, extra_texts: Sequenc
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     tok.save_pretrained(folder)
+    return Path(folder)
+
+
+def tiny_downstream_gpt2(folder: Path, texts: Sequence[str] = TOY_CORPUS) -> Path:
+    """Save a 1-layer random-init GPT-2 (about 23k parameters, 24 positions) and a 300-token
+    byte-level BPE tokenizer trained on ``texts`` to ``folder``: the shape of the ``next_token``
+    evaluator's initial model, for methods that train the downstream model themselves; returns
+    ``folder``."""
+    from dpbench.evaluation.lm import build_model, train_tokenizer
+
+    tokenizer = train_tokenizer(texts, 300)
+    build_model(tokenizer, n_layer=1, n_embd=32, n_head=2, max_length=24, seed=0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return Path(folder)
 
 

@@ -13,10 +13,10 @@ is missed.
 
 from __future__ import annotations
 
-import logging
-import math
 import shutil
 from pathlib import Path
+
+from dpbench.testing.runs import RUN_DIR, run_once
 
 CANARY_MARKER = "zqxcanary7f3e"
 
@@ -41,12 +41,14 @@ def check_release_only(method, data, *, folder: Path, canary_texts: tuple[str, .
 
         raise ConfigError("method", type(method).__name__, "a method whose declared mechanism is the same with one more "
                           "client (e.g. DP-FedAvg with clients_per_round >= the number of clients, so q = 1)")
-    a = _run(method, data, folder / "a", seed, noise_multiplier, downstream)
-    a2 = _run(method, data, folder / "a2", seed, noise_multiplier, downstream)
-    (folder / "b" / "out").mkdir(parents=True)
-    shutil.copy(folder / "a" / "out" / "ledger.jsonl", folder / "b" / "out" / "ledger.jsonl")
-    shutil.copytree(folder / "a" / "out" / "releases", folder / "b" / "out" / "releases")
-    b = _run(method, canary, folder / "b", seed, noise_multiplier, downstream)
+    settings = dict(seed=seed, noise_multiplier=noise_multiplier, downstream=downstream, keep_releases=True)
+    a = run_once(method, data, folder / "a", **settings)
+    a2 = run_once(method, data, folder / "a2", **settings)
+    replayed, replaying = folder / "a" / RUN_DIR, folder / "b" / RUN_DIR  # run B replays every release of run A
+    replaying.mkdir(parents=True)
+    shutil.copy(replayed / "ledger.jsonl", replaying / "ledger.jsonl")
+    shutil.copytree(replayed / "releases", replaying / "releases")
+    b = run_once(method, canary, folder / "b", **settings)
 
     problems = []
     for name in sorted(set(a) | set(a2) | set(b)):
@@ -56,37 +58,6 @@ def check_release_only(method, data, *, folder: Path, canary_texts: tuple[str, .
         if other is not None and marker.encode() in other:
             problems.append(f"{name}: holds the canary client's private text")
     return problems
-
-
-def _run(method, data, folder: Path, seed: int, sigma: float, downstream) -> dict:
-    """Every file, the log and the artifact of one run, as ``{name: bytes}``."""
-    from dpbench.api import PrivacyBudget, RunContext, SyntheticTexts
-    from dpbench.cache import SuiteCache
-    from dpbench.privacy import open_session
-    from dpbench.results import folder_digest
-
-    out = folder / "out"
-    budget = PrivacyBudget(epsilon=math.inf, delta=1e-5)
-    session = open_session(method.mechanism(data), noise_multiplier=sigma, budget=budget, run_dir=out,
-                           clients=sorted(data.clients), seed=seed, accountant="rdp")
-    session.discard_release = lambda key: None  # run B replays every release of run A
-    log = logging.getLogger(f"dpbench.leaks.{folder.name}")
-    log.setLevel(logging.DEBUG)
-    lines: list[str] = []
-    handler = _ListHandler(lines)
-    log.addHandler(handler)
-    try:
-        ctx = RunContext(run_id="leak-check", seed=seed, output_dir=out, budget=budget,
-                         cache=SuiteCache(folder / "cache"), privacy=session, log=log,
-                         downstream=(lambda: downstream) if downstream else None)
-        artifact = method.run(data, ctx)
-    finally:
-        log.removeHandler(handler)
-    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-    files["<log>"] = "\n".join(lines).encode()
-    files["<artifact>"] = ("\n".join(artifact.texts) if isinstance(artifact, SyntheticTexts)
-                           else folder_digest(artifact.path)).encode()
-    return files
 
 
 def _differences(name: str, first: bytes | None, again: bytes | None, other: bytes | None) -> list[str]:
@@ -101,12 +72,3 @@ def _differences(name: str, first: bytes | None, again: bytes | None, other: byt
         return [f"{name}: {len(other_lines)} lines with the canary client, {len(first_lines)} without"]
     return [f"{name}:{i + 1}: {x!r} becomes {y!r} with the canary client"
             for i, (x, x2, y) in enumerate(zip(first_lines, again_lines, other_lines)) if x == x2 and x != y]
-
-
-class _ListHandler(logging.Handler):
-    def __init__(self, lines: list[str]):
-        super().__init__()
-        self.lines = lines
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
 from dpbench.api import MethodData, PrivacyBudget, RunContext
 from dpbench.cache import SuiteCache
+from dpbench.testing import tiny_downstream_gpt2
 
-TOY_PLUGINS = Path(__file__).resolve().parents[3] / "tests" / "plugins"
 ANIMALS = ["cat", "dog", "cow", "hen", "fox", "owl"]
 PLACES = ["mat", "rug", "bed", "hill", "barn", "road"]
 
@@ -24,14 +23,9 @@ def corpus(n: int, offset: int = 0, style: str = "the") -> tuple[str, ...]:
 
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory) -> Path:
-    """A save_pretrained folder like the next_token evaluator's initial model (~23k parameters)."""
-    from dpbench.evaluation.lm import build_model, train_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    tokenizer = train_tokenizer(corpus(40) + corpus(40, style="a"), 300)
-    build_model(tokenizer, n_layer=1, n_embd=32, n_head=2, max_length=24, seed=0).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    """dpbench's tiny downstream GPT-2 with a tokenizer for this folder's corpus (in place of
+    the pytest plugin's, whose tokenizer knows the toy plugin's words)."""
+    return tiny_downstream_gpt2(tmp_path_factory.mktemp("tiny-gpt2"), corpus(40) + corpus(40, style="a"))
 
 
 @pytest.fixture
@@ -62,20 +56,6 @@ def run_method(tiny_gpt2, fed_data):
         return method.run(fed_data, ctx), ctx
 
     return run
-
-
-@pytest.fixture
-def toy_plugin(monkeypatch):
-    """dpbench's toy dataset plugin (tests/plugins/toy.py), for one test; as in dpbench's own
-    tests, installed plugins stay unloaded (also when this folder runs alone)."""
-    monkeypatch.setattr(sys, "_called_from_test", True, raising=False)
-    monkeypatch.syspath_prepend(str(TOY_PLUGINS))
-    import toy
-
-    from dpbench.plugins import registered
-
-    with registered(toy, name="toy"):
-        yield toy
 
 
 @pytest.fixture

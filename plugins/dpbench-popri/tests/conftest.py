@@ -1,26 +1,9 @@
-"""A tiny random-init chat Llama and a hashing embedder (``dpbench.testing``): POPri's whole loop in seconds."""
+"""POPri's whole loop in seconds on dpbench's tiny random-init chat Llama and hashing embedder
+(the ``tiny_llama`` and ``hashing_embedder`` fixtures of dpbench's pytest plugin)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-from dpbench.testing.fixtures import hashing_embedder, tiny_llama  # noqa: F401 - fixtures
-
-TOY_PLUGINS = Path(__file__).resolve().parents[3] / "tests" / "plugins"
-
-
-@pytest.fixture
-def toy_plugin(monkeypatch):
-    """dpbench's toy dataset and evaluator plugin (tests/plugins/toy.py), for one test."""
-    monkeypatch.syspath_prepend(str(TOY_PLUGINS))
-    import toy
-
-    from dpbench.plugins import registered
-
-    with registered(toy, name="toy"):
-        yield toy
 
 
 @pytest.fixture

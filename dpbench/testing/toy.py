@@ -3,7 +3,8 @@
 ``toy_texts`` makes clients that each favour a few words; ``noisy_unigram`` releases the sum
 of clients' unit-norm word-frequency vectors once per round through the shared privacy layer
 (checkpointing every round) and samples texts from the noisy average; ``next_word`` scores
-texts by bigram next-word accuracy. Loaded in a subprocess with ``dpbench --plugins-dir``.
+texts by bigram next-word accuracy. Tests register it with the ``toy_plugin`` fixture, or in a
+subprocess with ``dpbench --plugins-dir`` on the ``toy_plugins_dir`` fixture's folder.
 """
 
 from __future__ import annotations
