@@ -182,8 +182,8 @@ class Runner:
         evaluators = self.evaluators(spec)
         ctx = RunContext(run_id=spec.run_id, seed=spec.seed, output_dir=folder, budget=spec.budget,
                          cache=self.cache, device=_device(spec.device), log=log, progress=self.progress)
-        ctx.downstream = lambda: next((path for _, e in evaluators
-                                       if (path := e.initial_model(method_data, ctx)) is not None), None)
+        if method_cls.trains_downstream_model:
+            ctx.downstream_model = _downstream_model(evaluators, method_data, ctx)
         privacy, session = self._privacy(spec, method_cls, method.mechanism(method_data), data, folder, ctx)
 
         artifact = load_artifact(folder)
@@ -288,6 +288,16 @@ class Runner:
                                                "traceback": traceback.format_exc()})
         except OSError as write_err:  # a full disk must not stop the other runs
             log.error("could not write %s: %s", folder / "error.json", write_err)
+
+
+def _downstream_model(evaluators, data: MethodData, ctx: RunContext) -> Path:
+    """The first evaluator's model a method may train (``Evaluator.initial_model``)."""
+    for choice, evaluator in evaluators:
+        if (path := evaluator.initial_model(data, ctx)) is not None:
+            return path
+    raise DpbenchError("this method trains the downstream model itself, but none of the suite's evaluators provides "
+                       "one (an evaluator with initial_model, such as next_token): "
+                       + ", ".join(choice.label for choice, _ in evaluators))
 
 
 def _has_files(folder: Path) -> bool:

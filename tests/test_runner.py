@@ -121,21 +121,24 @@ def test_spec_round_trips_through_json(toy_plugin, toy_suite):
 
 
 def test_methods_get_the_evaluators_downstream_model(toy_plugin, toy_suite, tmp_path, monkeypatch):
-    """A federated method trains the evaluator's own starting model (``ctx.initial_model``);
-    evaluators without one make it a clear error."""
+    """A method that trains the evaluator's own starting model gets it resolved before it runs
+    (``ctx.initial_model``); evaluators without one make the run fail with a clear error, and a
+    method that does not declare it gets none."""
     seen = {}
     original = toy_plugin.NoisyUnigram.run
 
     def run(self, data, ctx):
-        try:
-            seen["path"] = ctx.initial_model()
-        except Exception as err:  # noqa: BLE001 - the message is what is checked
-            seen["error"] = str(err)
+        seen["path"] = ctx.downstream_model
         return original(self, data, ctx)
 
     monkeypatch.setattr(toy_plugin.NoisyUnigram, "run", run)
-    _run(toy_suite(), tmp_path / "none", ["seeds=1"])
-    assert "none of the suite's evaluators provides one" in seen.pop("error")
+    _run(toy_suite(), tmp_path / "undeclared", ["seeds=1"])
+    assert seen.pop("path") is None
+
+    monkeypatch.setattr(toy_plugin.NoisyUnigram, "trains_downstream_model", True)
+    _, report = _run(toy_suite(), tmp_path / "none", ["seeds=1"])
+    assert all("none of the suite's evaluators provides one" in e for e in report.failed.values())
+    assert len(report.failed) == 2 and "path" not in seen  # both ε rows failed before the method ran
 
     monkeypatch.setattr(toy_plugin.NextWord, "initial_model", lambda self, data, ctx: tmp_path / f"model-{len(data.public)}",
                         raising=False)

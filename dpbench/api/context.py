@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -32,8 +32,8 @@ class RunContext:
     """Seed, folders, device, privacy handle, cache, logger and progress of one run.
 
     ``privacy`` is ``None`` for the reference rows, which make no noisy release.
-    ``downstream`` hands out the suite's downstream model for methods that train it
-    themselves (see ``initial_model``).
+    ``downstream_model`` is the evaluator's model folder, resolved by the runner before the
+    method runs when the method trains it itself (see ``initial_model``).
     """
 
     run_id: str
@@ -45,7 +45,7 @@ class RunContext:
     privacy: PrivacySession | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("dpbench.run"))
     progress: Progress | None = None
-    downstream: Callable[[], Path | None] | None = None
+    downstream_model: Path | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -77,11 +77,11 @@ class RunContext:
         a method that trains it returns ``TrainedModel`` of its own copy. Never write into it."""
         from dpbench.errors import DpbenchError
 
-        path = self.downstream() if self.downstream is not None else None
-        if path is None:
-            raise DpbenchError("this method trains the downstream model itself, but none of the suite's evaluators "
-                               "provides one (an evaluator with initial_model, such as next_token)")
-        return path
+        if self.downstream_model is None:
+            raise DpbenchError("no downstream model was handed to this run: a method that trains it sets "
+                               "Method.trains_downstream_model, and the suite needs an evaluator that provides one "
+                               "(initial_model, such as next_token)")
+        return self.downstream_model
 
     def seed_for(self, stream: str) -> int:
         return derive_seed(self.seed, stream)

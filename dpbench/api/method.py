@@ -28,6 +28,9 @@ class Method(ABC):
     version: ClassVar[str] = "1"
     config_class: ClassVar[type] = NoOptions
     reference: ClassVar[str | None] = None
+    trains_downstream_model: ClassVar[bool] = False
+    """True for a method that trains the evaluator's own model and returns ``TrainedModel``: the
+    runner resolves that model before ``run`` and hands it over as ``ctx.initial_model()``."""
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.config_class()

@@ -46,7 +46,7 @@ def run_once(method, data, folder: Path, *, seed: int = 0, noise_multiplier: flo
         ctx = RunContext(run_id="testing", seed=seed, output_dir=out, budget=budget,
                          cache=SuiteCache(folder / "cache"), log=log,
                          privacy=wrap_session(session) if wrap_session else session,
-                         downstream=(lambda: downstream) if downstream else None)
+                         downstream_model=downstream)
         artifact = method.run(data, ctx)
     finally:
         log.removeHandler(handler)

@@ -50,6 +50,7 @@ class DpFedAvg(Method):
 
     version = "1"
     config_class = DpFedAvgOptions
+    trains_downstream_model = True
 
     def mechanism(self, data: MethodData) -> MechanismSpec:
         return MechanismSpec(rounds=self.config.rounds, sampling_rate=self.sampling_rate(data.num_clients))

@@ -52,7 +52,7 @@ def run_method(tiny_gpt2, fed_data):
             session_hook(session)
         ctx = RunContext(run_id="test", seed=seed, output_dir=run_dir, budget=budget,
                          cache=SuiteCache(run_dir / "cache"), privacy=session, log=logging.getLogger("dpbench.test"),
-                         downstream=lambda: tiny_gpt2)
+                         downstream_model=tiny_gpt2)
         return method.run(fed_data, ctx), ctx
 
     return run
