@@ -54,7 +54,7 @@ def _secret_texts(count: int, *, seed: int, words: int, stream: int) -> list[str
         digits = rng.integers(10, size=words)
         secret = (
             f"{_CONSONANTS[c[0]]}{_VOWELS[v[0]]}{_CONSONANTS[c[1]]}{_VOWELS[v[1]]}{d}"
-            for c, v, d in zip(consonants, vowels, digits)
+            for c, v, d in zip(consonants, vowels, digits, strict=True)
         )
         texts.setdefault(" ".join([CANARY_PREFIX, *secret]), None)
     return list(texts)
@@ -73,7 +73,7 @@ def plant(clients: Mapping[str, tuple[str, ...]], canaries: Sequence[str], *, se
     ids = sorted(clients)
     chosen = _rng(seed, _PLANT_STREAM).choice(len(ids), size=len(canaries), replace=False)
     planted = {cid: tuple(texts) for cid, texts in clients.items()}
-    for index, canary in zip(chosen, canaries):
+    for index, canary in zip(chosen, canaries, strict=True):
         planted[ids[index]] += (canary,)
     return planted
 

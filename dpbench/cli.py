@@ -31,7 +31,8 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dpbench")
-@click.option("--plugins-dir", type=click.Path(file_okay=False), help="Also load every *.py in this folder as a plugin.")
+@click.option("--plugins-dir", type=click.Path(file_okay=False),
+              help="Also load every *.py in this folder as a plugin.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def cli(plugins_dir, verbose):
     """Compare differentially private methods for federated text at the same (ε, δ)."""
@@ -72,7 +73,8 @@ def _fail(err) -> None:
 @cli.command()
 @click.argument("suite", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
-@click.option("--runs-dir", type=click.Path(file_okay=False), help="Where run folders go (default: the suite's runs_dir or ./runs).")
+@click.option("--runs-dir", type=click.Path(file_okay=False),
+              help="Where run folders go (default: the suite's runs_dir or ./runs).")
 @click.option("--leaderboards-dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Redo runs that are already complete (discarding their folders).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failing run.")
@@ -85,7 +87,8 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
     from dpbench.errors import DpbenchError
 
     # dpbench draws its own progress bars; silence the libraries' tqdm bars and info chatter
-    for var, value in (("TQDM_DISABLE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error")):
+    for var, value in (("TQDM_DISABLE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                       ("TRANSFORMERS_VERBOSITY", "error")):
         os.environ.setdefault(var, value)
     if use_wandb:
         overrides = (*overrides, "publish.wandb=true")
@@ -135,14 +138,17 @@ def _print_runs(loaded) -> None:
     for column in ("run id", "dataset", "method", "ε", "δ", "seed"):
         table.add_column(column)
     for spec in loaded.runs:
-        table.add_row(spec.run_id, spec.dataset.label, spec.method.label, spec.budget.label, f"{spec.delta:g}", str(spec.seed))
+        table.add_row(spec.run_id, spec.dataset.label, spec.method.label, spec.budget.label, f"{spec.delta:g}",
+                      str(spec.seed))
     _console().print(table)
 
 
 @cli.command()
 @click.argument("suite", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
-@click.option("--runs-dir", type=click.Path(file_okay=False), help="Where run folders go (default: the suite's runs_dir or ./runs); the data is cached there, as a run would.")
+@click.option("--runs-dir", type=click.Path(file_okay=False),
+              help="Where run folders go (default: the suite's runs_dir or ./runs); the data is cached there, "
+                   "as a run would.")
 @click.option("--no-data", is_flag=True, help="Check the suite's structure only; do not load its datasets.")
 def validate(suite, overrides, runs_dir, no_data):
     """Check SUITE without running it: plugin names, options, privacy budget, seeds, and (unless
@@ -208,7 +214,8 @@ def plugins(as_json):
 @click.argument("overrides", nargs=-1)
 @click.option("--runs-dir", type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False))
-@click.option("--all", "include_all", is_flag=True, help="Include every completed run in the suite folder, not only this grid's.")
+@click.option("--all", "include_all", is_flag=True,
+              help="Include every completed run in the suite folder, not only this grid's.")
 def leaderboard(suite, overrides, runs_dir, out_dir, include_all):
     """Collect SUITE's completed runs into leaderboards/<suite>.md, .json and .csv."""
     from pathlib import Path
@@ -244,7 +251,7 @@ def publish(suite, overrides, runs_dir):
     sound = [(folder, result) for folder, result in runs if result.run_id not in board.incomplete]
     for run_id, why in board.incomplete.items():
         click.echo(f"not published (incomplete) {run_id}: {why}", err=True)
-    for folder, result in sound:
+    for _folder, result in sound:
         wandb_publisher.publish_run(RunSpec.from_dict(result.spec), result, settings=settings)
     wandb_publisher.publish_leaderboard(loaded, board, settings=settings)
     click.echo(f"published {len(sound)} runs of {loaded.name}")

@@ -154,7 +154,8 @@ def _ledger_epsilon(folder: Path, result: RunResult) -> float:
         return math.inf
     from dpbench.privacy import epsilon_from_ledger
 
-    return epsilon_from_ledger(folder / "ledger.jsonl", delta=result.privacy["delta"], accountant=result.privacy["accountant"])
+    return epsilon_from_ledger(folder / "ledger.jsonl", delta=result.privacy["delta"],
+                               accountant=result.privacy["accountant"])
 
 
 def _check_versions(runs) -> None:
@@ -172,11 +173,13 @@ def _check_versions(runs) -> None:
 
 
 def _check_same_config(dataset, method, epsilon, members) -> None:
-    hashes = {json.dumps([r.spec["method"], r.spec["dataset"], r.spec["evaluators"]], sort_keys=True) for _, r in members}
+    hashes = {json.dumps([r.spec["method"], r.spec["dataset"], r.spec["evaluators"]], sort_keys=True)
+              for _, r in members}
     if len(hashes) > 1:
         ids = ", ".join(r.run_id for _, r in members[:4])
         raise IncompatibleRuns(f"runs of {method!r} on {dataset!r} at ε={epsilon:g} used different options ({ids}); "
-                               f"give each configuration its own label in the suite (methods: {{label: {{plugin: ...}}}})")
+                               f"give each configuration its own label in the suite "
+                               f"(methods: {{label: {{plugin: ...}}}})")
 
 
 def _columns(runs) -> list[tuple[str, bool]]:
@@ -217,11 +220,13 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
              f"output gave away planted canary text (expected only of the ε = ∞ row).", ""]
     for dataset in sorted({r.dataset for r in board.rows}):
         lines += [f"## {dataset}", ""]
-        header = ["method", "ε", "δ", "ε (ledger)"] + [f"{n} {'↑' if h else '↓'}" for n, h in board.columns] + ["gap closed", "runs", "versions"]
+        header = (["method", "ε", "δ", "ε (ledger)"] + [f"{n} {'↑' if h else '↓'}" for n, h in board.columns]
+                  + ["gap closed", "runs", "versions"])
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for row in (r for r in board.rows if r.dataset == dataset):
-            method = row.method + (" (secure noise)" if row.noise != "seeded" else "") + (f" ⚑ leaks canaries ({row.leaks_canaries}/{row.runs} runs)" if row.leaks_canaries else "")
+            method = (row.method + (" (secure noise)" if row.noise != "seeded" else "")
+                      + (f" ⚑ leaks canaries ({row.leaks_canaries}/{row.runs} runs)" if row.leaks_canaries else ""))
             cells = [method, _fmt_eps(row.epsilon), f"{row.delta:g}",
                      _fmt_eps(row.epsilon_ledger) + (" ⚠" if row.over_budget else "")]
             for name, _ in board.columns:
@@ -244,7 +249,8 @@ def render_csv(board: Leaderboard) -> str:
     writer = csv.writer(out)
     metric_names = [n for n, _ in board.columns]
     writer.writerow(["dataset", "method", "plugin", "epsilon", "delta", "epsilon_ledger"]
-                    + [f"{n}_{s}" for n in metric_names for s in ("mean", "std")] + ["gap_closed", "runs", "leaks_canaries"])
+                    + [f"{n}_{s}" for n in metric_names for s in ("mean", "std")]
+                    + ["gap_closed", "runs", "leaks_canaries"])
     for row in board.rows:
         stats = [row.metrics.get(n, {}).get(s, "") for n in metric_names for s in ("mean", "std")]
         writer.writerow([row.dataset, row.method, row.plugin, row.epsilon, row.delta, row.epsilon_ledger, *stats,

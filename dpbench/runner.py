@@ -24,16 +24,22 @@ from typing import TYPE_CHECKING
 
 from dpbench.api import Evaluator, FederatedTextData, Method, MethodData, RunContext, SyntheticTexts
 from dpbench.api.config import config_dict
+from dpbench.builtin.references import NonPrivate, PublicOnly
 from dpbench.cache import SuiteCache
 from dpbench.datacheck import check_datasets, check_delta
 from dpbench.env import environment
 from dpbench.errors import DamagedRunError, DpbenchError, PrivacyMisuseError
 from dpbench.files import write_json
 from dpbench.plugins import get_registry, load_plugins
+from dpbench.privacy.ledger import (
+    LEDGER_NAME,
+    LedgerError,
+    check_ledger,
+    epsilon_from_ledger,
+    read_ledger,
+    run_ledger_problems,
+)
 from dpbench.progress import Progress
-from dpbench.builtin.references import NonPrivate, PublicOnly
-from dpbench.privacy.ledger import (LEDGER_NAME, LedgerError, check_ledger, epsilon_from_ledger, read_ledger,
-                                    run_ledger_problems)
 from dpbench.results import PrivacyRecord, RunResult, load_artifact, load_result, save_artifact
 from dpbench.suite import PluginChoice, RunSpec, Suite
 
@@ -70,7 +76,8 @@ class Runner:
         check_datasets(self.suite, self.dataset)
         report = SuiteReport()
         overall = self.progress.add(f"suite {self.suite.name}", len(self.suite.runs)) if self.progress else None
-        held_elsewhere = [spec for spec in self.suite.runs if self._attempt(spec, report, overall, wait=False) == LOCKED]
+        held_elsewhere = [spec for spec in self.suite.runs
+                          if self._attempt(spec, report, overall, wait=False) == LOCKED]
         for spec in held_elsewhere:
             log.warning("waiting for the other dpbench process running %s", spec.run_id)
             self._attempt(spec, report, overall, wait=True)
@@ -158,7 +165,7 @@ class Runner:
                                   f"re-run with --force and count the earlier releases yourself")
         if not folder.exists():
             return
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
         target = self.suite.folder / ".damaged" / f"{folder.name}-{stamp}"
         log.warning("%s is damaged (%s); it is redone from scratch and the old attempt kept in %s",
                     folder.name, reason, target)
@@ -206,7 +213,8 @@ class Runner:
             checks["canaries"] = _canary_check(spec, artifact, data.info["canaries"], ctx)
         if isinstance(artifact, SyntheticTexts) and artifact.texts:
             rng = ctx.rng("samples-shown")
-            picked = sorted(rng.choice(len(artifact.texts), size=min(SAMPLES_SHOWN, len(artifact.texts)), replace=False))
+            picked = sorted(rng.choice(len(artifact.texts), size=min(SAMPLES_SHOWN, len(artifact.texts)),
+                                       replace=False))
             write_json(folder / "samples.json", [artifact.texts[i] for i in picked])
 
         metrics, metric_specs, versions = {}, {}, {
@@ -223,7 +231,7 @@ class Runner:
         return RunResult(
             run_id=spec.run_id, suite=spec.suite, spec=spec.to_dict(), metrics=metrics, metric_specs=metric_specs,
             versions=versions, privacy=asdict(privacy), timings=timings, data=data.summary(), checks=checks,
-            finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
 
     def _privacy(self, spec, method_cls, mechanism, data, folder, ctx) -> tuple[PrivacyRecord, Session | None]:
@@ -240,11 +248,13 @@ class Runner:
             record.reference, record.epsilon_spent = method_cls.reference, spec.epsilon
             return record, None
         if mechanism is None:
-            raise DpbenchError(f"method {spec.method.plugin!r} declared no DP mechanism (Method.mechanism returned None)")
+            raise DpbenchError(f"method {spec.method.plugin!r} declared no DP mechanism "
+                               "(Method.mechanism returned None)")
         check_delta(spec.dataset.label, data, spec.delta)
         from dpbench.privacy import calibrate_noise_multiplier, open_session
 
-        if not read_ledger(folder / LEDGER_NAME) and (_has_files(folder / "state") or (folder / "artifact.json").exists()):
+        if not read_ledger(folder / LEDGER_NAME) and (_has_files(folder / "state")
+                                                      or (folder / "artifact.json").exists()):
             raise LedgerError(f"{folder}: the method's checkpoints or output exist but its ledger is missing or empty")
         record.mechanism = config_dict(mechanism)
         record.noise_multiplier = calibrate_noise_multiplier(mechanism, epsilon=spec.epsilon, delta=spec.delta,
@@ -292,7 +302,7 @@ class Runner:
 
 def _downstream_model(evaluators, data: MethodData, ctx: RunContext) -> Path:
     """The first evaluator's model a method may train (``Evaluator.initial_model``)."""
-    for choice, evaluator in evaluators:
+    for _choice, evaluator in evaluators:
         if (path := evaluator.initial_model(data, ctx)) is not None:
             return path
     raise DpbenchError("this method trains the downstream model itself, but none of the suite's evaluators provides "

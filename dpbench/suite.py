@@ -184,7 +184,8 @@ def compose(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "suite"
-        raise ConfigError(key, interpolations.get(key), f"an interpolation that resolves ({_first_line(err)})") from None
+        raise ConfigError(key, interpolations.get(key),
+                          f"an interpolation that resolves ({_first_line(err)})") from None
 
 
 def _first_line(err: BaseException | None) -> str:
@@ -305,7 +306,8 @@ def build_suite(config: Mapping[str, Any], *, path: Path, overrides: Sequence[st
 
     for key in config:
         if key not in SUITE_KEYS:
-            raise ConfigError(key, config[key], "one of the suite keys: " + ", ".join(SUITE_KEYS) + "." + did_you_mean(key, SUITE_KEYS))
+            raise ConfigError(key, config[key], "one of the suite keys: " + ", ".join(SUITE_KEYS) + "."
+                              + did_you_mean(key, SUITE_KEYS))
     name = config.get("name") or path.stem
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError("name", name, "letters, digits, '-' and '_'")
@@ -321,7 +323,8 @@ def build_suite(config: Mapping[str, Any], *, path: Path, overrides: Sequence[st
     from dpbench.privacy import ACCOUNTANTS
 
     if accountant not in ACCOUNTANTS:
-        raise ConfigError("privacy.accountant", accountant, "one of " + ", ".join(ACCOUNTANTS) + "." + did_you_mean(str(accountant), ACCOUNTANTS))
+        raise ConfigError("privacy.accountant", accountant, "one of " + ", ".join(ACCOUNTANTS) + "."
+                          + did_you_mean(str(accountant), ACCOUNTANTS))
     from dpbench.api.privacy import NOISE_MODES
 
     noise = privacy.get("noise", "seeded")
@@ -341,7 +344,8 @@ def build_suite(config: Mapping[str, Any], *, path: Path, overrides: Sequence[st
 
     private_methods = [m for m in methods if get_registry("method").get(m.plugin).reference is None]
     if private_methods and not epsilons:
-        raise ConfigError("privacy.epsilon", None, f"a number > 0 or a list of them (methods {', '.join(m.label for m in private_methods)} need a budget)")
+        raise ConfigError("privacy.epsilon", None, "a number > 0 or a list of them "
+                          f"(methods {', '.join(m.label for m in private_methods)} need a budget)")
 
     runs = []
     for dataset in datasets:
@@ -365,13 +369,15 @@ def _check_keys(where: str, mapping, allowed: Sequence[str]) -> None:
         raise ConfigError(where, mapping, "a mapping with keys " + ", ".join(allowed))
     for key in mapping:
         if key not in allowed:
-            raise ConfigError(f"{where}.{key}", mapping[key], "one of " + ", ".join(allowed) + "." + did_you_mean(key, allowed))
+            raise ConfigError(f"{where}.{key}", mapping[key], "one of " + ", ".join(allowed) + "."
+                              + did_you_mean(key, allowed))
 
 
 def _seeds(value) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return list(range(value))
-    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                 for s in value):
         if len(set(value)) != len(value):
             raise ConfigError("seeds", value, "distinct seeds")
         return list(value)
@@ -385,7 +391,8 @@ def _epsilons(value) -> list[float]:
     for v in values:
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
         if not ok:
-            raise ConfigError("privacy.epsilon", value, "a finite number > 0 or a list of them (the ε = 0 and ε = ∞ rows come from the public_only and nonprivate methods)")
+            raise ConfigError("privacy.epsilon", value, "a finite number > 0 or a list of them "
+                              "(the ε = 0 and ε = ∞ rows come from the public_only and nonprivate methods)")
     if len(set(values)) != len(values):
         raise ConfigError("privacy.epsilon", value, "distinct values")
     return [float(v) for v in values]
@@ -406,8 +413,8 @@ def _choices(kind: str, config: Mapping[str, Any], registry) -> list[PluginChoic
         config_obj = build_config(cls.config_class, options, where=where)
         if not label.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(where, label, "a label of letters, digits, '-' and '_'")
-        choices.append(PluginChoice(label=label, plugin=plugin, options=config_dict(config_obj), version=str(cls.version),
-                                    config=config_obj))
+        choices.append(PluginChoice(label=label, plugin=plugin, options=config_dict(config_obj),
+                                    version=str(cls.version), config=config_obj))
     return choices
 
 
@@ -421,5 +428,6 @@ def _metric(leaderboard: Mapping[str, Any], evaluators: list[PluginChoice]) -> s
         first = get_registry("evaluator").get(evaluators[0].plugin)
         return first.primary_metric
     if metric not in available:
-        raise ConfigError("leaderboard.metric", metric, "one of the evaluators' metrics: " + ", ".join(sorted(available)) + "." + did_you_mean(metric, available))
+        raise ConfigError("leaderboard.metric", metric, "one of the evaluators' metrics: "
+                          + ", ".join(sorted(available)) + "." + did_you_mean(metric, available))
     return metric

@@ -9,7 +9,8 @@ from dpbench.cli import cli
 
 def test_cli_start_imports_no_heavy_packages():
     code = ("import sys; from dpbench.cli import cli; "
-            "heavy = [m for m in ('torch', 'transformers', 'wandb', 'vllm', 'flwr', 'hydra', 'numpy') if m in sys.modules]; "
+            "heavy = [m for m in ('torch', 'transformers', 'wandb', 'vllm', 'flwr', 'hydra', 'numpy') "
+            "if m in sys.modules]; "
             "assert not heavy, heavy")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -32,8 +32,9 @@ def test_smoke_suite_end_to_end(tmp_path):
         accuracy = row["metrics"]["next_token/accuracy"]["mean"]
         assert 0 < accuracy < 1 and math.isfinite(row["metrics"]["next_token/cross_entropy"]["mean"])
 
-    reports = {json.loads((run / "spec.json").read_text())["method"]["label"]: json.loads(
-        (run / "result.json").read_text())["checks"]["canaries"] for run in (tmp_path / "runs" / "smoke").glob("sotu__*")}
+    reports = {json.loads((run / "spec.json").read_text())["method"]["label"]:
+               json.loads((run / "result.json").read_text())["checks"]["canaries"]
+               for run in (tmp_path / "runs" / "smoke").glob("sotu__*")}
     assert reports["nonprivate"]["verbatim"] == 4 and reports["nonprivate"]["flagged"]  # the private texts themselves
     assert reports["dp_fedavg"]["verbatim"] is None and len(reports["dp_fedavg"]["ranks"]) == 4  # scored by the model
     assert not any(reports[m]["flagged"] for m in ("public_only", "popri", "pe", "dp_fedavg"))
@@ -45,7 +46,8 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert [entry["key"] for entry in ledger] == ["popri-round-0"]
     (pe_run,) = (tmp_path / "runs" / "smoke").glob("sotu__pe__*")
     assert json.loads((pe_run / "artifact.json").read_text())["count"] == 4
-    assert [json.loads(line)["key"] for line in (pe_run / "ledger.jsonl").read_text().splitlines()] == ["pe-iteration-0"]
+    assert ([json.loads(line)["key"] for line in (pe_run / "ledger.jsonl").read_text().splitlines()]
+            == ["pe-iteration-0"])
     (fedavg_run,) = (tmp_path / "runs" / "smoke").glob("sotu__dp_fedavg__*")
     assert json.loads((fedavg_run / "artifact.json").read_text())["type"] == "trained_model"
     assert [json.loads(line)["key"] for line in (fedavg_run / "ledger.jsonl").read_text().splitlines()] == [

@@ -4,8 +4,8 @@ import math
 import pytest
 
 from dpbench import leaderboard
-from dpbench.leaderboard import IncompatibleRuns, gap_closed
 from dpbench.files import read_json, write_json
+from dpbench.leaderboard import IncompatibleRuns, gap_closed
 from dpbench.runner import Runner
 from dpbench.suite import load_suite
 
@@ -45,15 +45,18 @@ def test_leaderboard_files(finished_suite, tmp_path):
     board = leaderboard.build(finished_suite.name, leaderboard.collect(finished_suite.folder), finished_suite.metric)
     md, js, csv = leaderboard.write(board, tmp_path / "boards")
     text = md.read_text()
-    assert "| method | ε | δ | ε (ledger) | next_word/accuracy ↑ | next_word/unseen_rate ↓ | gap closed | runs |" in text
+    assert ("| method | ε | δ | ε (ledger) | next_word/accuracy ↑ | next_word/unseen_rate ↓ | gap closed | runs |"
+            in text)
     assert "| nonprivate | ∞ |" in text and "100.0%" in text
     assert read_json(js)["metric"] == "next_word/accuracy"
-    assert csv.read_text().splitlines()[0].startswith("dataset,method,plugin,epsilon,delta,epsilon_ledger,next_word/accuracy_mean")
+    assert csv.read_text().splitlines()[0].startswith(
+        "dataset,method,plugin,epsilon,delta,epsilon_ledger,next_word/accuracy_mean")
 
 
 def test_ledger_is_the_source_of_epsilon(finished_suite):
     runs = leaderboard.collect(finished_suite.folder)
-    folder, result = next((f, r) for f, r in runs if r.spec["method"]["label"] == "noisy_unigram" and r.spec["epsilon"] == 1.0)
+    folder, result = next((f, r) for f, r in runs
+                          if r.spec["method"]["label"] == "noisy_unigram" and r.spec["epsilon"] == 1.0)
     ledger = folder / "ledger.jsonl"
     lines = ledger.read_text().splitlines()
     ledger.write_text("\n".join(lines + lines) + "\n")  # a doubled ledger: twice the releases
@@ -67,7 +70,8 @@ def test_ledger_is_the_source_of_epsilon(finished_suite):
 def test_a_run_over_its_target_is_flagged(finished_suite):
     """A ledger that is sound but spends more than the target (a changed calibration) shows ⚠."""
     runs = leaderboard.collect(finished_suite.folder)
-    folder, result = next((f, r) for f, r in runs if r.spec["method"]["label"] == "noisy_unigram" and r.spec["epsilon"] == 1.0)
+    folder, result = next((f, r) for f, r in runs
+                          if r.spec["method"]["label"] == "noisy_unigram" and r.spec["epsilon"] == 1.0)
     ledger = folder / "ledger.jsonl"
     lines = [json.loads(line) for line in ledger.read_text().splitlines()]
     ledger.write_text("".join(json.dumps({**line, "noise_multiplier": line["noise_multiplier"] / 2}) + "\n"

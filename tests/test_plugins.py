@@ -9,8 +9,15 @@ import pluggy
 import pytest
 
 from dpbench import hookimpl
-from dpbench.plugins import (DEFAULT_PLUGINS, get_plugins, get_registry, pm, register_plugin, registered,
-                             unregister_plugin)
+from dpbench.plugins import (
+    DEFAULT_PLUGINS,
+    get_plugins,
+    get_registry,
+    pm,
+    register_plugin,
+    registered,
+    unregister_plugin,
+)
 
 
 def test_default_plugins_are_loaded_with_their_hooks():
@@ -116,7 +123,8 @@ def installed_plugin(tmp_path):
 
 
 def _dpbench(env, *args):
-    return subprocess.run([sys.executable, "-m", "dpbench", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "dpbench", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_entry_point_plugin_is_discovered(installed_plugin):
@@ -142,7 +150,8 @@ def test_load_plugins_env_restricts_loading(installed_plugin):
 def test_a_broken_installed_plugin_is_skipped_with_its_name(installed_plugin, tmp_path):
     broken = tmp_path / "broken"
     (broken / "dpbench_broken-0.1.dist-info").mkdir(parents=True)
-    (broken / "dpbench_broken-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: dpbench-broken\nVersion: 0.1\n")
+    (broken / "dpbench_broken-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: dpbench-broken\nVersion: 0.1\n")
     (broken / "dpbench_broken-0.1.dist-info" / "entry_points.txt").write_text("[dpbench]\nbroken = dpbench_broken\n")
     (broken / "dpbench_broken.py").write_text("import a_module_that_does_not_exist\n")
     env = {**installed_plugin, "PYTHONPATH": os.pathsep.join([str(broken), installed_plugin["PYTHONPATH"]])}

@@ -73,7 +73,8 @@ def _wait_for_releases(runs: Path, count: int, process) -> Path:
 def straight(tmp_path_factory, toy_plugins_dir):
     """One uninterrupted run of the private suite: what every repaired run must equal."""
     tmp = tmp_path_factory.mktemp("straight")
-    done = subprocess.run(_command(toy_plugins_dir, _suite(tmp), tmp / "runs"), env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(_command(toy_plugins_dir, _suite(tmp), tmp / "runs"), env=_env(), capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     (folder,) = [p.parent for p in (tmp / "runs").glob("*/*/result.json")]
     return folder, load_result(folder)
@@ -83,8 +84,8 @@ def straight(tmp_path_factory, toy_plugins_dir):
 
 
 def test_ledger_deleted_mid_run_is_redone_with_the_full_charge(tmp_path, straight, toy_plugins_dir):
-    process = subprocess.Popen(_command(toy_plugins_dir, _suite(tmp_path), tmp_path / "runs"), env=_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(_command(toy_plugins_dir, _suite(tmp_path), tmp_path / "runs"), env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     run_dir = _wait_for_releases(tmp_path / "runs", 2, process)
     (run_dir / "ledger.jsonl").unlink()
     _, stderr = process.communicate(timeout=300)
@@ -162,8 +163,8 @@ def test_a_truncated_result_is_not_complete_and_never_breaks_the_board(finished)
 def test_two_runners_on_one_suite_share_the_work_and_charge_once(tmp_path, straight, toy_plugins_dir):
     body = PRIVATE.replace("seeds: [3]", "seeds: [3, 4]")
     suite = _suite(tmp_path, body)
-    processes = [subprocess.Popen(_command(toy_plugins_dir, suite, tmp_path / "runs"), env=_env(), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [subprocess.Popen(_command(toy_plugins_dir, suite, tmp_path / "runs"), env=_env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
     assert any("another dpbench process" in err for _, err in outputs)

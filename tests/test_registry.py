@@ -2,7 +2,7 @@ import pytest
 
 from dpbench.api import Method, SyntheticTexts
 from dpbench.errors import UnknownNameError
-from dpbench.registry import Registry, RegistrationError
+from dpbench.registry import RegistrationError, Registry
 
 
 class Echo(Method):

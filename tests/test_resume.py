@@ -58,9 +58,11 @@ def test_killed_run_resumes_without_double_spending(tmp_path, toy_plugins_dir):
     spent_before = len(_ledger(run_dir))
     assert 2 <= spent_before < 4
 
-    resumed = subprocess.run(_command(toy_plugins_dir, suite, killed_runs, tmp_path / "b1"), env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(_command(toy_plugins_dir, suite, killed_runs, tmp_path / "b1"), env=_env(),
+                             capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    straight = subprocess.run(_command(toy_plugins_dir, suite, tmp_path / "straight", tmp_path / "b2"), env=_env(), capture_output=True, text=True, timeout=300)
+    straight = subprocess.run(_command(toy_plugins_dir, suite, tmp_path / "straight", tmp_path / "b2"), env=_env(),
+                              capture_output=True, text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr
 
     (other_dir,) = [p.parent for p in (tmp_path / "straight").glob("resume/*/result.json")]

@@ -140,7 +140,7 @@ def test_methods_get_the_evaluators_downstream_model(toy_plugin, toy_suite, tmp_
     assert all("none of the suite's evaluators provides one" in e for e in report.failed.values())
     assert len(report.failed) == 2 and "path" not in seen  # both ε rows failed before the method ran
 
-    monkeypatch.setattr(toy_plugin.NextWord, "initial_model", lambda self, data, ctx: tmp_path / f"model-{len(data.public)}",
-                        raising=False)
+    monkeypatch.setattr(toy_plugin.NextWord, "initial_model",
+                        lambda self, data, ctx: tmp_path / f"model-{len(data.public)}", raising=False)
     _run(toy_suite(), tmp_path / "some", ["seeds=1"])
     assert seen["path"].name.startswith("model-") and seen["path"].name != "model-0"

@@ -72,7 +72,8 @@ def test_unknown_dataset_did_you_mean(toy_plugin, toy_suite):
         methods: {public_only: {}}
         evaluators: {next_word: {}}
     """)
-    with pytest.raises(UnknownNameError, match="datasets.toy_text: unknown dataset 'toy_text'. Did you mean 'toy_texts'"):
+    with pytest.raises(UnknownNameError,
+                       match="datasets.toy_text: unknown dataset 'toy_text'. Did you mean 'toy_texts'"):
         load_suite(path)
 
 
@@ -181,5 +182,6 @@ def test_plain_references_and_escapes_are_kept(toy_plugin, toy_suite):
 
 
 def test_a_reference_to_a_missing_key_names_the_key(toy_plugin, toy_suite):
-    with pytest.raises(ConfigError, match=r"^methods\.noisy_unigram\.rounds: '\$\{nope\}' is not allowed; expected an interpolation that resolves"):
+    with pytest.raises(ConfigError, match=r"^methods\.noisy_unigram\.rounds: '\$\{nope\}' is not allowed; "
+                                          r"expected an interpolation that resolves"):
         load_suite(toy_suite(), ["methods.noisy_unigram.rounds=${nope}"])

@@ -20,7 +20,8 @@ def offline_wandb(tmp_path, monkeypatch):
 
 
 def test_scrub_drops_secret_looking_keys_at_any_depth():
-    config = {"a": 1, "api_key": "x", "nested": {"WANDB_API_KEY": "y", "hf-token": "z", "ok": [{"password": 1, "b": 2}]}}
+    config = {"a": 1, "api_key": "x",
+              "nested": {"WANDB_API_KEY": "y", "hf-token": "z", "ok": [{"password": 1, "b": 2}]}}
     assert scrub(config) == {"a": 1, "nested": {"ok": [{"b": 2}]}}
 
 
@@ -47,8 +48,9 @@ def test_runs_and_leaderboard_publish_offline(toy_plugin, toy_suite, tmp_path, o
     from dpbench.builtin import wandb_publisher
 
     # the key pasted into a value under an innocent name: scrubbed by value
-    suite = load_suite(toy_suite(), ["seeds=1", "privacy.epsilon=1", "+publish.wandb=true", "+publish.project=dpbench-test",
-                                     f"description=key {SENTINEL}"], runs_dir=tmp_path / "runs")
+    suite = load_suite(toy_suite(), ["seeds=1", "privacy.epsilon=1", "+publish.wandb=true",
+                                     "+publish.project=dpbench-test", f"description=key {SENTINEL}"],
+                       runs_dir=tmp_path / "runs")
     report = Runner(suite).run()
     assert not report.failed
     board = leaderboard.build(suite.name, leaderboard.collect(suite.folder), suite.metric)

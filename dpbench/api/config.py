@@ -105,4 +105,5 @@ def check_fraction(field: str, value, *, allow_zero: bool = False, allow_one: bo
 def check_choice(field: str, value, allowed: Iterable[str]) -> None:
     allowed = list(allowed)
     if value not in allowed:
-        raise ConfigError(field, value, "one of " + ", ".join(map(repr, allowed)) + "." + did_you_mean(str(value), allowed))
+        raise ConfigError(field, value, "one of " + ", ".join(map(repr, allowed)) + "."
+                          + did_you_mean(str(value), allowed))

@@ -44,9 +44,11 @@ def publish_run(spec, result, *, settings) -> None:
     wandb = _wandb()
     mode = _mode()
     run = wandb.init(project=settings.get("project") or "dpbench", entity=settings.get("entity"), group=spec.suite,
-                     job_type=spec.method.label, name=spec.run_id, tags=[spec.dataset.label, f"eps={spec.budget.label}"],
+                     job_type=spec.method.label, name=spec.run_id,
+                     tags=[spec.dataset.label, f"eps={spec.budget.label}"],
                      config=scrub(spec.to_dict()), mode=mode, reinit="create_new")
-    summary = {f"{evaluator}/{name}": value for evaluator, scores in result.metrics.items() for name, value in scores.items()}
+    summary = {f"{evaluator}/{name}": value
+               for evaluator, scores in result.metrics.items() for name, value in scores.items()}
     summary.update({"privacy/epsilon_target": _finite(spec.epsilon), "privacy/delta": spec.delta,
                     "privacy/accountant": spec.accountant,
                     "privacy/epsilon_spent": _finite(float(result.privacy.get("epsilon_spent", math.nan))),

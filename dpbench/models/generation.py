@@ -18,13 +18,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from dpbench.api.config import check_choice, check_int, check_positive
 from dpbench.errors import ConfigError
 
 Message = Mapping[str, str]
-Prompt = Union[str, Sequence[Message]]
+Prompt = str | Sequence[Message]
 
 BACKENDS = ("transformers", "vllm")
 DTYPES = ("float32", "bfloat16")

@@ -20,7 +20,7 @@ import math
 import re
 import secrets
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,17 @@ from dpbench.api.privacy import NOISE_MODES, MechanismSpec, PrivacyBudget
 from dpbench.errors import ConfigError, PrivacyMisuseError
 from dpbench.files import atomic_write
 from dpbench.privacy.accountant import ACCOUNTANTS, DEFAULT_ACCOUNTANT, epsilon_for, epsilon_of_charges
-from dpbench.privacy.ledger import (LEDGER_NAME, RELEASES, TOMBSTONE, LedgerError, append_record, check_ledger,
-                                    read_ledger, release_charges, release_digest)
+from dpbench.privacy.ledger import (
+    LEDGER_NAME,
+    RELEASES,
+    TOMBSTONE,
+    LedgerError,
+    append_record,
+    check_ledger,
+    read_ledger,
+    release_charges,
+    release_digest,
+)
 from dpbench.privacy.noise import noise_generator, noisy_clipped_sum
 
 SAMPLING_STREAM = "privacy-sampling"
@@ -256,4 +265,4 @@ def _file_stem(key: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

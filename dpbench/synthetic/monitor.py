@@ -37,7 +37,8 @@ def round_metrics(samples: np.ndarray, validation: np.ndarray) -> dict[str, floa
     return {
         "validation_fid": frechet_distance(samples, validation),
         "validation_mean_distance": float(np.sum((centroid_s - centroid_v) ** 2)),
-        "validation_centroid_cosine": float(centroid_s @ centroid_v / (np.linalg.norm(centroid_s) * np.linalg.norm(centroid_v))),
+        "validation_centroid_cosine": float(centroid_s @ centroid_v
+                                            / (np.linalg.norm(centroid_s) * np.linalg.norm(centroid_v))),
         "validation_nearest_cosine": float((samples @ validation.T).max(axis=1).mean()),
         "mean_pairwise_cosine": mean_pairwise_cosine(samples),
     }

@@ -17,7 +17,8 @@ PROMPT_STYLES = ("chat", "list")
 LIST_HEADER = "List of {total} diverse original text samples:"
 LIST_ITEM = "Original Text Sample {n}: {text}"
 LIST_STOP = ("Original Text Sample", "Orig")
-CHAT_INSTRUCTION = "Here are some example paragraphs:\n\n{examples}\n\nWrite one new paragraph like these. Reply with the paragraph only."
+CHAT_INSTRUCTION = ("Here are some example paragraphs:\n\n{examples}\n\n"
+                    "Write one new paragraph like these. Reply with the paragraph only.")
 
 
 def clean(text: str) -> str:

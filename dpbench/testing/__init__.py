@@ -69,7 +69,7 @@ class HashingEmbedder:
 
     def encode(self, texts):
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for row, text in zip(out, texts):
+        for row, text in zip(out, texts, strict=True):
             for word in text.split():
                 row[int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dimension] += 1
         norms = np.linalg.norm(out, axis=1, keepdims=True)

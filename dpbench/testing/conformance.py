@@ -100,7 +100,7 @@ def _ledger_difference(expected: dict[str, bytes], got: dict[str, bytes]) -> str
     want, have = _ledger(expected), _ledger(got)
     if [k for k, _ in want] != [k for k, _ in have]:
         return f"keys {[k for k, _ in have]} instead of {[k for k, _ in want]}"
-    return f"other values (sha256) for {[k for (k, a), (_, b) in zip(want, have) if a != b]}"
+    return f"other values (sha256) for {[k for (k, a), (_, b) in zip(want, have, strict=True) if a != b]}"
 
 
 class _Killed(BaseException):

@@ -39,8 +39,9 @@ def check_release_only(method, data, *, folder: Path, canary_texts: tuple[str, .
     if method.mechanism(data) != method.mechanism(canary):
         from dpbench.errors import ConfigError
 
-        raise ConfigError("method", type(method).__name__, "a method whose declared mechanism is the same with one more "
-                          "client (e.g. DP-FedAvg with clients_per_round >= the number of clients, so q = 1)")
+        raise ConfigError("method", type(method).__name__,
+                          "a method whose declared mechanism is the same with one more client "
+                          "(e.g. DP-FedAvg with clients_per_round >= the number of clients, so q = 1)")
     settings = dict(seed=seed, noise_multiplier=noise_multiplier, downstream=downstream, keep_releases=True)
     a = run_once(method, data, folder / "a", **settings)
     a2 = run_once(method, data, folder / "a2", **settings)
@@ -71,4 +72,5 @@ def _differences(name: str, first: bytes | None, again: bytes | None, other: byt
     if len(other_lines) != len(first_lines):
         return [f"{name}: {len(other_lines)} lines with the canary client, {len(first_lines)} without"]
     return [f"{name}:{i + 1}: {x!r} becomes {y!r} with the canary client"
-            for i, (x, x2, y) in enumerate(zip(first_lines, again_lines, other_lines)) if x == x2 and x != y]
+            for i, (x, x2, y) in enumerate(zip(first_lines, again_lines, other_lines, strict=True))
+            if x == x2 and x != y]

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpbench.api import (Dataset, Evaluator, FederatedTextData, MechanismSpec, Method, MetricSpec,
-                         SyntheticTexts)
+from dpbench.api import Dataset, Evaluator, FederatedTextData, MechanismSpec, Method, MetricSpec, SyntheticTexts
 from dpbench.api.config import check_fraction, check_int, check_positive
 from dpbench.files import atomic_write
 from dpbench.hookspecs import hookimpl
@@ -83,7 +82,7 @@ class NoisyUnigram(Method):
                 continue
             sampled = ctx.privacy.cohort(r)
             rows = np.zeros((len(sampled), len(VOCAB)))
-            for row, cid in zip(rows, sampled):
+            for row, cid in zip(rows, sampled, strict=True):
                 for text in data.clients[cid]:
                     for word in text.split():
                         row[index[word]] += 1
@@ -98,7 +97,8 @@ class NoisyUnigram(Method):
         probs = np.clip(total, 0, None) + 1e-9
         probs /= probs.sum()
         rng = ctx.rng("synthesis")
-        return SyntheticTexts(texts=tuple(" ".join(rng.choice(VOCAB, size=8, p=probs)) for _ in range(self.config.num_texts)))
+        return SyntheticTexts(texts=tuple(" ".join(rng.choice(VOCAB, size=8, p=probs))
+                                          for _ in range(self.config.num_texts)))
 
 
 class NextWord(Evaluator):
@@ -115,13 +115,13 @@ class NextWord(Evaluator):
         for text in (*data.public, *artifact.texts):
             words = text.split()
             unigram.update(words)
-            for a, b in zip(words, words[1:]):
+            for a, b in zip(words, words[1:], strict=False):
                 follows[a][b] += 1
         fallback = unigram.most_common(1)[0][0]
         hits = unseen = total = 0
         for text in data.test:
             words = text.split()
-            for a, b in zip(words, words[1:]):
+            for a, b in zip(words, words[1:], strict=False):
                 guess = follows[a].most_common(1)[0][0] if follows[a] else fallback
                 unseen += not follows[a]
                 hits += guess == b

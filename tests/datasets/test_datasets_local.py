@@ -161,7 +161,8 @@ def test_empty_file_is_named(tmp_path, fmt):
 def test_test_file_record_without_text_names_file_record_and_fields(tmp_path):
     test = tmp_path / "test.jsonl"
     test.write_text(json.dumps({"body": "held out"}) + "\n" + json.dumps({"txt": "typo", "id": 3}) + "\n")
-    with pytest.raises(DataError, match=r"test\.jsonl \[test_path\]: record 1 has no text field 'body' \(fields: id, txt\)"):
+    with pytest.raises(DataError,
+                       match=r"test\.jsonl \[test_path\]: record 1 has no text field 'body' \(fields: id, txt\)"):
         local(path=write(tmp_path, "jsonl"), text_field="body", client_field="who", test_path=str(test)).load(None)
 
 

@@ -16,8 +16,15 @@ import pytest
 
 from dpbench.api.privacy import MechanismSpec, PrivacyBudget
 from dpbench.errors import ConfigError, PrivacyMisuseError
-from dpbench.privacy import (BudgetExceededError, LedgerError, epsilon_for, epsilon_from_ledger, noise, open_session,
-                             read_ledger)
+from dpbench.privacy import (
+    BudgetExceededError,
+    LedgerError,
+    epsilon_for,
+    epsilon_from_ledger,
+    noise,
+    open_session,
+    read_ledger,
+)
 from dpbench.privacy import session as session_module
 
 C = 1.0
@@ -85,7 +92,8 @@ def test_no_noise_huge_clip_equals_reference_sum(tmp_path):
 def test_row_batches_release_the_same_sum_as_one_array(tmp_path):
     x = rows(50, 7) * 3
     whole = make(tmp_path / "a", sigma=0.5).release_clipped_sum("r", x, clip_norm=C)
-    batched = make(tmp_path / "b", sigma=0.5).release_clipped_sum("r", (x[i:i + 8] for i in range(0, 50, 8)), clip_norm=C)
+    batched = make(tmp_path / "b", sigma=0.5).release_clipped_sum("r", (x[i:i + 8] for i in range(0, 50, 8)),
+                                                                  clip_norm=C)
     np.testing.assert_allclose(batched, whole, rtol=1e-12)  # same noise; only the summation order differs
 
 
@@ -104,7 +112,8 @@ def test_discarded_release_keeps_its_charge_and_refuses_replay(tmp_path):
     session.release_clipped_sum("r0", rows(), clip_norm=C)
     spent = session.epsilon_spent()
     session.discard_release("r0")
-    assert [p.name for p in (tmp_path / "releases").iterdir()] == [Path(read_ledger(tmp_path / "ledger.jsonl")[0]["file"]).name + ".discarded"]
+    assert [p.name for p in (tmp_path / "releases").iterdir()] == [
+        Path(read_ledger(tmp_path / "ledger.jsonl")[0]["file"]).name + ".discarded"]
     resumed = make(tmp_path)
     assert resumed.epsilon_spent() == spent and [e["key"] for e in read_ledger(tmp_path / "ledger.jsonl")] == ["r0"]
     with pytest.raises(LedgerError, match="discarded"):
@@ -231,7 +240,8 @@ def test_cohort_is_drawn_by_the_session(tmp_path):
     assert first != session.cohort(1)
     # a client's inclusion depends on neither the other clients nor their order
     subset = ids[::3]
-    assert make(tmp_path / "subset", rate=0.1, rounds=3, clients=subset).cohort(0) == [c for c in first if c in set(subset)]
+    assert (make(tmp_path / "subset", rate=0.1, rounds=3, clients=subset).cohort(0)
+            == [c for c in first if c in set(subset)])
     assert make(tmp_path / "full", rate=1.0, clients=ids).cohort(0) == sorted(ids)
     with pytest.raises(PrivacyMisuseError, match="round_index"):
         session.cohort(3)

@@ -339,7 +339,7 @@ def make_truncator(tokenizer: str, max_tokens: int) -> Callable[[Sequence[str]],
         for start in range(0, len(texts), 1024):
             chunk = texts[start : start + 1024]
             enc = tok(chunk, add_special_tokens=False, return_offsets_mapping=True)
-            for text, offsets in zip(chunk, enc["offset_mapping"]):
+            for text, offsets in zip(chunk, enc["offset_mapping"], strict=True):
                 if len(offsets) <= max_tokens:
                     out.append(text)
                 else:

@@ -38,8 +38,17 @@ from pathlib import Path
 
 import numpy as np
 
-from dpbench.api import (DpbenchError, MechanismSpec, Method, MethodData, RunContext, TrainedModel, read_sealed,
-                         write_json, write_sealed)
+from dpbench.api import (
+    DpbenchError,
+    MechanismSpec,
+    Method,
+    MethodData,
+    RunContext,
+    TrainedModel,
+    read_sealed,
+    write_json,
+    write_sealed,
+)
 from dpbench_dpfedavg.config import DpFedAvgOptions
 
 STATE_FILE = "dp_fedavg.pt"

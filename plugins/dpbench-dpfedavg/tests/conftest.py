@@ -61,7 +61,6 @@ def run_method(tiny_gpt2, fed_data):
 @pytest.fixture
 def dpfedavg_plugin():
     import dpbench_dpfedavg
-
     from dpbench.plugins import pm, registered
 
     if pm.get_plugin("dp_fedavg") is None:

@@ -118,9 +118,9 @@ class _Apis:
         folds = o.variations_per_sample
         tones = self.ctx.rng(f"pe-tones-{t}").integers(len(TONES), size=folds * len(parents))
         sources = parents * folds
-        prompts = [variation_prompt(text, TONES[i], o.prompt_style) for text, i in zip(sources, tones)]
+        prompts = [variation_prompt(text, TONES[i], o.prompt_style) for text, i in zip(sources, tones, strict=True)]
         texts = self._generate(prompts, variation_stop(o.prompt_style), f"pe-variation-{t}")
-        return [text or source for text, source in zip(texts, sources)]
+        return [text or source for text, source in zip(texts, sources, strict=True)]
 
     def _generate(self, prompts, stop, stream: str) -> list[str]:
         o = self.o

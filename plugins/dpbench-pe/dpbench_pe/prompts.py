@@ -13,7 +13,8 @@ TONES = (
     "in a professional way", "in a casual way", "in a formal manner", "in a concise manner",
     "with more details", "in a storytelling tone", "in a creative style", "using a variety of sentence structures",
 )
-CHAT_INSTRUCTION = "Please rephrase the following paragraph {tone}:\n\n{text}\n\nReply with the rephrased paragraph only."
+CHAT_INSTRUCTION = ("Please rephrase the following paragraph {tone}:\n\n{text}\n\n"
+                    "Reply with the rephrased paragraph only.")
 LIST_TEMPLATE = "Please rephrase the following paragraph {tone}.\nOriginal paragraph: {text}\nRephrased paragraph:"
 LIST_STOP = ("\n\n", "Original paragraph:")
 

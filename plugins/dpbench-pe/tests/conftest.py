@@ -9,7 +9,6 @@ import pytest
 @pytest.fixture
 def pe_plugin():
     import dpbench_pe
-
     from dpbench.plugins import pm, registered
 
     if pm.get_plugin("pe") is None:

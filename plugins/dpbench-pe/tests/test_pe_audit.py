@@ -26,7 +26,8 @@ def test_audit_catches_raw_vote_counts():
         counts = np.zeros((1, 16))
         for texts in client_texts:
             np.add.at(counts[0], nearest(texts @ candidates.T, 1).ravel(), 1.0)
-        return noisy_clipped_sum(counts, clip_norm=1e9, noise_multiplier=1e-9, rng=noise_rng) + noise_rng.normal(size=16)
+        return (noisy_clipped_sum(counts, clip_norm=1e9, noise_multiplier=1e-9, rng=noise_rng)
+                + noise_rng.normal(size=16))
 
     buggy = dataclasses.replace(honest, name="pe_raw_counts", release=raw_counts)
     assert run_audit(buggy, trials=2000, seed=1).violated

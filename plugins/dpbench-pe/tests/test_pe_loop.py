@@ -113,10 +113,9 @@ def test_killed_mid_iteration_resumes_to_the_same_result(tmp_path, tiny_llama, h
 
 def test_nothing_but_the_releases_depends_on_a_client(tmp_path, tiny_llama, hashing_embedder, toy_plugin):
     """D vs D plus a canary client under the same releases: every file, log line and output text is equal."""
+    from dpbench.testing.leaks import check_release_only
     from dpbench_pe.config import PeOptions
     from dpbench_pe.method import PrivateEvolution
-
-    from dpbench.testing.leaks import check_release_only
 
     method = PrivateEvolution(PeOptions(model=str(tiny_llama), iterations=2, synthetic_samples=4,
                                         variations_per_sample=1, max_new_tokens=8, truncate_tokens=8,

@@ -74,7 +74,8 @@ def test_noiseless_session_selects_the_candidate_most_clients_are_near(tmp_path)
 
     session = open_session(MechanismSpec(rounds=1), noise_multiplier=1e-12,
                            budget=PrivacyBudget(epsilon=math.inf, delta=1e-5), run_dir=tmp_path,
-                           clients=[f"c{i}" for i in range(6)], seed=0, accountant="rdp")  # PLD cannot discretise sigma = 1e-12
+                           clients=[f"c{i}" for i in range(6)], seed=0,
+                           accountant="rdp")  # PLD cannot discretise sigma = 1e-12
     # four clients with one text near candidate 2; two clients with ten texts each near candidate 0:
     # 20 raw votes lose to 4 clients, because each client's vote vector has norm 1
     near_2 = [unit([0, 0.1, 1, 0])] * 4

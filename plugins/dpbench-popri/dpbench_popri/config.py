@@ -68,7 +68,8 @@ class PopriOptions(GeneratorOptions):
         check_int("warmup_steps", self.warmup_steps, minimum=0)
         check_int("reject_rank", self.reject_rank, minimum=1)
         if self.reject_rank >= self.samples_per_prompt:
-            raise ConfigError("reject_rank", self.reject_rank, f"an integer in 1..{self.samples_per_prompt - 1} (0-based; 0 is the chosen sample)")
+            raise ConfigError("reject_rank", self.reject_rank,
+                              f"an integer in 1..{self.samples_per_prompt - 1} (0-based; 0 is the chosen sample)")
         check_fraction("sampling_rate", self.sampling_rate)
         check_positive("beta", self.beta)
         check_positive("learning_rate", self.learning_rate)

@@ -62,7 +62,8 @@ def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dic
 
     trainer = DPOTrainer(
         model=base_model, ref_model=None, processing_class=tokenizer, train_dataset=Dataset.from_list(pairs),
-        args=dpo_config(options, output_dir=out_dir / "trainer", first_round=previous is None, seed=seed, device=device),
+        args=dpo_config(options, output_dir=out_dir / "trainer", first_round=previous is None, seed=seed,
+                        device=device),
         peft_config=lora_config(options, base_model),
     )
     # trl drops pairs whose prompt fills max_length and cuts longer ones: record both

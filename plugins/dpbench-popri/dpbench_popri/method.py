@@ -25,10 +25,25 @@ from pathlib import Path
 
 import numpy as np
 
-from dpbench.api import (ConfigError, DpbenchError, MechanismSpec, Method, MethodData, RunContext, SyntheticTexts,
-                         write_json)
-from dpbench.toolkit import (build_prompt, choose_examples, clean, normalise_rows, postprocess, round_metrics,
-                             stop_strings)
+from dpbench.api import (
+    ConfigError,
+    DpbenchError,
+    MechanismSpec,
+    Method,
+    MethodData,
+    RunContext,
+    SyntheticTexts,
+    write_json,
+)
+from dpbench.toolkit import (
+    build_prompt,
+    choose_examples,
+    clean,
+    normalise_rows,
+    postprocess,
+    round_metrics,
+    stop_strings,
+)
 from dpbench_popri.config import PopriOptions
 from dpbench_popri.pairs import preference_pairs
 from dpbench_popri.scoring import client_sums, score_batches
@@ -87,7 +102,8 @@ class Popri(Method):
 
             t2 = time.perf_counter()
             pairs = preference_pairs(noisy, samples_per_prompt=o.samples_per_prompt, reject_rank=o.reject_rank)
-            records = [self._pair_record(prompts[p.prompt], candidates[p.chosen], candidates[p.rejected]) for p in pairs]
+            records = [self._pair_record(prompts[p.prompt], candidates[p.chosen], candidates[p.rejected])
+                       for p in pairs]
             write_json(folder / "pairs.json", [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
                                                for p in pairs], indent=None)
             dpo = self._train(records, previous=_adapter_round(state, r), out_dir=folder, ctx=ctx, round_index=r)
@@ -149,8 +165,9 @@ class Popri(Method):
         needed = pair_tokens(tokenizer, build_prompt(longest, o.prompt_style), o.truncate_tokens)
         if needed > o.max_length:
             raise ConfigError("max_length", o.max_length,
-                              f"at least {needed}: a prompt of the {o.examples_per_prompt} longest public texts plus a "
-                              f"{o.truncate_tokens}-token completion needs that many, and DPO would cut the completions")
+                              f"at least {needed}: a prompt of the {o.examples_per_prompt} longest public texts "
+                              f"plus a {o.truncate_tokens}-token completion needs that many, "
+                              "and DPO would cut the completions")
 
     def _pair_record(self, prompt, chosen: str, rejected: str) -> dict:
         if self.config.prompt_style == "chat":

@@ -20,7 +20,7 @@ from dpbench.toolkit import normalise_rows
 def client_sums(embeddings: Mapping[str, np.ndarray], client_ids: Sequence[str], dim: int) -> np.ndarray:
     """One row per client: the sum of its normalised text embeddings (zeros for an empty client)."""
     rows = np.zeros((len(client_ids), dim))
-    for row, cid in zip(rows, client_ids):
+    for row, cid in zip(rows, client_ids, strict=True):
         texts = embeddings.get(cid)
         if texts is not None and len(texts):
             row[:] = normalise_rows(texts).sum(axis=0)
@@ -35,7 +35,8 @@ def centred_unit_scores(scores: np.ndarray) -> np.ndarray:
     return normalise_rows(centred)
 
 
-def score_batches(sample_embeddings: np.ndarray, sums: np.ndarray, *, batch_clients: int = 4096) -> Iterator[np.ndarray]:
+def score_batches(sample_embeddings: np.ndarray, sums: np.ndarray, *,
+                  batch_clients: int = 4096) -> Iterator[np.ndarray]:
     """Per-client contributions (clients × samples), ``batch_clients`` rows at a time to bound memory."""
     samples = normalise_rows(sample_embeddings)
     for start in range(0, len(sums), batch_clients):

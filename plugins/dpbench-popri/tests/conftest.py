@@ -9,7 +9,6 @@ import pytest
 @pytest.fixture
 def popri_plugin():
     import dpbench_popri
-
     from dpbench.plugins import pm, registered
 
     if pm.get_plugin("popri") is None:

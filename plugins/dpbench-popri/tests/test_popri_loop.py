@@ -54,7 +54,8 @@ def spy_generate(monkeypatch):
     return calls
 
 
-def test_rounds_are_on_policy_and_privacy_is_ledgered(tmp_path, tiny_llama, hashing_embedder, toy_plugin, popri_plugin, spy_generate):
+def test_rounds_are_on_policy_and_privacy_is_ledgered(tmp_path, tiny_llama, hashing_embedder, toy_plugin, popri_plugin,
+                                                      spy_generate):
     suite = _suite(tmp_path, tiny_llama)
     report = Runner(suite).run()
     assert not report.failed, report.failed
@@ -87,7 +88,8 @@ def test_rounds_are_on_policy_and_privacy_is_ledgered(tmp_path, tiny_llama, hash
     ctx = RunContext(run_id=spec.run_id, seed=spec.seed, output_dir=tmp_path / "after", budget=spec.budget,
                      cache=runner.cache)
     again = method.checkpoint_texts(data, ctx, state=state, checkpoint=2, saved=tmp_path / "chosen.json")
-    assert tuple(again) == load_artifact(folder).texts and spy_generate[-1]["adapter"] == str(state / "round001" / "adapter")
+    assert (tuple(again) == load_artifact(folder).texts
+            and spy_generate[-1]["adapter"] == str(state / "round001" / "adapter"))
     base = method.checkpoint_texts(data, ctx, state=state, checkpoint=0, saved=tmp_path / "base.json")
     assert spy_generate[-1]["adapter"] is None and len(base) == 6
 
@@ -205,10 +207,9 @@ def test_options_are_validated():
 def test_nothing_but_the_releases_depends_on_a_client(tmp_path, tiny_llama, hashing_embedder, toy_plugin):
     """D vs D plus a canary client under the same releases: every file (pairs, adapters, monitor),
     log line and output text is equal, so no per-client quantity leaves a round unnoised."""
+    from dpbench.testing.leaks import check_release_only
     from dpbench_popri.config import PopriOptions
     from dpbench_popri.method import Popri
-
-    from dpbench.testing.leaks import check_release_only
 
     method = Popri(PopriOptions(model=str(tiny_llama), rounds=1, prompts_per_round=4, samples_per_prompt=3,
                                 reject_rank=2, max_new_tokens=8, truncate_tokens=8, final_samples=6, pairs_per_step=2,
