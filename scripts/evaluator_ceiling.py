@@ -8,7 +8,7 @@ and M public texts (fine-tuning on text that carries no private signal), for eac
 ``--sizes``. Prints and saves validation and test accuracy, the selected step and the
 validation curve of each, beside the no-fine-tuning ε = 0 model.
 
-    .venv/bin/python benchmarks/evaluator_ceiling.py suites/quickstart.yaml --sizes 256 1024
+    .venv/bin/python scripts/evaluator_ceiling.py suites/quickstart.yaml --sizes 256 1024
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for dpbench run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--seed", type=int, default=0, help="subsets and fine-tuning seed")
-    parser.add_argument("--out", default="benchmarks/results/evaluator_ceiling.json")
+    parser.add_argument("--out", default="scripts/results/evaluator_ceiling.json")
     args = parser.parse_args()
 
     from dpbench.api import RunContext, SyntheticTexts

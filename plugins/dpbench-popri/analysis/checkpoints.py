@@ -8,7 +8,7 @@ scores each with the suite's evaluator, so a selection rule, more rounds or more
 (the adapters are released already) and reports validation accuracy only: the test split
 stays for the leaderboard.
 
-    .venv/bin/python benchmarks/popri_checkpoints.py suites/shared-biorxiv.yaml --epsilon 1
+    .venv/bin/python plugins/dpbench-popri/analysis/checkpoints.py suites/shared-biorxiv.yaml --epsilon 1
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def main() -> None:
     parser.add_argument("--method", default="popri", help="the run's method label in the suite")
     parser.add_argument("--checkpoints", type=int, nargs="+", help="only these (default: all)")
     parser.add_argument("--final-samples", type=int, help="texts per checkpoint (default: the run's final_samples)")
-    parser.add_argument("--out", default=None, help="default: benchmarks/results/popri_checkpoints_<suite>_eps<ε>.json")
+    parser.add_argument("--out", default=None,
+                        help="default: plugins/dpbench-popri/analysis/results/checkpoints_<suite>_eps<ε>.json")
     args = parser.parse_args()
 
     from dpbench.api import RunContext, SyntheticTexts
@@ -87,7 +88,8 @@ def main() -> None:
               "select": monitor["rule"], "evaluator": {choice.plugin: choice.options}, "machine": platform.machine(),
               "rows": rows}
     size = f"_m{args.final_samples}" if args.final_samples else ""
-    out = Path(args.out or f"benchmarks/results/popri_checkpoints_{suite.name}_eps{args.epsilon:g}{size}.json")
+    results = Path("plugins/dpbench-popri/analysis/results")
+    out = Path(args.out or results / f"checkpoints_{suite.name}_eps{args.epsilon:g}{size}.json")
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False))
     print(f"saved {out}")
 
