@@ -7,9 +7,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+
+def texts_key(texts: Sequence[str]) -> str:
+    """A stable hash of a list of texts, for cache keys of work derived from them."""
+    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest()[:20]
 
 
 def cache_key(key: Mapping[str, Any]) -> str:

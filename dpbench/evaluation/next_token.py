@@ -43,7 +43,6 @@ training loop, metric arithmetic). 1 (2026-11): first version.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from typing import TYPE_CHECKING, ClassVar
 from dpbench.api.artifacts import SyntheticTexts, TrainedModel
 from dpbench.api.config import check_int, check_positive, config_dict
 from dpbench.api.evaluator import Evaluator, MetricSpec
+from dpbench.cache import texts_key
 from dpbench.errors import ConfigError, DpbenchError
 from dpbench.files import write_json
 
@@ -166,7 +166,7 @@ class NextTokenEvaluator(Evaluator):
                 "next_token: the dataset has no public texts to pretrain the evaluator's model on "
                 "(set the dataset's public_fraction or public file)"
             )
-        key = {"evaluator": "next_token", "version": self.version, "public": _hash_texts(public),
+        key = {"evaluator": "next_token", "version": self.version, "public": texts_key(public),
                "options": self.config.model_key(), "libs": _lib_versions()}
 
         def build(folder: Path) -> None:
@@ -188,7 +188,7 @@ class NextTokenEvaluator(Evaluator):
                 "model": model_dir.name,
                 "data": data.fingerprint(),
                 "options": config_dict(self.config),
-                "texts": _hash_texts(artifact.texts) if artifact.texts else None,
+                "texts": texts_key(artifact.texts) if artifact.texts else None,
                 "seed": ctx.seed if artifact.texts else None,
             }
             result = ctx.cache.json(
@@ -323,10 +323,6 @@ class NextTokenEvaluator(Evaluator):
             write_json(ctx.output_dir / "next_token.json", details)
         except OSError as err:  # details are a courtesy; never fail a run for them
             ctx.log.warning("next_token: could not write details: %s", err)
-
-
-def _hash_texts(texts) -> str:
-    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest()[:20]
 
 
 def _lib_versions() -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dpbench.api.config import check_int
+from dpbench.cache import texts_key
 
 if TYPE_CHECKING:
     from dpbench.api.dataset import FederatedTextData, MethodData
@@ -76,10 +77,6 @@ class Embedder:
         return matrix / np.maximum(norms, 1e-12)
 
 
-def texts_hash(texts: Sequence[str]) -> str:
-    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest()[:20]
-
-
 def embed_cached(
     embedder: Embedder,
     texts: Sequence[str],
@@ -97,7 +94,7 @@ def embed_cached(
         "embedder": embedder.identity(),
         "dataset": dataset_fingerprint,
         "split": split,
-        "texts": texts_hash(texts),
+        "texts": texts_key(texts),
         "count": len(texts),
     }
 

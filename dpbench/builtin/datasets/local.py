@@ -1,10 +1,10 @@
 """``local``: any JSON / JSONL / CSV / Parquet file of records with a text and a client field.
 
-Examples (the real sets in ``../shared/data``)::
+Examples (``suites/shared-*.yaml`` use both)::
 
     dataset: local
     options:    # bioRxiv 2014 abstracts, one client per subject category
-      path: ../shared/data/biorxiv-2014/data1.txt
+      path: data/biorxiv-2014/data1.txt
       format: json            # the file is JSON despite its .txt suffix
       records_path: papers    # {"papers": [...]}
       text_field: abstract
@@ -12,7 +12,7 @@ Examples (the real sets in ``../shared/data``)::
 
     dataset: local
     options:    # ConVote House floor debates, one client per speaker
-      path: ../shared/data/convote/convote_stage3.jsonl
+      path: data/convote/convote_stage3.jsonl
       text_field: text
       client_field: speaker
 """
