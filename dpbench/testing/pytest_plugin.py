@@ -1,8 +1,9 @@
 """dpbench's pytest plugin: fixtures for tests of dpbench and of method plugins.
 
 Installing dpbench registers it (entry point ``pytest11: dpbench``), so a plugin's tests use
-``toy_plugin``, ``toy_suite``, ``toy_plugins_dir``, ``tiny_llama``, ``tiny_gpt2`` and
-``hashing_embedder`` without a ``conftest.py``. It is inert for other projects: no hooks, no
+``toy_plugin``, ``toy_suite``, ``toy_plugins_dir``, ``tiny_llama``, ``tiny_gpt2``,
+``hashing_embedder`` and ``generation_calls`` without a ``conftest.py``; ``installed_plugin``
+makes a fixture that registers the plugin under test. It is inert for other projects: no hooks, no
 autouse fixtures, and nothing heavier than pytest is imported until a fixture is used.
 """
 
@@ -93,3 +94,40 @@ def hashing_embedder(monkeypatch):
 
     monkeypatch.setattr(embedding, "Embedder", HashingEmbedder)
     return HashingEmbedder
+
+
+@pytest.fixture
+def generation_calls(monkeypatch) -> list[dict]:
+    """Every ``TransformersGenerator.generate`` call of one test, as ``{"n": prompts,
+    "adapter": adapter}``: what a method generated, and from which checkpoint."""
+    from dpbench.models.generation import TransformersGenerator
+
+    calls = []
+    original = TransformersGenerator.generate
+
+    def generate(self, prompts, params, *, seed, adapter=None):
+        calls.append({"n": len(prompts), "adapter": adapter})
+        return original(self, prompts, params, seed=seed, adapter=adapter)
+
+    monkeypatch.setattr(TransformersGenerator, "generate", generate)
+    return calls
+
+
+def installed_plugin(module: str, name: str):
+    """A fixture registering the installed plugin ``module`` under ``name`` for one test (left
+    as it is when already loaded), for a method plugin's own conftest:
+    ``pe_plugin = installed_plugin("dpbench_pe", "pe")``."""
+
+    @pytest.fixture
+    def fixture():
+        import importlib
+
+        from dpbench.plugins import pm, registered
+
+        if pm.get_plugin(name) is not None:
+            yield
+            return
+        with registered(importlib.import_module(module), name=name):
+            yield
+
+    return fixture

@@ -11,6 +11,7 @@ import pytest
 from dpbench.api import MethodData, PrivacyBudget, RunContext
 from dpbench.cache import SuiteCache
 from dpbench.testing import tiny_downstream_gpt2
+from dpbench.testing.pytest_plugin import installed_plugin
 
 ANIMALS = ["cat", "dog", "cow", "hen", "fox", "owl"]
 PLACES = ["mat", "rug", "bed", "hill", "barn", "road"]
@@ -58,13 +59,4 @@ def run_method(tiny_gpt2, fed_data):
     return run
 
 
-@pytest.fixture
-def dpfedavg_plugin():
-    import dpbench_dpfedavg
-    from dpbench.plugins import pm, registered
-
-    if pm.get_plugin("dp_fedavg") is None:
-        with registered(dpbench_dpfedavg, name="dp_fedavg"):
-            yield
-    else:
-        yield
+dpfedavg_plugin = installed_plugin("dpbench_dpfedavg", "dp_fedavg")

@@ -3,16 +3,6 @@
 
 from __future__ import annotations
 
-import pytest
+from dpbench.testing.pytest_plugin import installed_plugin
 
-
-@pytest.fixture
-def pe_plugin():
-    import dpbench_pe
-    from dpbench.plugins import pm, registered
-
-    if pm.get_plugin("pe") is None:
-        with registered(dpbench_pe, name="pe"):
-            yield
-    else:
-        yield
+pe_plugin = installed_plugin("dpbench_pe", "pe")

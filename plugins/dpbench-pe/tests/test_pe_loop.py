@@ -34,34 +34,19 @@ evaluators: {{next_word: {{}}}}
     return load_suite(path, runs_dir=tmp_path / "runs")
 
 
-@pytest.fixture
-def spy_generate(monkeypatch):
-    from dpbench.models.generation import TransformersGenerator
-
-    calls = []
-    original = TransformersGenerator.generate
-
-    def generate(self, prompts, params, *, seed, adapter=None):
-        calls.append(len(prompts))
-        return original(self, prompts, params, seed=seed, adapter=adapter)
-
-    monkeypatch.setattr(TransformersGenerator, "generate", generate)
-    return calls
-
-
 def _ledger(folder):
     return [json.loads(line)["key"] for line in (folder / "ledger.jsonl").read_text().splitlines()]
 
 
 def test_iterations_keep_parents_and_are_ledgered(tmp_path, tiny_llama, hashing_embedder, toy_plugin, pe_plugin,
-                                                  spy_generate):
+                                                  generation_calls):
     suite = _suite(tmp_path, tiny_llama)
     report = Runner(suite).run()
     assert not report.failed, report.failed
     folder = suite.folder / suite.runs[0].run_id
     state = folder / "state"
     # RANDOM_API: N_syn·L = 8; then L-1 = 1 variation of each of the 4 selected, before iterations 1 and 2
-    assert spy_generate == [8, 4, 4]
+    assert [c["n"] for c in generation_calls] == [8, 4, 4]
     result = load_result(folder)
     assert [e["key"] for e in result.privacy["releases"]] == KEYS
     assert 0 < result.privacy["epsilon_spent"] <= 4
@@ -80,7 +65,7 @@ def test_iterations_keep_parents_and_are_ledgered(tmp_path, tiny_llama, hashing_
 
 
 def test_killed_mid_iteration_resumes_to_the_same_result(tmp_path, tiny_llama, hashing_embedder, toy_plugin,
-                                                         pe_plugin, spy_generate, monkeypatch):
+                                                         pe_plugin, generation_calls, monkeypatch):
     import dpbench_pe.method as method
 
     straight = _suite(tmp_path / "a", tiny_llama, selection="sample")
@@ -96,14 +81,14 @@ def test_killed_mid_iteration_resumes_to_the_same_result(tmp_path, tiny_llama, h
         return original(*args, **kwargs)
 
     monkeypatch.setattr(method, "select", dies_after_the_second_release)
-    spy_generate.clear()
+    generation_calls.clear()
     with pytest.raises(KeyboardInterrupt):
         Runner(killed).run()
     b = killed.folder / killed.runs[0].run_id
     assert _ledger(b) == KEYS[:2]  # iteration 1 released, then died before selecting
-    assert spy_generate == [8, 4]
+    assert [c["n"] for c in generation_calls] == [8, 4]
     assert not Runner(killed).run().failed
-    assert spy_generate == [8, 4, 4]  # the rerun generated only iteration 2's variations
+    assert [c["n"] for c in generation_calls] == [8, 4, 4]  # the rerun generated only iteration 2's variations
     assert _ledger(b) == KEYS  # each release once: iteration 1's was replayed, not redrawn
 
     a = straight.folder / straight.runs[0].run_id

@@ -3,16 +3,6 @@
 
 from __future__ import annotations
 
-import pytest
+from dpbench.testing.pytest_plugin import installed_plugin
 
-
-@pytest.fixture
-def popri_plugin():
-    import dpbench_popri
-    from dpbench.plugins import pm, registered
-
-    if pm.get_plugin("popri") is None:
-        with registered(dpbench_popri, name="popri"):
-            yield
-    else:
-        yield
+popri_plugin = installed_plugin("dpbench_popri", "popri")

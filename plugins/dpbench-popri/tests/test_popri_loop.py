@@ -39,23 +39,8 @@ evaluators: {{next_word: {{}}}}
     return load_suite(path, runs_dir=tmp_path / "runs")
 
 
-@pytest.fixture
-def spy_generate(monkeypatch):
-    from dpbench.models.generation import TransformersGenerator
-
-    calls = []
-    original = TransformersGenerator.generate
-
-    def generate(self, prompts, params, *, seed, adapter=None):
-        calls.append({"n": len(prompts), "adapter": adapter})
-        return original(self, prompts, params, seed=seed, adapter=adapter)
-
-    monkeypatch.setattr(TransformersGenerator, "generate", generate)
-    return calls
-
-
 def test_rounds_are_on_policy_and_privacy_is_ledgered(tmp_path, tiny_llama, hashing_embedder, toy_plugin, popri_plugin,
-                                                      spy_generate):
+                                                      generation_calls):
     suite = _suite(tmp_path, tiny_llama)
     report = Runner(suite).run()
     assert not report.failed, report.failed
@@ -64,10 +49,10 @@ def test_rounds_are_on_policy_and_privacy_is_ledgered(tmp_path, tiny_llama, hash
     state = folder / "state"
     # round 0 samples the base model, round 1 base + round 0's adapter; the monitoring of the
     # last checkpoint and the final data use round 1's adapter (select: last)
-    adapters = [c["adapter"] for c in spy_generate]
+    adapters = [c["adapter"] for c in generation_calls]
     assert adapters == [None, str(state / "round000" / "adapter"), str(state / "round001" / "adapter"),
                         str(state / "round001" / "adapter")]
-    assert [c["n"] for c in spy_generate] == [12, 12, 12, 6]
+    assert [c["n"] for c in generation_calls] == [12, 12, 12, 6]
     result = load_result(folder)
     assert [e["key"] for e in result.privacy["releases"]] == ["popri-round-0", "popri-round-1"]
     assert 0 < result.privacy["epsilon_spent"] <= 4
@@ -89,17 +74,17 @@ def test_rounds_are_on_policy_and_privacy_is_ledgered(tmp_path, tiny_llama, hash
                      cache=runner.cache)
     again = method.checkpoint_texts(data, ctx, state=state, checkpoint=2, saved=tmp_path / "chosen.json")
     assert (tuple(again) == load_artifact(folder).texts
-            and spy_generate[-1]["adapter"] == str(state / "round001" / "adapter"))
+            and generation_calls[-1]["adapter"] == str(state / "round001" / "adapter"))
     base = method.checkpoint_texts(data, ctx, state=state, checkpoint=0, saved=tmp_path / "base.json")
-    assert spy_generate[-1]["adapter"] is None and len(base) == 6
+    assert generation_calls[-1]["adapter"] is None and len(base) == 6
 
 
 def test_a_max_length_that_would_cut_completions_fails_before_any_release(tmp_path, tiny_llama, hashing_embedder,
-                                                                         toy_plugin, popri_plugin, spy_generate):
+                                                                         toy_plugin, popri_plugin, generation_calls):
     suite = _suite(tmp_path, tiny_llama, max_length=30)
     (error,) = Runner(suite).run().failed.values()
     assert "max_length: 30 is not allowed; expected at least" in error
-    assert spy_generate == []  # nothing generated, nothing released
+    assert generation_calls == []  # nothing generated, nothing released
     assert not (suite.folder / suite.runs[0].run_id / "ledger.jsonl").exists()
 
 
