@@ -66,7 +66,7 @@ class Runner:
                  fail_fast: bool = False):
         self.suite, self.force, self.fail_fast = suite, force, fail_fast
         self.progress = progress
-        self.cache = SuiteCache(suite.folder / "cache")
+        self.cache = SuiteCache(suite.cache_dir)
         self._datasets: dict[str, FederatedTextData] = {}
         self._environment: dict | None = None
         self._started = time.time()

@@ -51,7 +51,25 @@ def test_validate_loads_each_dataset_through_the_suite_cache(local_suite, tmp_pa
     assert out.exit_code == 0, out.output
     assert "forum: 7 clients, 21 texts, 3 test, 3 validation, 3 public" in out.output
     assert "valid, 2 runs" in out.output
-    assert list((tmp_path / "runs" / "forum" / "cache" / "datasets" / "local").iterdir())
+    assert list((tmp_path / "runs" / ".cache" / "datasets" / "local").iterdir())
+
+
+def test_suites_in_one_runs_folder_share_the_cache(local_suite, tmp_path, monkeypatch):
+    from dpbench.builtin.datasets import common
+
+    builds = []
+    real = common.build
+    monkeypatch.setattr(common, "build", lambda *a, **kw: builds.append(1) or real(*a, **kw))
+    first = local_suite()
+    second = first.with_name("forum-again.yaml")
+    second.write_text(first.read_text())
+    assert validate(first).exit_code == 0 and validate(second).exit_code == 0
+    assert len(builds) == 1  # the second suite read the first one's prepared dataset
+    entries = [p for p in (tmp_path / "runs" / ".cache" / "datasets" / "local").iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1
+    monkeypatch.setenv("DPBENCH_CACHE", str(tmp_path / "elsewhere"))
+    assert validate(second).exit_code == 0 and len(builds) == 2
+    assert (tmp_path / "elsewhere" / "datasets" / "local").is_dir()
 
 
 def test_validate_catches_a_record_without_its_text_field(local_suite):
