@@ -119,7 +119,8 @@ def make_generator(backend: str, model: str, **kwargs) -> Generator:
 # transformers ---------------------------------------------------------------------------------
 
 class TransformersGenerator(Generator):
-    """Batched sampling with ``model.generate`` (left padding).
+    """Batched sampling with ``model.generate`` (left padding), each draw made by a
+    ``NucleusSampler`` seeded per batch from the call's seed.
 
     ``model`` is a name/path for the resolver, or an already loaded model (then pass
     ``tokenizer`` too), e.g. a ``PeftModel`` a method is training.
@@ -162,23 +163,22 @@ class TransformersGenerator(Generator):
         tok = self.tokenizer
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         ids = [self.prompt_ids(p) for p in prompts]
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": pad_id}
-        if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
-        else:
-            kwargs.update(do_sample=False)
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": pad_id,
+                                  "do_sample": False}
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
         out: list[str] = []
         context = model.disable_adapter() if (adapter is None and self._owns_peft) else _nullcontext()
-        devices = [torch.device(self.device)] if torch.device(self.device).type == "cuda" else []
-        with torch.inference_mode(), context, torch.random.fork_rng(devices=devices):
+        with torch.inference_mode(), context:
             for b in range(math.ceil(len(ids) / self.batch_size)):
                 chunk = ids[b * self.batch_size : (b + 1) * self.batch_size]
                 width = max(len(x) for x in chunk)
                 input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in chunk], device=self.device)
                 mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in chunk], device=self.device)
-                torch.manual_seed(request_seed(seed, b))
+                if params.temperature > 0:  # greedy decoding over the sampler's one-hot choice
+                    kwargs["logits_processor"] = _logits_processors(NucleusSampler(
+                        temperature=params.temperature, top_p=params.top_p,
+                        generator=torch.Generator(device=self.device).manual_seed(request_seed(seed, b))))
                 generated = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
                 for row in generated[:, width:]:
                     text = tok.decode(row, skip_special_tokens=True)
@@ -214,6 +214,54 @@ class TransformersGenerator(Generator):
 
     def close(self) -> None:
         self.model = None
+
+
+class NucleusSampler:
+    """Draws each row's next token from the temperature-scaled, top-p-truncated distribution
+    (transformers' ``TopPLogitsWarper`` nucleus: the most likely tokens until their mass reaches
+    ``top_p``) and returns scores that are 0 at the drawn token and -inf elsewhere, so greedy
+    decoding emits the draw. The distribution is the sampler's, at a fraction of its cost on a
+    CPU: a partial sort of the ``candidates`` most likely tokens instead of sorting the whole
+    vocabulary (a full sort only for rows whose nucleus is larger), and a draw over those instead
+    of over every token."""
+
+    def __init__(self, *, temperature: float, top_p: float, generator, candidates: int = 1024):
+        check_positive("temperature", temperature)
+        check_int("candidates", candidates, minimum=1)
+        self.temperature, self.top_p, self.generator, self.candidates = temperature, top_p, generator, candidates
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p >= 1:
+            tokens = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+        else:
+            values, indices = torch.topk(probs, min(self.candidates, probs.shape[-1]), dim=-1)
+            larger = values.sum(dim=-1) < self.top_p  # the nucleus reaches past the candidates
+            if larger.any():
+                full_values, full_indices = torch.sort(probs[larger], dim=-1, descending=True)
+                tokens = torch.empty(len(probs), dtype=torch.long, device=probs.device)
+                tokens[larger] = self._draw(full_values, full_indices)
+                tokens[~larger] = self._draw(values[~larger], indices[~larger])
+            else:
+                tokens = self._draw(values, indices)
+        chosen = torch.full_like(scores, -math.inf)
+        return chosen.scatter_(-1, tokens[:, None], 0.0)
+
+    def _draw(self, values, indices):
+        """A draw from each row's nucleus, given its most likely tokens in descending order."""
+        import torch
+
+        above = values.cumsum(dim=-1) - values  # mass of the tokens ranked above each one
+        weights = torch.where(above < self.top_p, values, torch.zeros_like(values))
+        return indices.gather(-1, torch.multinomial(weights, 1, generator=self.generator)).squeeze(-1)
+
+
+def _logits_processors(*processors):
+    from transformers import LogitsProcessorList
+
+    return LogitsProcessorList(processors)
 
 
 class _nullcontext:

@@ -37,6 +37,70 @@ def test_seeded_and_batched(generator):
     assert generator.generate([], params, seed=7) == []
 
 
+def _transformers_nucleus(logits, top_p):
+    """transformers' own top-p warper: the probabilities it samples from."""
+    import torch
+    from transformers import TopPLogitsWarper
+
+    return torch.softmax(TopPLogitsWarper(top_p=top_p)(None, logits.clone()), dim=-1)
+
+
+@pytest.mark.parametrize("candidates", [4, 64], ids=["nucleus past the candidates", "within them"])
+def test_nucleus_sampler_draws_from_the_transformers_nucleus(candidates):
+    """Same support and same frequencies as transformers' top-p sampling, whether or not a
+    row's nucleus fits in the partially sorted candidates."""
+    import torch
+
+    from dpbench.models.generation import NucleusSampler
+
+    logits = torch.randn(3, 30, generator=torch.Generator().manual_seed(0)) * torch.tensor([[0.3], [2.0], [5.0]])
+    want = _transformers_nucleus(logits, 0.9)
+    sampler = NucleusSampler(temperature=1.0, top_p=0.9, generator=torch.Generator().manual_seed(1),
+                             candidates=candidates)
+    draws = 20_000
+    for row in range(3):
+        scores = sampler(None, logits[row].repeat(draws, 1))
+        assert torch.isinf(scores).sum(dim=-1).eq(29).all()  # one finite score: the draw
+        tokens = scores.argmax(dim=-1)
+        freq = torch.bincount(tokens, minlength=30).double() / draws
+        assert set(tokens.tolist()) <= set(torch.nonzero(want[row]).flatten().tolist())
+        assert torch.allclose(freq, want[row].double(), atol=0.015), (row, freq, want[row])
+
+
+def test_sampled_text_matches_the_transformers_sampler_in_distribution(generator):
+    """Texts drawn through the nucleus sampler and through transformers' own sampler have the
+    same mean log-likelihood under the model, within four standard errors."""
+    import torch
+
+    tok, model = generator.tokenizer, generator.model
+    ids = prompt_token_ids(tok, "the cat sat")
+    params = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=12)
+    ours = [tok(t, add_special_tokens=False)["input_ids"] for t in generator.generate(["the cat sat"] * 96, params,
+                                                                                    seed=3)]
+    torch.manual_seed(3)
+    with torch.inference_mode():
+        native = model.generate(input_ids=torch.tensor([ids] * 96), attention_mask=torch.ones(96, len(ids), dtype=torch.long),
+                                do_sample=True, temperature=1.0, top_p=0.9, top_k=0, max_new_tokens=12,
+                                pad_token_id=tok.pad_token_id)
+    theirs = [tok(tok.decode(row[len(ids):], skip_special_tokens=True), add_special_tokens=False)["input_ids"]
+              for row in native]
+
+    def mean_log_likelihood(completions):
+        scores = []
+        with torch.inference_mode():
+            for completion in completions:
+                if not completion:
+                    continue
+                full = torch.tensor([ids + completion])
+                logp = torch.log_softmax(model(full).logits[0, len(ids) - 1:-1].float(), dim=-1)
+                scores.append(logp.gather(-1, torch.tensor(completion)[:, None]).mean().item())
+        values = torch.tensor(scores)
+        return values.mean().item(), (values.var() / len(values)).item()
+
+    (a, var_a), (b, var_b) = mean_log_likelihood(ours), mean_log_likelihood(theirs)
+    assert abs(a - b) < 4 * (var_a + var_b) ** 0.5, (a, b)
+
+
 def test_chat_prompts_use_the_template(generator):
     ids = prompt_token_ids(generator.tokenizer, [{"role": "user", "content": "hi"}])
     text = generator.tokenizer.decode(ids)

@@ -33,7 +33,7 @@ from dpbench_pe.votes import select, vote_batches
 class PrivateEvolution(Method):
     """Federated Private Evolution for text (see the module docstring)."""
 
-    version = "1"
+    version = "2"  # 2: texts drawn through dpbench's NucleusSampler
     config_class = PeOptions
 
     def mechanism(self, data: MethodData) -> MechanismSpec:

@@ -52,7 +52,7 @@ from dpbench_popri.scoring import client_sums, score_batches
 class Popri(Method):
     """POPri as a dpbench method (see the module docstring)."""
 
-    version = "2"
+    version = "3"  # 3: texts drawn through dpbench's NucleusSampler
     config_class = PopriOptions
 
     def mechanism(self, data: MethodData) -> MechanismSpec:
