@@ -75,13 +75,13 @@ def test_sampled_text_matches_the_transformers_sampler_in_distribution(generator
     tok, model = generator.tokenizer, generator.model
     ids = prompt_token_ids(tok, "the cat sat")
     params = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=12)
-    ours = [tok(t, add_special_tokens=False)["input_ids"] for t in generator.generate(["the cat sat"] * 96, params,
-                                                                                    seed=3)]
+    texts = generator.generate(["the cat sat"] * 96, params, seed=3)
+    ours = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     torch.manual_seed(3)
     with torch.inference_mode():
-        native = model.generate(input_ids=torch.tensor([ids] * 96), attention_mask=torch.ones(96, len(ids), dtype=torch.long),
-                                do_sample=True, temperature=1.0, top_p=0.9, top_k=0, max_new_tokens=12,
-                                pad_token_id=tok.pad_token_id)
+        native = model.generate(input_ids=torch.tensor([ids] * 96),
+                                attention_mask=torch.ones(96, len(ids), dtype=torch.long), do_sample=True,
+                                temperature=1.0, top_p=0.9, top_k=0, max_new_tokens=12, pad_token_id=tok.pad_token_id)
     theirs = [tok(tok.decode(row[len(ids):], skip_special_tokens=True), add_special_tokens=False)["input_ids"]
               for row in native]
 
