@@ -1,13 +1,14 @@
-"""Sampled generation through ``NucleusSampler`` against transformers' own top-p sampling, side by side.
+"""Sampled generation through ``NucleusSampler`` against transformers' own sampler, side by side.
 
 SmolLM2-135M-Instruct in bf16, one chat prompt repeated, exactly 64 new tokens
-(``min_new_tokens``), temperature 1, top-p 0.9 — POPri's and PE's setting. Both paths call
-``model.generate`` with the same inputs; only the draw differs (transformers: full-vocabulary
-sort and multinomial; dpbench: a partial sort of the top candidates and a draw over them, then
-greedy decoding of the one-hot choice). Reports tokens/s of transformers' sampler at batch 32
-(the path before) and of the nucleus sampler at batch 32, 64 and 128, their ratio at batch 32
-(``speedup``) and at the best batch (``speedup_best_batch``), and how often a row's nucleus
-reached past the candidates.
+(``min_new_tokens``), temperature 1, at top-p 1.0 (POPri's and PE's default) and 0.9. Both paths
+call ``model.generate`` with the same inputs; only the draw differs (transformers: a sort of the
+whole vocabulary for top-p, then an exponential draw per token; dpbench: a partial sort of the
+top candidates, one uniform draw per row through the cumulative distribution, then greedy
+decoding of the one-hot choice). For each top-p: tokens/s of transformers' sampler at batch 32
+(the path before) and of the nucleus sampler at batch 32, 64 and 128, the ratio at batch 32
+(``speedup``) and at the best batch (``speedup_best_batch``); at 0.9 also how often a row's
+nucleus reached past the candidates.
 
 Run with nothing else on the machine: ``.venv/bin/python benchmarks/sampling.py``; writes
 ``benchmarks/results/sampling.json``.
@@ -22,8 +23,9 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BATCH, NEW_TOKENS, TOP_P = 32, 64, 0.9
+BATCH, NEW_TOKENS = 32, 64
 BATCHES = (32, 64, 128)
+TOP_PS = (1.0, 0.9)
 
 
 def main() -> None:
@@ -51,32 +53,39 @@ def main() -> None:
             Counting.larger += int((torch.topk(probs, self.candidates).values.sum(-1) < self.top_p).sum())
             return super().__call__(input_ids, scores)
 
-    def native() -> float:
+    def native(top_p: float) -> float:
         torch.manual_seed(0)
         start = time.perf_counter()
-        model.generate(**inputs(BATCH), do_sample=True, temperature=1.0, top_p=TOP_P, top_k=0)
+        model.generate(**inputs(BATCH), do_sample=True, temperature=1.0, top_p=top_p, top_k=0)
         return time.perf_counter() - start
 
-    def nucleus(batch: int, sampler=NucleusSampler) -> float:
+    def nucleus(top_p: float, batch: int, sampler=NucleusSampler) -> float:
         start = time.perf_counter()
-        processor = sampler(temperature=1.0, top_p=TOP_P, generator=torch.Generator().manual_seed(0))
+        processor = sampler(temperature=1.0, top_p=top_p, generator=torch.Generator().manual_seed(0))
         model.generate(**inputs(batch), do_sample=False, logits_processor=LogitsProcessorList([processor]))
         return time.perf_counter() - start
 
-    with torch.inference_mode():
-        native(), nucleus(BATCH)  # warm-up
-        rates = {"transformers_batch32": BATCH * NEW_TOKENS / min(native() for _ in range(2))}
-        for batch in BATCHES:
-            rates[f"nucleus_sampler_batch{batch}"] = batch * NEW_TOKENS / min(nucleus(batch) for _ in range(2))
-        nucleus(BATCH, Counting)
-    best = max(BATCHES, key=lambda b: rates[f"nucleus_sampler_batch{b}"])
     result = {"benchmark": "sampling", "model": "smollm2-135m-instruct", "dtype": "bfloat16",
-              "prompt_tokens": len(ids), "new_tokens": NEW_TOKENS, "top_p": TOP_P, "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "tokens_per_s": {k: round(v, 1) for k, v in rates.items()},
-              "speedup": round(rates["nucleus_sampler_batch32"] / rates["transformers_batch32"], 2),
-              "best_batch": best,
-              "speedup_best_batch": round(rates[f"nucleus_sampler_batch{best}"] / rates["transformers_batch32"], 2),
-              "rows_past_candidates": round(Counting.larger / Counting.rows, 4)}
+              "prompt_tokens": len(ids), "new_tokens": NEW_TOKENS, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "top_p": {}}
+    with torch.inference_mode():
+        native(1.0), nucleus(1.0, BATCH)  # warm-up
+        for top_p in TOP_PS:
+            rates = {"transformers_batch32": BATCH * NEW_TOKENS / min(native(top_p) for _ in range(2))}
+            for batch in BATCHES:
+                seconds = min(nucleus(top_p, batch) for _ in range(2))
+                rates[f"nucleus_sampler_batch{batch}"] = batch * NEW_TOKENS / seconds
+            best = max(BATCHES, key=lambda b: rates[f"nucleus_sampler_batch{b}"])
+            row = {"tokens_per_s": {k: round(v, 1) for k, v in rates.items()},
+                   "speedup": round(rates["nucleus_sampler_batch32"] / rates["transformers_batch32"], 2),
+                   "best_batch": best,
+                   "speedup_best_batch": round(rates[f"nucleus_sampler_batch{best}"]
+                                               / rates["transformers_batch32"], 2)}
+            if top_p < 1:
+                nucleus(top_p, BATCH, Counting)
+                row["rows_past_candidates"] = round(Counting.larger / Counting.rows, 4)
+            result["top_p"][str(top_p)] = row
+    result["speedup"] = result["top_p"]["1.0"]["speedup"]  # at the methods' default top-p
     print(json.dumps(result, indent=1))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "sampling.json").write_text(json.dumps(result, indent=1))

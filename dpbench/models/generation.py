@@ -219,14 +219,17 @@ class TransformersGenerator(Generator):
 class NucleusSampler:
     """Draws each row's next token from the temperature-scaled, top-p-truncated distribution
     (transformers' ``TopPLogitsWarper`` nucleus: the most likely tokens until their mass reaches
-    ``top_p``) and returns scores that are 0 at the drawn token and -inf elsewhere, so greedy
-    decoding emits the draw. The distribution is the sampler's, at a fraction of its cost on a
-    CPU: a partial sort of the ``candidates`` most likely tokens instead of sorting the whole
-    vocabulary (a full sort only for rows whose nucleus is larger), and a draw over those instead
-    of over every token."""
+    ``top_p``; the whole vocabulary at ``top_p`` 1) and returns scores that are 0 at the drawn
+    token and -inf elsewhere, so greedy decoding emits the draw. The distribution is the
+    sampler's, at a fraction of its cost on a CPU: a partial sort of the ``candidates`` most
+    likely tokens instead of sorting the whole vocabulary (a full sort only for rows whose
+    nucleus is larger), and one uniform draw per row through the cumulative distribution
+    instead of an exponential draw for every token."""
 
     def __init__(self, *, temperature: float, top_p: float, generator, candidates: int = 1024):
         check_positive("temperature", temperature)
+        if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+            raise ConfigError("top_p", top_p, "a number in (0, 1]")
         check_int("candidates", candidates, minimum=1)
         self.temperature, self.top_p, self.generator, self.candidates = temperature, top_p, generator, candidates
 
@@ -235,27 +238,36 @@ class NucleusSampler:
 
         probs = torch.softmax(scores.float() / self.temperature, dim=-1)
         if self.top_p >= 1:
-            tokens = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+            tokens = self._draw(probs)
         else:
             values, indices = torch.topk(probs, min(self.candidates, probs.shape[-1]), dim=-1)
             larger = values.sum(dim=-1) < self.top_p  # the nucleus reaches past the candidates
+            tokens = torch.empty(len(probs), dtype=torch.long, device=probs.device)
             if larger.any():
                 full_values, full_indices = torch.sort(probs[larger], dim=-1, descending=True)
-                tokens = torch.empty(len(probs), dtype=torch.long, device=probs.device)
-                tokens[larger] = self._draw(full_values, full_indices)
-                tokens[~larger] = self._draw(values[~larger], indices[~larger])
-            else:
-                tokens = self._draw(values, indices)
+                tokens[larger] = full_indices.gather(-1, self._draw(self._nucleus(full_values))).squeeze(-1)
+            if (~larger).any():
+                tokens[~larger] = indices[~larger].gather(-1, self._draw(self._nucleus(values[~larger]))).squeeze(-1)
         chosen = torch.full_like(scores, -math.inf)
-        return chosen.scatter_(-1, tokens[:, None], 0.0)
+        return chosen.scatter_(-1, tokens.view(-1, 1), 0.0)
 
-    def _draw(self, values, indices):
-        """A draw from each row's nucleus, given its most likely tokens in descending order."""
+    def _nucleus(self, values):
+        """Descending probabilities with every token outside the nucleus set to 0."""
         import torch
 
         above = values.cumsum(dim=-1) - values  # mass of the tokens ranked above each one
-        weights = torch.where(above < self.top_p, values, torch.zeros_like(values))
-        return indices.gather(-1, torch.multinomial(weights, 1, generator=self.generator)).squeeze(-1)
+        return torch.where(above < self.top_p, values, torch.zeros_like(values))
+
+    def _draw(self, weights):
+        """One index per row, with probability proportional to ``weights`` (inverse CDF in
+        float64; a zero weight is never drawn)."""
+        import torch
+
+        cumulative = weights.double().cumsum(dim=-1)
+        u = torch.rand(len(weights), 1, generator=self.generator, dtype=torch.float64,
+                       device=weights.device) * cumulative[:, -1:]
+        last_positive = weights.shape[-1] - 1 - (weights.flip(-1) > 0).int().argmax(dim=-1, keepdim=True)
+        return torch.minimum(torch.searchsorted(cumulative, u, right=True), last_positive)
 
 
 def _logits_processors(*processors):

@@ -27,8 +27,8 @@ class GeneratorOptions:
     bf16: bool = False
     """bfloat16 generation (~1.6x faster on CPUs with AVX512-BF16)"""
     generation_batch_size: int = 128
-    """prompts per forward pass (transformers only; vLLM batches itself); on 2 CPU cores 128
-    generates 1.4x the tokens/s of 32 (benchmarks/results/sampling.json)"""
+    """prompts per forward pass (transformers only; vLLM batches itself); on 2 CPU cores 64 and
+    128 generate ~1.25x the tokens/s of 32 (benchmarks/results/sampling.json)"""
     embedder: str = "all-minilm-l6-v2"
     """sentence embedder that compares synthetic texts with private and validation texts"""
     examples_per_prompt: int = 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import types
 
@@ -45,17 +46,19 @@ def _transformers_nucleus(logits, top_p):
     return torch.softmax(TopPLogitsWarper(top_p=top_p)(None, logits.clone()), dim=-1)
 
 
-@pytest.mark.parametrize("candidates", [4, 64], ids=["nucleus past the candidates", "within them"])
-def test_nucleus_sampler_draws_from_the_transformers_nucleus(candidates):
+@pytest.mark.parametrize("top_p, candidates", [(0.9, 4), (0.9, 64), (1.0, 64)],
+                         ids=["nucleus past the candidates", "nucleus within them", "whole vocabulary"])
+def test_nucleus_sampler_draws_from_the_transformers_nucleus(top_p, candidates):
     """Same support and same frequencies as transformers' top-p sampling, whether or not a
-    row's nucleus fits in the partially sorted candidates."""
+    row's nucleus fits in the partially sorted candidates, and at top-p 1."""
     import torch
 
     from dpbench.models.generation import NucleusSampler
 
     logits = torch.randn(3, 30, generator=torch.Generator().manual_seed(0)) * torch.tensor([[0.3], [2.0], [5.0]])
-    want = _transformers_nucleus(logits, 0.9)
-    sampler = NucleusSampler(temperature=1.0, top_p=0.9, generator=torch.Generator().manual_seed(1),
+    logits[:, 7] = -math.inf  # a token another processor ruled out (e.g. EOS before min_new_tokens)
+    want = _transformers_nucleus(logits, top_p) if top_p < 1 else torch.softmax(logits, dim=-1)
+    sampler = NucleusSampler(temperature=1.0, top_p=top_p, generator=torch.Generator().manual_seed(1),
                              candidates=candidates)
     draws = 20_000
     for row in range(3):
@@ -67,21 +70,39 @@ def test_nucleus_sampler_draws_from_the_transformers_nucleus(candidates):
         assert torch.allclose(freq, want[row].double(), atol=0.015), (row, freq, want[row])
 
 
-def test_sampled_text_matches_the_transformers_sampler_in_distribution(generator):
+def test_nucleus_sampler_on_a_batch_mixing_small_and_large_nuclei():
+    import torch
+
+    from dpbench.models.generation import NucleusSampler
+
+    logits = torch.randn(6, 30, generator=torch.Generator().manual_seed(2)) * torch.tensor(
+        [[0.2], [6.0], [0.2], [6.0], [1.0], [3.0]])
+    sampler = NucleusSampler(temperature=0.7, top_p=0.8, generator=torch.Generator().manual_seed(3), candidates=4)
+    want = _transformers_nucleus(logits / 0.7, 0.8)
+    for _ in range(200):
+        tokens = sampler(None, logits).argmax(dim=-1)
+        assert all(want[row, token] > 0 for row, token in enumerate(tokens.tolist()))
+    with pytest.raises(ConfigError, match="top_p"):
+        NucleusSampler(temperature=1.0, top_p=0.0, generator=None)
+
+
+@pytest.mark.parametrize("top_p", [0.9, 1.0])
+def test_sampled_text_matches_the_transformers_sampler_in_distribution(generator, top_p):
     """Texts drawn through the nucleus sampler and through transformers' own sampler have the
     same mean log-likelihood under the model, within four standard errors."""
     import torch
 
     tok, model = generator.tokenizer, generator.model
     ids = prompt_token_ids(tok, "the cat sat")
-    params = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=12)
+    params = SamplingParams(temperature=1.0, top_p=top_p, max_new_tokens=12)
     texts = generator.generate(["the cat sat"] * 96, params, seed=3)
     ours = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     torch.manual_seed(3)
     with torch.inference_mode():
         native = model.generate(input_ids=torch.tensor([ids] * 96),
                                 attention_mask=torch.ones(96, len(ids), dtype=torch.long), do_sample=True,
-                                temperature=1.0, top_p=0.9, top_k=0, max_new_tokens=12, pad_token_id=tok.pad_token_id)
+                                temperature=1.0, top_p=top_p, top_k=0, max_new_tokens=12,
+                                pad_token_id=tok.pad_token_id)
     theirs = [tok(tok.decode(row[len(ids):], skip_special_tokens=True), add_special_tokens=False)["input_ids"]
               for row in native]
 
