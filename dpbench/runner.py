@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dpbench.api import Evaluator, FederatedTextData, Method, MethodData, RunContext, SyntheticTexts
+from dpbench.api import Evaluator, FederatedTextData, Method, MethodData, RunContext, SyntheticTexts, TrainedModel
 from dpbench.api.config import config_dict
 from dpbench.builtin.references import NonPrivate, PublicOnly
 from dpbench.cache import SuiteCache
@@ -200,6 +200,9 @@ class Runner:
             t0 = time.perf_counter()
             artifact = method.run(method_data, ctx)
             timings["method_s"] = time.perf_counter() - t0
+            if isinstance(artifact, TrainedModel) and not method_cls.trains_downstream_model:
+                raise DpbenchError(f"method {spec.method.plugin!r} returned a TrainedModel but does not set "
+                                   f"Method.trains_downstream_model, so it was handed no downstream model to train")
         else:
             log.info("%s: reusing the method's saved output", spec.run_id)
         if session is not None:  # the session opened here, whatever the method did to ctx.privacy
@@ -271,17 +274,17 @@ class Runner:
 
     def method(self, spec: RunSpec) -> Method:
         """The configured method instance of ``spec``."""
-        return get_registry("method").get(spec.method.plugin)(spec.method.config)
+        return _instance("method", spec.method)
 
     def evaluators(self, spec: RunSpec) -> list[tuple[PluginChoice, Evaluator]]:
         """``(choice, configured instance)`` for each evaluator of ``spec``."""
-        return [(choice, get_registry("evaluator").get(choice.plugin)(choice.config)) for choice in spec.evaluators]
+        return [(choice, _instance("evaluator", choice)) for choice in spec.evaluators]
 
     def dataset(self, choice: PluginChoice) -> FederatedTextData:
         """The loaded, checked dataset of ``choice``; loaded once per suite."""
         key = json.dumps([choice.plugin, choice.options, choice.version], sort_keys=True)
         if key not in self._datasets:
-            self._datasets[key] = get_registry("dataset").get(choice.plugin)(choice.config).load(self.cache)
+            self._datasets[key] = _instance("dataset", choice).load(self.cache)
         return self._datasets[key]
 
     def _env(self) -> dict:
@@ -298,6 +301,14 @@ class Runner:
                                                "traceback": traceback.format_exc()})
         except OSError as write_err:  # a full disk must not stop the other runs
             log.error("could not write %s: %s", folder / "error.json", write_err)
+
+
+def _instance(kind: str, choice: PluginChoice):
+    """The plugin of ``choice`` built with its options (validated once, when the suite loaded)."""
+    if choice.config is None:
+        raise DpbenchError(f"{kind} {choice.label!r} has no validated options (a run spec read back from JSON): "
+                           f"load the suite with dpbench.suite.load_suite to run it")
+    return get_registry(kind).get(choice.plugin)(choice.config)
 
 
 def _downstream_model(evaluators, data: MethodData, ctx: RunContext) -> Path:
@@ -329,7 +340,6 @@ def _check_spent(spec: RunSpec, folder: Path, privacy: PrivacyRecord, session: S
 
 def _canary_check(spec: RunSpec, artifact, canaries: list[str], ctx: RunContext) -> dict:
     """How much of the planted canary text the method's output gives away (``dpbench.canaries``)."""
-    from dpbench.api import TrainedModel
     from dpbench.canaries import canary_report, reference_canaries
 
     tokenizer = ctx.initial_model() if isinstance(artifact, TrainedModel) else None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,9 +140,9 @@ class Suite:
     @property
     def cache_dir(self) -> Path:
         """Where expensive shared work (prepared datasets, embeddings, the evaluator's pretrained
-        model) is kept: ``$DPBENCH_CACHE``, else ``<runs_dir>/.cache``, shared by every suite
+        model) is kept: ``<runs_dir>/.cache``, shared by every suite
         run there. Entries are keyed by content, so suites reuse each other's work."""
-        return Path(os.environ.get("DPBENCH_CACHE") or self.runs_dir / ".cache")
+        return self.runs_dir / ".cache"
 
 
 def _json_number(x: float):

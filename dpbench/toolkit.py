@@ -68,6 +68,10 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -11,7 +11,6 @@ def pytest_configure(config):
     sys._called_from_test = True
     os.environ["WANDB_MODE"] = "disabled"
     os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.pop("DPBENCH_CACHE", None)  # each test's runs folder keeps its own cache
 
 
 def pytest_unconfigure(config):

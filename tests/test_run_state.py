@@ -26,3 +26,6 @@ def test_state_stays_inside_the_checkpoint_folder(ctx):
         ctx.save_state("../result.json", {})
     with pytest.raises(ValueError, match="outside the checkpoint folder"):
         ctx.load_state("/etc/hosts")
+    for folder_itself in ("", "."):
+        with pytest.raises(ValueError, match="outside the checkpoint folder"):
+            ctx.save_state(folder_itself, {})

@@ -144,3 +144,25 @@ def test_methods_get_the_evaluators_downstream_model(toy_plugin, toy_suite, tmp_
                         lambda self, data, ctx: tmp_path / f"model-{len(data.public)}", raising=False)
     _run(toy_suite(), tmp_path / "some", ["seeds=1"])
     assert seen["path"].name.startswith("model-") and seen["path"].name != "model-0"
+
+
+def test_a_spec_read_back_from_json_is_not_run_with_default_options(toy_plugin, toy_suite, tmp_path):
+    from dpbench.errors import DpbenchError
+    from dpbench.suite import RunSpec
+
+    suite = load_suite(toy_suite(), runs_dir=tmp_path / "runs")
+    spec = RunSpec.from_dict(json.loads(json.dumps(suite.runs[-1].to_dict())))
+    with pytest.raises(DpbenchError, match="no validated options"):
+        Runner(suite).method(spec)
+
+
+def test_a_trained_model_from_a_method_that_did_not_declare_it_is_refused(toy_plugin, toy_suite, tmp_path, monkeypatch):
+    from dpbench.api import TrainedModel
+
+    def run(self, data, ctx):
+        return TrainedModel(path=ctx.checkpoint_dir)
+
+    monkeypatch.setattr(toy_plugin.NoisyUnigram, "run", run)
+    _, report = _run(toy_suite(), tmp_path, ["seeds=1", "privacy.epsilon=1"])
+    (error,) = report.failed.values()
+    assert "does not set Method.trains_downstream_model" in error

@@ -68,7 +68,7 @@ class RunContext:
     def _state_path(self, name: str) -> Path:
         folder = self.checkpoint_dir
         path = folder / name
-        if not path.resolve().is_relative_to(folder.resolve()):
+        if path.resolve() == folder.resolve() or not path.resolve().is_relative_to(folder.resolve()):
             raise ValueError(f"state {name!r} is outside the checkpoint folder")
         return path
 

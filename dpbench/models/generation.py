@@ -5,9 +5,10 @@ the same way (with the Hugging Face tokenizer, chat template applied for message
 the model sees identical token ids whichever backend runs it. LoRA adapters are applied
 without merging: PEFT adapters on the transformers model, ``LoRARequest`` in vLLM.
 
-Determinism: transformers reseeds torch per batch from ``seed`` (inside ``fork_rng``, so the
-caller's RNG state is untouched): same prompts, batch size, seed and machine give the same
-texts. vLLM gets one seed per request, derived from ``seed`` and the prompt's index.
+Determinism: transformers draws every token through a ``NucleusSampler`` with its own
+generator, seeded per batch from ``seed`` (the caller's RNG state is untouched): same prompts,
+batch size, seed and machine give the same texts. vLLM gets one seed per request, derived
+from ``seed`` and the prompt's index.
 """
 
 from __future__ import annotations

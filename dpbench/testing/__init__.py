@@ -10,8 +10,6 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|endoftext|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|endoftext|>assistant:{% endif %}"
@@ -68,6 +66,8 @@ class HashingEmbedder:
         return {"model": "hashing-test-embedder"}
 
     def encode(self, texts):
+        import numpy as np
+
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for row, text in zip(out, texts, strict=True):
             for word in text.split():

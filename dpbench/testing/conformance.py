@@ -40,21 +40,16 @@ def check_method(method, data, *, folder: Path, downstream: Path | None = None, 
     settings = dict(seed=seed, downstream=downstream)
     problems: list[str] = []
     try:
-        first = run_once(_fresh(method), data, folder / "first", **settings)
-        again = run_once(_fresh(method), data, folder / "again", **settings)
+        first = run_once(method, data, folder / "first", **settings)
+        again = run_once(method, data, folder / "again", **settings)
         problems += _release_count_problems(spec, first)
         problems += _determinism_problems(first, again)
         problems += _resume_problems(method, data, folder / "killed", first, settings)
         problems += [f"release-only: {p}" for p in check_release_only(
-            _fresh(method), data, folder=folder / "release-only", canary_texts=canary_texts, **settings)]
+            method, data, folder=folder / "release-only", canary_texts=canary_texts, **settings)]
     except (PrivacyMisuseError, LedgerError) as err:
         problems.append(f"session: refused the method: {type(err).__name__}: {err}")
     return problems
-
-
-def _fresh(method):
-    """A new instance with the same options, as the runner builds for each run."""
-    return type(method)(method.config)
 
 
 def _ledger(run: dict[str, bytes]) -> list[tuple[str, str]]:
@@ -83,10 +78,10 @@ def _resume_problems(method, data, folder: Path, first: dict[str, bytes], settin
     """Kill a run right after its first release, rerun it on the same folder with a fresh
     session and instance, and compare with the uninterrupted ``first``."""
     try:
-        run_once(_fresh(method), data, folder, wrap_session=_DiesAfterFirstRelease, **settings)
+        run_once(method, data, folder, wrap_session=_DiesAfterFirstRelease, **settings)
     except _Killed:
         pass
-    resumed = run_once(_fresh(method), data, folder, **settings)
+    resumed = run_once(method, data, folder, **settings)
     problems = []
     if _ledger(resumed) != _ledger(first):
         problems.append("resume: rerun after a kill, its releases differ from an uninterrupted run's: "

@@ -122,8 +122,9 @@ def installed_plugin(module: str, name: str):
     def fixture():
         import importlib
 
-        from dpbench.plugins import pm, registered
+        from dpbench.plugins import load_plugins, pm, registered
 
+        load_plugins()  # entry points first, so an installed plugin is found, not registered twice
         if pm.get_plugin(name) is not None:
             yield
             return

@@ -47,7 +47,7 @@ def run_once(method, data, folder: Path, *, seed: int = 0, noise_multiplier: flo
                          cache=SuiteCache(folder / "cache"), log=log,
                          privacy=wrap_session(session) if wrap_session else session,
                          downstream_model=downstream)
-        artifact = method.run(data, ctx)
+        artifact = type(method)(method.config).run(data, ctx)  # a fresh instance, as the runner makes
     finally:
         log.removeHandler(handler)
     files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}

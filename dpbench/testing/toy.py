@@ -15,10 +15,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpbench.api import Dataset, Evaluator, FederatedTextData, MechanismSpec, Method, MetricSpec, SyntheticTexts
+from dpbench.api import (
+    Dataset,
+    Evaluator,
+    FederatedTextData,
+    MechanismSpec,
+    Method,
+    MetricSpec,
+    SyntheticTexts,
+    atomic_write,
+    hookimpl,
+)
 from dpbench.api.config import check_fraction, check_int, check_positive
-from dpbench.files import atomic_write
-from dpbench.hookspecs import hookimpl
 
 VOCAB = tuple(f"w{i}" for i in range(40))
 
