@@ -4,7 +4,7 @@
 that a data problem (a malformed file, no clients, an empty test split, a δ too large for the
 number of clients) fails once, before any run starts, naming the dataset and its file, instead
 of failing every run and leaving a run folder behind for each. ``dpbench validate`` passes
-``Runner(suite).dataset`` as the loader, so the data is read through the suite cache exactly as
+``Runner(suite).dataset`` as the loader, so the data is read through the shared cache exactly as
 a run reads it; ``Runner.run`` calls ``check_datasets`` before its first run.
 """
 

@@ -60,7 +60,7 @@ class SuiteReport:
 
 
 class Runner:
-    """Runs a suite's grid; shares loaded datasets and the suite cache across runs."""
+    """Runs a suite's grid; shares loaded datasets and the runs folder's cache across runs."""
 
     def __init__(self, suite: Suite, *, progress: Progress | None = None, force: bool = False,
                  fail_fast: bool = False):
@@ -281,7 +281,7 @@ class Runner:
         return [(choice, _instance("evaluator", choice)) for choice in spec.evaluators]
 
     def dataset(self, choice: PluginChoice) -> FederatedTextData:
-        """The loaded, checked dataset of ``choice``; loaded once per suite."""
+        """The loaded, checked dataset of ``choice``; loaded once per runner."""
         key = json.dumps([choice.plugin, choice.options, choice.version], sort_keys=True)
         if key not in self._datasets:
             self._datasets[key] = _instance("dataset", choice).load(self.cache)

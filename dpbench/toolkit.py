@@ -17,7 +17,7 @@ Models:
 
 - ``make_generator``, ``SamplingParams``, ``prompt_token_ids``: text generation on the
   transformers or vLLM backend, same prompts and token ids on both.
-- ``Embedder``, ``embed_clients``, ``embed_split``: sentence embeddings, cached per suite.
+- ``Embedder``, ``embed_clients``, ``embed_split``: sentence embeddings, cached by content.
 - ``load_causal_lm``, ``load_tokenizer``: a model or tokenizer by resolver name or folder.
 
 The evaluator's language-model helpers, for methods that train the downstream model:

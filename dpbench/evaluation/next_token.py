@@ -2,14 +2,14 @@
 
 Protocol
 --------
-1. **Pretrained model (once per suite).** The paper fine-tunes a C4-pretrained distilGPT2. No
+1. **Pretrained model (once per runs folder).** The paper fine-tunes a C4-pretrained distilGPT2. No
    small pretrained causal LM with a fitting vocabulary exists offline, so dpbench pretrains
    its own on the dataset's **public** split only: a byte-level BPE tokenizer
    (``vocab_size`` = 8,192) and a GPT-2-shape model (``n_layer`` 4 × ``n_embd`` 256, ~5 M
    parameters) for ``pretrain_steps`` steps. Like the paper's model it has seen general
    text but none of the private clients, so the ε = 0 reference keeps its meaning (a model
    that saw public text only), and it is small enough to fine-tune in a minute or two on
-   2 CPU cores. It is cached in the suite cache, keyed by everything it depends on (public
+   2 CPU cores. It is cached in the shared cache (``runs/.cache``), keyed by everything it depends on (public
    texts, tokenizer and model shape, pretraining options, evaluator version, library
    versions); ``initial_model`` hands its folder to federated methods.
 2. **Fine-tuning.** ``SyntheticTexts`` are fine-tuned on for exactly ``train_steps`` AdamW
@@ -33,8 +33,8 @@ results are identical on the same CPU and thread count. ``bf16`` autocast (defau
 faster on CPUs with AVX512-BF16) keeps fp32 master weights.
 
 Caching: the no-fine-tuning evaluation, and any evaluation of a given synthetic set at a
-given seed, are cached per suite keyed by their inputs, so the ε = 0 row (and repeated
-identical evaluations) cost one scoring pass per suite.
+given seed, are cached keyed by their inputs, so the ε = 0 row (and repeated
+identical evaluations) cost one scoring pass.
 
 Versioning: bump ``version`` whenever a score could change (protocol, defaults, tokenization,
 training loop, metric arithmetic). 1 (2026-11): first version.
@@ -71,7 +71,7 @@ class NextTokenOptions:
 
     Model: ``vocab_size`` (BPE trained on the public split), ``n_layer``, ``n_embd``,
     ``n_head``, ``max_length`` (tokens per text incl. BOS/EOS; the paper's 64).
-    Pretraining (public split, once per suite): ``pretrain_steps`` × ``pretrain_batch_size``
+    Pretraining (public split, once per runs folder): ``pretrain_steps`` × ``pretrain_batch_size``
     sequences, peak ``pretrain_lr`` with linear warmup (``pretrain_warmup`` steps) and cosine
     decay, seeded by ``pretrain_seed`` (not the run seed: all runs share one model).
     Fine-tuning: ``train_steps`` × ``batch_size`` sequences at constant ``lr`` (AdamW, weight
@@ -80,7 +80,7 @@ class NextTokenOptions:
     ``max_eval_texts``: score at most this many validation/test texts (seeded subset; for
     smoke runs); ``None``: all.
 
-    Cost at the defaults on 2 CPU cores (sotu): pretraining ~3 min once per suite, then ~80 s
+    Cost at the defaults on 2 CPU cores (sotu): pretraining ~3 min once per runs folder, then ~80 s
     per fine-tuned evaluation and ~3 s for the no-fine-tuning one. CI smoke size (~5 s in
     all, numbers meaningless): ``{vocab_size: 1024, n_layer: 1, n_embd: 64, n_head: 2,
     pretrain_steps: 30, pretrain_batch_size: 16, train_steps: 10, batch_size: 16,
@@ -158,7 +158,7 @@ class NextTokenEvaluator(Evaluator):
         ``AutoTokenizer.from_pretrained(path)``), train with the same tokenization
         (``dpbench.evaluation.lm.encode_texts`` with ``max_length``) and return
         ``TrainedModel(path_of_their_save_pretrained_folder)``. The folder is shared through
-        the suite cache: read it, never write into it.
+        the shared cache: read it, never write into it.
         """
         public = tuple(data.public)
         if not public:

@@ -1,7 +1,7 @@
-"""Sentence embeddings (sentence-transformers), L2-normalised, batched, cached per suite.
+"""Sentence embeddings (sentence-transformers), L2-normalised, batched, cached by content.
 
 ``embed_cached`` stores each (model, dataset fingerprint, split) matrix once in the suite
-cache as ``embeddings.npy``, so private data is embedded once per suite however many runs
+cache as ``embeddings.npy``, so private data is embedded once per runs folder however many runs
 use it.
 """
 

@@ -14,7 +14,7 @@ The pipeline, in order (each step documented on the option that controls it):
 8. truncate every text to ``max_tokens`` tokens of ``tokenizer``;
 9. plant ``canaries`` secret texts in training clients (off by default).
 
-The result is cached in the suite cache, keyed by the dataset, its version, its options and a
+The result is cached in the shared cache (``runs/.cache``), keyed by the dataset, its version, its options and a
 hash of the raw texts, so a suite reads and tokenizes its data once.
 """
 
