@@ -1,4 +1,5 @@
-"""The cache of expensive shared work (``runs/.cache``, shared by the suites run there), keyed by everything the work depends on."""
+"""The cache of expensive shared work (``runs/.cache``, shared by the suites run there),
+keyed by everything the work depends on."""
 
 from __future__ import annotations
 
