@@ -43,7 +43,9 @@ def check_method(method, data, *, folder: Path, downstream: Path | None = None, 
         first = run_once(method, data, folder / "first", **settings)
         again = run_once(method, data, folder / "again", **settings)
         problems += _release_count_problems(spec, first)
-        problems += _determinism_problems(first, again)
+        problems += _difference_problems(
+            first, again, releases="determinism: two runs with the same seed made different releases",
+            output="determinism: two runs with the same seed gave different output")
         problems += _resume_problems(method, data, folder / "killed", first, settings)
         problems += [f"release-only: {p}" for p in check_release_only(
             method, data, folder=folder / "release-only", canary_texts=canary_texts, **settings)]
@@ -64,13 +66,15 @@ def _release_count_problems(spec: MechanismSpec, run: dict[str, bytes]) -> list[
     return [f"releases: made {made} releases through ctx.privacy; its MechanismSpec declares {spec.rounds}"]
 
 
-def _determinism_problems(first: dict[str, bytes], again: dict[str, bytes]) -> list[str]:
+def _difference_problems(expected: dict[str, bytes], got: dict[str, bytes], *, releases: str,
+                         output: str) -> list[str]:
+    """``releases`` (followed by what differs) when ``got`` made other releases than
+    ``expected``, ``output`` when it gave other output."""
     problems = []
-    if _ledger(first) != _ledger(again):
-        problems.append("determinism: two runs with the same seed made different releases: "
-                        + _ledger_difference(first, again))
-    if first["<artifact>"] != again["<artifact>"]:
-        problems.append("determinism: two runs with the same seed gave different output")
+    if _ledger(expected) != _ledger(got):
+        problems.append(f"{releases}: {_ledger_difference(expected, got)}")
+    if expected["<artifact>"] != got["<artifact>"]:
+        problems.append(output)
     return problems
 
 
@@ -82,13 +86,9 @@ def _resume_problems(method, data, folder: Path, first: dict[str, bytes], settin
     except _Killed:
         pass
     resumed = run_once(method, data, folder, **settings)
-    problems = []
-    if _ledger(resumed) != _ledger(first):
-        problems.append("resume: rerun after a kill, its releases differ from an uninterrupted run's: "
-                        + _ledger_difference(first, resumed))
-    if resumed["<artifact>"] != first["<artifact>"]:
-        problems.append("resume: rerun after a kill, its output differs from an uninterrupted run's")
-    return problems
+    return _difference_problems(
+        first, resumed, releases="resume: rerun after a kill, its releases differ from an uninterrupted run's",
+        output="resume: rerun after a kill, its output differs from an uninterrupted run's")
 
 
 def _ledger_difference(expected: dict[str, bytes], got: dict[str, bytes]) -> str:
