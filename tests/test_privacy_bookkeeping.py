@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from dpbench.api import MechanismSpec, Method, SyntheticTexts
 from dpbench.hookspecs import hookimpl
 from dpbench.plugins import registered
 from dpbench.privacy import read_ledger
-from dpbench.results import load_result
+from dpbench.results import load_artifact, load_result
 from dpbench.runner import Runner
 from dpbench.suite import load_suite
 
@@ -96,6 +97,34 @@ def test_ledger_deleted_mid_run_is_redone_with_the_full_charge(tmp_path, straigh
     assert result.privacy["epsilon_spent"] == straight[1].privacy["epsilon_spent"]
     assert result.metrics == straight[1].metrics
     assert len(list((run_dir.parent / ".damaged").iterdir())) == 1
+
+
+def test_killed_run_resumes_without_double_spending(tmp_path, straight, toy_plugins_dir):
+    """Kill a run between rounds, re-run it, and get exactly an uninterrupted run's results."""
+    process = subprocess.Popen(_command(toy_plugins_dir, _suite(tmp_path), tmp_path / "runs"), env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run_dir = _wait_for_releases(tmp_path / "runs", 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert load_result(run_dir) is None
+    assert 2 <= len(_keys(run_dir)) < 4
+
+    resumed = subprocess.run(_command(toy_plugins_dir, _suite(tmp_path), tmp_path / "runs"), env=_env(),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    other_dir, straight_result = straight
+    assert other_dir.name == run_dir.name
+    keys = _keys(run_dir)
+    assert keys == ["round-0", "round-1", "round-2", "round-3"]  # each round charged exactly once
+    assert keys == _keys(other_dir)
+    for key in keys:
+        a = np.load(next((run_dir / "releases").glob(f"{key}*.npy")))
+        b = np.load(next((other_dir / "releases").glob(f"{key}*.npy")))
+        np.testing.assert_array_equal(a, b)
+    resumed_result = load_result(run_dir)
+    assert resumed_result.privacy["epsilon_spent"] == straight_result.privacy["epsilon_spent"]
+    assert resumed_result.metrics == straight_result.metrics
+    assert load_artifact(run_dir).texts == load_artifact(other_dir).texts
 
 
 @pytest.fixture
