@@ -59,10 +59,14 @@ def _console():
     return Console(stderr=True)
 
 
-def _load(suite, overrides, runs_dir=None):
-    from dpbench.suite import load_suite
+def _load(suite, overrides, runs_dir=None, *, runnable_here=False):
+    """The loaded suite; ``runnable_here``: also refuse what this machine cannot run."""
+    from dpbench.suite import check_machine, load_suite
 
-    return load_suite(suite, overrides, runs_dir=runs_dir)
+    loaded = load_suite(suite, overrides, runs_dir=runs_dir)
+    if runnable_here:
+        check_machine(loaded)
+    return loaded
 
 
 def _fail(err) -> None:
@@ -93,7 +97,7 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
     if use_wandb:
         overrides = (*overrides, "publish.wandb=true")
     try:
-        loaded = _load(suite, overrides, runs_dir)
+        loaded = _load(suite, overrides, runs_dir, runnable_here=True)
     except DpbenchError as err:
         _fail(err)
     if dry_run:
@@ -151,12 +155,13 @@ def _print_runs(loaded) -> None:
                    "as a run would.")
 @click.option("--no-data", is_flag=True, help="Check the suite's structure only; do not load its datasets.")
 def validate(suite, overrides, runs_dir, no_data):
-    """Check SUITE without running it: plugin names, options, privacy budget, seeds, and (unless
-    --no-data) each dataset's files, clients and splits, and δ < 1/num_clients."""
+    """Check SUITE without running it: plugin names, options, privacy budget, seeds, that this
+    machine can run it (device: cuda, backend: vllm), and (unless --no-data) each dataset's
+    files, clients and splits, and δ < 1/num_clients."""
     from dpbench.errors import DpbenchError
 
     try:
-        loaded = _load(suite, overrides, runs_dir)
+        loaded = _load(suite, overrides, runs_dir, runnable_here=True)
         _print_runs(loaded)
         if not no_data:
             from dpbench.datacheck import check_datasets

@@ -371,6 +371,47 @@ def build_suite(config: Mapping[str, Any], *, path: Path, overrides: Sequence[st
                  metric=metric, runs_dir=runs_dir)
 
 
+def check_machine(suite: Suite) -> None:
+    """Refuse, before any work, what this machine cannot run: ``device: cuda`` without a CUDA
+    GPU, and a ``backend: vllm`` option without a CUDA GPU, with ``device: cpu`` or without an
+    importable vLLM. torch (and vllm) are imported only when the suite asks for them."""
+    device = suite.config.get("device", "cpu")
+    fields = sorted({f"{kind}.{choice.label}.backend" for spec in suite.runs
+                     for kind, choices in (("methods", (spec.method,)), ("evaluators", spec.evaluators))
+                     for choice in choices if getattr(choice.config, "backend", None) == "vllm"})
+    if device == "cuda" and not _cuda_available():
+        raise ConfigError("device", device, "cpu or auto: this machine has no CUDA GPU "
+                          "(torch.cuda.is_available() is False)")
+    for field_name in fields:
+        if device == "cpu":
+            raise ConfigError(field_name, "vllm", "transformers with device: cpu (vLLM runs on CUDA GPUs only); "
+                              "or device: cuda")
+        if not _cuda_available():
+            raise ConfigError(field_name, "vllm", "transformers: vLLM needs a CUDA GPU and this machine has none "
+                              "(torch.cuda.is_available() is False)")
+        problem = _import_problem("vllm")
+        if problem:
+            raise ConfigError(field_name, "vllm", f"transformers, or vLLM installed (pip install 'dpbench[gpu]'): "
+                              f"import vllm failed: {problem}")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _import_problem(module: str) -> str | None:
+    """Why ``import module`` fails (``None``: it imports)."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except Exception as err:  # a broken install fails with more than ImportError
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
 def _check_keys(where: str, mapping, allowed: Sequence[str]) -> None:
     if not isinstance(mapping, Mapping):
         raise ConfigError(where, mapping, "a mapping with keys " + ", ".join(allowed))

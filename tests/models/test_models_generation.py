@@ -1,15 +1,14 @@
-"""Generation backends: transformers on a tiny model, vLLM with its engine mocked."""
+"""Generation backends: transformers on a tiny model (vLLM: test_vllm_backend.py)."""
 
 from __future__ import annotations
 
 import math
 import sys
-import types
 
 import pytest
 
 from dpbench.errors import ConfigError
-from dpbench.models import SamplingParams, TransformersGenerator, VLLMGenerator, make_generator
+from dpbench.models import SamplingParams, TransformersGenerator
 from dpbench.models.generation import cut_at_stop, prompt_token_ids
 
 PROMPTS = ["the cat sat", "the dog ran on", [{"role": "user", "content": "write one line"}], "number"]
@@ -171,75 +170,10 @@ def test_bf16_flag(tiny_lm_dir):
     assert len(gen.generate(["the cat"], SamplingParams(max_new_tokens=4), seed=0)) == 1
 
 
-# vLLM, mocked -----------------------------------------------------------------------------------
-
-class FakeLLM:
-    instances: list = []
-
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-        self.calls = []
-        FakeLLM.instances.append(self)
-
-    def generate(self, prompts, sampling_params=None, lora_request=None, use_tqdm=True):
-        self.calls.append({"prompts": prompts, "params": sampling_params, "lora": lora_request})
-        return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"out {i}. tail")])
-                for i in range(len(prompts))]
-
-
-class FakeSamplingParams:
-    def __init__(self, **kwargs):
-        self.__dict__.update(kwargs)
-
-
-class FakeLoRARequest:
-    def __init__(self, lora_name, lora_int_id, lora_path):
-        self.lora_name, self.lora_int_id, self.lora_path = lora_name, lora_int_id, lora_path
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    vllm = types.ModuleType("vllm")
-    vllm.LLM, vllm.SamplingParams = FakeLLM, FakeSamplingParams
-    lora = types.ModuleType("vllm.lora")
-    request = types.ModuleType("vllm.lora.request")
-    request.LoRARequest = FakeLoRARequest
-    monkeypatch.setitem(sys.modules, "vllm", vllm)
-    monkeypatch.setitem(sys.modules, "vllm.lora", lora)
-    monkeypatch.setitem(sys.modules, "vllm.lora.request", request)
-    FakeLLM.instances.clear()
-    return vllm
-
+# vLLM: tests/models/test_vllm_backend.py, against dpbench.testing.fake_vllm ----------------------
 
 def test_package_import_is_light():
     import subprocess
 
     code = "import sys, dpbench.models; assert 'vllm' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_vllm_missing_is_a_clear_error(tiny_lm_dir, monkeypatch):
-    monkeypatch.setitem(sys.modules, "vllm", None)  # import fails
-    with pytest.raises(ConfigError, match="vLLM"):
-        VLLMGenerator(str(tiny_lm_dir))
-
-
-def test_vllm_same_prompts_and_sampling(fake_vllm, tiny_lm_dir, tiny_adapter_dir, generator):
-    gen = make_generator("vllm", str(tiny_lm_dir), dtype="bfloat16", batch_size=99)
-    engine = FakeLLM.instances[-1]
-    assert engine.kwargs["enable_lora"] is True and engine.kwargs["dtype"] == "bfloat16"
-    assert engine.kwargs["model"] == str(tiny_lm_dir)
-    params = SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=5, stop=(". ",))
-    out = gen.generate(PROMPTS, params, seed=3, adapter=tiny_adapter_dir)
-    assert out == [f"out {i}" for i in range(len(PROMPTS))]
-    call = engine.calls[-1]
-    # identical token ids to the transformers backend (chat template included)
-    assert [p["prompt_token_ids"] for p in call["prompts"]] == [generator.prompt_ids(p) for p in PROMPTS]
-    first = call["params"][0]
-    assert (first.temperature, first.top_p, first.max_tokens, first.stop) == (0.7, 0.9, 5, [". "])
-    assert len({p.seed for p in call["params"]}) == len(PROMPTS)
-    assert call["lora"].lora_path == str(tiny_adapter_dir.resolve()) and call["lora"].lora_int_id == 1
-    gen.generate(PROMPTS, params, seed=3)
-    assert engine.calls[-1]["lora"] is None
-    gen.generate(PROMPTS, params, seed=3, adapter=tiny_adapter_dir)
-    assert engine.calls[-1]["lora"].lora_int_id == 1  # same adapter, same id

@@ -73,3 +73,7 @@ class PopriOptions(GeneratorOptions):
         check_fraction("sampling_rate", self.sampling_rate)
         check_positive("beta", self.beta)
         check_positive("learning_rate", self.learning_rate)
+
+    def generator(self, device: str, *, max_lora_rank: int | None = None):
+        """The generator, serving POPri's rank-``lora_r`` adapters."""
+        return super().generator(device, max_lora_rank=max_lora_rank or self.lora_r)
