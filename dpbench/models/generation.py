@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ Prompt = str | Sequence[Message]
 
 BACKENDS = ("transformers", "vllm")
 DTYPES = ("float32", "bfloat16")
+DECODE_LOOPS = ("dpbench", "transformers")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,12 @@ class Generator(ABC):
     def close(self) -> None:  # noqa: B027 (optional hook, nothing to free by default)
         """Free the model (and GPU memory)."""
 
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """Lend the generator's accelerator memory to other work (e.g. DPO training another
+        copy of the model) for the ``with`` block; no generation inside. Default: a no-op."""
+        yield
+
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         return prompt_token_ids(self.tokenizer, prompt)
 
@@ -107,21 +115,27 @@ def request_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def make_generator(backend: str, model: str, **kwargs) -> Generator:
-    """A generator of ``backend`` (``transformers`` or ``vllm``) for model ``model``."""
+def make_generator(backend: str, model: str, *, max_lora_rank: int | None = None, **kwargs) -> Generator:
+    """A generator of ``backend`` (``transformers`` or ``vllm``) for model ``model``.
+    ``max_lora_rank``: the largest rank of the LoRA adapters it will be asked to apply (vLLM
+    reserves memory for that rank; ``None``: no adapters); transformers applies any rank."""
     check_choice("backend", backend, BACKENDS)
     if backend == "vllm":
-        kwargs.pop("batch_size", None)
-        kwargs.pop("device", None)
-        return VLLMGenerator(model, **kwargs)
+        for name in ("batch_size", "device", "decode_loop"):  # transformers-only settings
+            kwargs.pop(name, None)
+        return VLLMGenerator(model, max_lora_rank=max_lora_rank, **kwargs)
     return TransformersGenerator(model, **kwargs)
 
 
 # transformers ---------------------------------------------------------------------------------
 
 class TransformersGenerator(Generator):
-    """Batched sampling with ``model.generate`` (left padding), each draw made by a
-    ``NucleusSampler`` seeded per batch from the call's seed.
+    """A transformers model, decoded in batches by dpbench's loop (``decode_loop="dpbench"``,
+    Llama-family models: prompts sorted by length, each distinct prompt prefilled once; see
+    ``dpbench.models.decoding``) or by ``model.generate`` (``"transformers"``: any model,
+    and the reference the loop is tested against). Other architectures fall back to
+    ``model.generate``. Every token is drawn by a ``NucleusSampler`` seeded per batch from the
+    call's seed.
 
     ``model`` is a name/path for the resolver, or an already loaded model (then pass
     ``tokenizer`` too), e.g. a ``PeftModel`` a method is training.
@@ -135,11 +149,13 @@ class TransformersGenerator(Generator):
         dtype: str = "float32",
         device: str = "cpu",
         batch_size: int = 16,
+        decode_loop: str = "dpbench",
     ):
         from dpbench.models.resolve import load_causal_lm, load_tokenizer
 
         check_choice("dtype", dtype, DTYPES)
         check_int("batch_size", batch_size, minimum=1)
+        check_choice("decode_loop", decode_loop, DECODE_LOOPS)
         if isinstance(model, str):
             self.name = model
             self.model = load_causal_lm(model, dtype=dtype, device=device)
@@ -151,40 +167,81 @@ class TransformersGenerator(Generator):
             self.model, self.tokenizer = model, tokenizer
         self.device = device
         self.batch_size = batch_size
+        self.decode_loop = decode_loop
         self._adapters: dict[str, str] = {}  # adapter key -> PEFT adapter name
         self._owns_peft = False
 
     def generate(self, prompts, params, *, seed, adapter=None):
         import torch
 
+        from dpbench.models.decoding import unsupported
+
         prompts = list(prompts)
         if not prompts:
             return []
         model = self._select_adapter(adapter)
-        tok = self.tokenizer
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         ids = [self.prompt_ids(p) for p in prompts]
+        own_loop = self.decode_loop == "dpbench" and unsupported(model) is None
+        order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), ids[i])) if own_loop else range(len(ids))
+        order = list(order)
+        out: list[str] = [""] * len(prompts)
+        context = model.disable_adapter() if (adapter is None and self._owns_peft) else _nullcontext()
+        with torch.inference_mode(), context:
+            decode = self._decoder(model, params) if own_loop else self._generate_batch(model, params)
+            for b in range(math.ceil(len(ids) / self.batch_size)):
+                chunk = order[b * self.batch_size : (b + 1) * self.batch_size]
+                sampler = None if params.temperature == 0 else NucleusSampler(
+                    temperature=params.temperature, top_p=params.top_p,
+                    generator=torch.Generator(device=self.device).manual_seed(request_seed(seed, b)))
+                for i, text in zip(chunk, decode([ids[i] for i in chunk], sampler), strict=True):
+                    out[i] = cut_at_stop(text, params.stop)
+        return out
+
+    def _pad_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def _decoder(self, model, params):
+        """Batches through dpbench's loop: prompt ids and a sampler (None: greedy) -> texts."""
+        from dpbench.models.decoding import LlamaDecoder
+
+        decoder, tok = LlamaDecoder(model), self.tokenizer
+        eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None \
+            else tok.eos_token_id
+        eos_ids = [eos] if isinstance(eos, int) else list(eos)
+
+        def finished(rows, tokens):
+            texts = tok.batch_decode(tokens, skip_special_tokens=True)
+            return [r for r, text in zip(rows, texts, strict=True) if any(s in text for s in params.stop)]
+
+        def decode(chunk, sampler):
+            draw = sampler.tokens if sampler is not None else _greedy
+            new = decoder.decode(chunk, max_new_tokens=params.max_new_tokens, pad_id=self._pad_id(),
+                                 eos_ids=eos_ids, draw=draw, finished=finished if params.stop else None)
+            return tok.batch_decode(new, skip_special_tokens=True)
+
+        return decode
+
+    def _generate_batch(self, model, params):
+        """Batches through ``model.generate`` (left padding; greedy over the sampler's
+        one-hot choice): prompt ids and a sampler (None: greedy) -> texts."""
+        import torch
+
+        tok, pad_id = self.tokenizer, self._pad_id()
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": pad_id,
                                   "do_sample": False}
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
-        out: list[str] = []
-        context = model.disable_adapter() if (adapter is None and self._owns_peft) else _nullcontext()
-        with torch.inference_mode(), context:
-            for b in range(math.ceil(len(ids) / self.batch_size)):
-                chunk = ids[b * self.batch_size : (b + 1) * self.batch_size]
-                width = max(len(x) for x in chunk)
-                input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in chunk], device=self.device)
-                mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in chunk], device=self.device)
-                if params.temperature > 0:  # greedy decoding over the sampler's one-hot choice
-                    kwargs["logits_processor"] = _logits_processors(NucleusSampler(
-                        temperature=params.temperature, top_p=params.top_p,
-                        generator=torch.Generator(device=self.device).manual_seed(request_seed(seed, b))))
-                generated = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
-                for row in generated[:, width:]:
-                    text = tok.decode(row, skip_special_tokens=True)
-                    out.append(cut_at_stop(text, params.stop))
-        return out
+
+        def decode(chunk, sampler):
+            width = max(len(x) for x in chunk)
+            input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in chunk], device=self.device)
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in chunk], device=self.device)
+            processors = {} if sampler is None else {"logits_processor": _logits_processors(sampler)}
+            generated = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs, **processors)
+            return tok.batch_decode(generated[:, width:], skip_special_tokens=True)
+
+        return decode
 
     def _select_adapter(self, adapter):
         if adapter is None:
@@ -235,6 +292,14 @@ class NucleusSampler:
         self.temperature, self.top_p, self.generator, self.candidates = temperature, top_p, generator, candidates
 
     def __call__(self, input_ids, scores):
+        """transformers' logits-processor form: scores with only the drawn token finite."""
+        import torch
+
+        chosen = torch.full_like(scores, -math.inf)
+        return chosen.scatter_(-1, self.tokens(scores).view(-1, 1), 0.0)
+
+    def tokens(self, scores):
+        """One drawn token per row of ``scores`` (logits)."""
         import torch
 
         probs = torch.softmax(scores.float() / self.temperature, dim=-1)
@@ -249,8 +314,7 @@ class NucleusSampler:
                 tokens[larger] = full_indices.gather(-1, self._draw(self._nucleus(full_values))).squeeze(-1)
             if (~larger).any():
                 tokens[~larger] = indices[~larger].gather(-1, self._draw(self._nucleus(values[~larger]))).squeeze(-1)
-        chosen = torch.full_like(scores, -math.inf)
-        return chosen.scatter_(-1, tokens.view(-1, 1), 0.0)
+        return tokens.view(-1)
 
     def _nucleus(self, values):
         """Descending probabilities with every token outside the nucleus set to 0."""
@@ -271,6 +335,10 @@ class NucleusSampler:
         return torch.minimum(torch.searchsorted(cumulative, u, right=True), last_positive)
 
 
+def _greedy(logits):
+    return logits.argmax(dim=-1)
+
+
 def _logits_processors(*processors):
     from transformers import LogitsProcessorList
 
@@ -287,11 +355,26 @@ class _nullcontext:
 
 # vLLM -------------------------------------------------------------------------------------------
 
-class VLLMGenerator(Generator):
-    """vLLM engine (GPU). ``vllm`` is imported here, never at module import.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""the ``max_lora_rank`` values vLLM accepts (``vllm.config.lora.MaxLoRARanks``, v0.33.0)"""
 
-    LoRA adapters are served with ``LoRARequest`` (``enable_lora`` on, ranks up to
-    ``max_lora_rank``), never merged into a checkpoint. Extra keyword arguments go to
+
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest ``max_lora_rank`` vLLM accepts that serves adapters of rank ``rank``."""
+    check_int("max_lora_rank", rank, minimum=1)
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise ConfigError("max_lora_rank", rank, f"at most {VLLM_LORA_RANKS[-1]} (vLLM's largest LoRA rank)")
+
+
+class VLLMGenerator(Generator):
+    """vLLM engine (CUDA). ``vllm`` is imported here, never at module import.
+
+    LoRA adapters are served with ``LoRARequest``, never merged into a checkpoint, up to rank
+    ``max_lora_rank`` (rounded up to a rank vLLM accepts; ``None``: LoRA off). ``sleep_mode``
+    builds the engine with vLLM's sleep mode, so that ``released()`` can move its weights to CPU
+    memory and drop its KV cache while other work needs the GPU. Extra keyword arguments go to
     ``vllm.LLM`` (e.g. ``max_model_len``).
     """
 
@@ -301,15 +384,16 @@ class VLLMGenerator(Generator):
         *,
         dtype: str = "bfloat16",
         seed: int = 0,
-        enable_lora: bool = True,
-        max_lora_rank: int = 16,
+        max_lora_rank: int | None = None,
         gpu_memory_utilization: float = 0.85,
+        sleep_mode: bool = True,
         tokenizer=None,
         **engine_kwargs,
     ):
         from dpbench.models.resolve import load_tokenizer, resolve_model
 
         check_choice("dtype", dtype, DTYPES)
+        self.max_lora_rank = None if max_lora_rank is None else vllm_lora_rank(max_lora_rank)
         try:
             import vllm
         except ImportError:
@@ -319,13 +403,15 @@ class VLLMGenerator(Generator):
         self.name = model
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
         self._vllm = vllm
+        lora = {} if self.max_lora_rank is None else {"enable_lora": True, "max_lora_rank": self.max_lora_rank}
+        self.sleep_mode = bool(sleep_mode)
         self.llm = vllm.LLM(
             model=resolve_model(model),
             dtype=dtype,
             seed=seed,
-            enable_lora=enable_lora,
-            max_lora_rank=max_lora_rank,
             gpu_memory_utilization=gpu_memory_utilization,
+            enable_sleep_mode=self.sleep_mode,
+            **lora,
             **engine_kwargs,
         )
         self._lora_ids: dict[str, int] = {}
@@ -334,6 +420,7 @@ class VLLMGenerator(Generator):
         prompts = list(prompts)
         if not prompts:
             return []
+        lora = self._lora_request(adapter)
         inputs = [{"prompt_token_ids": self.prompt_ids(p)} for p in prompts]
         sampling = [
             self._vllm.SamplingParams(
@@ -347,9 +434,23 @@ class VLLMGenerator(Generator):
             )
             for i in range(len(prompts))
         ]
-        lora = self._lora_request(adapter)
         outputs = self.llm.generate(inputs, sampling_params=sampling, lora_request=lora, use_tqdm=False)
         return [cut_at_stop(o.outputs[0].text, params.stop) for o in outputs]
+
+    @contextmanager
+    def released(self):
+        """vLLM's level-1 sleep for the block: weights (and LoRA slots) to CPU memory, KV cache
+        dropped; woken with the same weights after the block, once this process's CUDA cache is
+        freed for the engine. Without ``sleep_mode`` a no-op (the engine keeps its memory)."""
+        if not self.sleep_mode:
+            yield
+            return
+        self.llm.sleep(level=1)
+        try:
+            yield
+        finally:
+            _free_cuda_cache()
+            self.llm.wake_up()
 
     def _lora_request(self, adapter):
         if adapter is None:
@@ -359,6 +460,13 @@ class VLLMGenerator(Generator):
         path = Path(adapter).expanduser().resolve()
         if not (path / "adapter_config.json").is_file():
             raise ConfigError("adapter", str(adapter), "a PEFT adapter folder (with adapter_config.json)")
+        if self.max_lora_rank is None:
+            raise ConfigError("adapter", str(adapter), "none: this generator was built without LoRA "
+                              "(max_lora_rank None)")
+        rank = _adapter_rank(path)
+        if rank > self.max_lora_rank:
+            raise ConfigError("adapter", str(adapter), f"a LoRA adapter of rank <= {self.max_lora_rank} (it has rank "
+                              f"{rank}): build the generator with max_lora_rank >= {rank}")
         stamp = sum(p.stat().st_mtime_ns for p in path.iterdir() if p.is_file())
         key = f"{path}:{stamp}"  # a rewritten adapter folder gets a fresh id (vLLM caches by id)
         if key not in self._lora_ids:
@@ -368,13 +476,26 @@ class VLLMGenerator(Generator):
 
     def close(self) -> None:
         self.llm = None
-        try:
-            import gc
+        _free_cuda_cache()
 
-            import torch
 
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+def _adapter_rank(path: Path) -> int:
+    """The largest rank of a PEFT LoRA adapter (``r`` or any ``rank_pattern`` entry)."""
+    import json
+
+    config = json.loads((path / "adapter_config.json").read_text())
+    return max([int(config.get("r", 0)), *map(int, (config.get("rank_pattern") or {}).values())])
+
+
+def _free_cuda_cache() -> None:
+    """Collect garbage and return this process's cached CUDA memory to the driver (vLLM's
+    engine runs in another process and cannot use it)."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

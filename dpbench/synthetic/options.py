@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from dpbench.api.config import check_choice, check_fraction, check_int, check_positive
 from dpbench.errors import ConfigError
-from dpbench.models.generation import BACKENDS, Generator, SamplingParams, make_generator
+from dpbench.models.generation import BACKENDS, DECODE_LOOPS, Generator, SamplingParams, make_generator
 from dpbench.synthetic.prompts import PROMPT_STYLES
 
 
@@ -24,6 +24,9 @@ class GeneratorOptions:
     """generator: a name the model resolver knows, or a local folder"""
     backend: str = "transformers"
     """transformers (CPU/GPU) or vllm (GPU)"""
+    decode_loop: str = "dpbench"
+    """transformers backend: dpbench's decode loop (Llama-family models; others fall back) or
+    transformers' ``generate`` (benchmarks/results/generation_loop.json)"""
     bf16: bool = False
     """bfloat16 generation (~1.6x faster on CPUs with AVX512-BF16)"""
     generation_batch_size: int = 128
@@ -43,18 +46,23 @@ class GeneratorOptions:
 
     def __post_init__(self):
         check_choice("backend", self.backend, BACKENDS)
+        check_choice("decode_loop", self.decode_loop, DECODE_LOOPS)
         check_choice("prompt_style", self.prompt_style, PROMPT_STYLES)
         for name in ("generation_batch_size", "examples_per_prompt", "max_new_tokens", "truncate_tokens"):
             check_int(name, getattr(self, name), minimum=1)
         check_positive("temperature", self.temperature, allow_zero=True)
+        if self.backend == "vllm" and self.temperature > 2:
+            raise ConfigError("temperature", self.temperature, "a number in [0, 2] with backend: vllm (vLLM's range)")
         check_fraction("top_p", self.top_p)
         if not isinstance(self.bf16, bool):
             raise ConfigError("bf16", self.bf16, "true or false")
 
-    def generator(self, device: str) -> Generator:
-        """The generator these options name, loaded on ``device``."""
+    def generator(self, device: str, *, max_lora_rank: int | None = None) -> Generator:
+        """The generator these options name, loaded on ``device``, serving LoRA adapters up to
+        rank ``max_lora_rank`` (``None``: none; vLLM reserves memory for that rank)."""
         return make_generator(self.backend, self.model, dtype="bfloat16" if self.bf16 else "float32",
-                              batch_size=self.generation_batch_size, device=device)
+                              batch_size=self.generation_batch_size, device=device, max_lora_rank=max_lora_rank,
+                              decode_loop=self.decode_loop)
 
     def sampling(self, stop: tuple[str, ...] = ()) -> SamplingParams:
         """These options' sampling settings, ending completions at ``stop``."""

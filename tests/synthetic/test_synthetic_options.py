@@ -34,7 +34,8 @@ def test_a_method_sets_them_flat_beside_its_own():
 def test_generator_and_sampling_follow_the_options(monkeypatch):
     calls = []
     monkeypatch.setattr(options, "make_generator", lambda backend, model, **kw: calls.append((backend, model, kw)))
-    GeneratorOptions(bf16=True, generation_batch_size=4).generator("cpu")
-    assert calls == [("transformers", "smollm2-135m-instruct", {"dtype": "bfloat16", "batch_size": 4, "device": "cpu"})]
+    GeneratorOptions(bf16=True, generation_batch_size=4, decode_loop="transformers").generator("cpu")
+    assert calls == [("transformers", "smollm2-135m-instruct", {"dtype": "bfloat16", "batch_size": 4, "device": "cpu",
+                                                                "max_lora_rank": None, "decode_loop": "transformers"})]
     params = GeneratorOptions(temperature=0.5, top_p=0.9, max_new_tokens=12).sampling(("\n",))
     assert (params.temperature, params.top_p, params.max_new_tokens, params.stop) == (0.5, 0.9, 12, ("\n",))
