@@ -1,0 +1,158 @@
+"""The shared-prompt DPO path against stock trl on a tiny random Llama, in fp32: same loss, same
+LoRA gradients (which flow through the prompt's cache), same reference log-probabilities (the
+base model's, not the policy's)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+RTOL, ATOL = 1e-4, 1e-6
+"""fp32; the two paths differ only in the order of floating-point sums. A gradient tensor's
+absolute tolerance is RTOL times its largest entry (entries near zero carry the same absolute
+rounding as the large ones)."""
+
+
+def _pairs():
+    """Chat pairs with prompts of different lengths and chosen/rejected of different lengths
+    (one completion a single word), so both halves of the batch are padded."""
+    def user(words):
+        return [{"role": "user", "content": " ".join(f"w{i % 40}" for i in words)}]
+
+    def reply(words):
+        return [{"role": "assistant", "content": " ".join(f"w{i % 40}" for i in words)}]
+
+    return [{"prompt": user(range(3, 30)), "chosen": reply(range(5)), "rejected": reply(range(7, 19))},
+            {"prompt": user(range(11, 17)), "chosen": reply(range(20, 36)), "rejected": reply([2])},
+            {"prompt": user(range(1, 14)), "chosen": reply(range(9, 12)), "rejected": reply(range(30, 39))}]
+
+
+def _base(tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    with torch.no_grad():  # sharper next-token distributions: log-probs that depend on the context
+        base.lm_head.weight.mul_(30)
+    return base
+
+
+def _trainer(tiny_llama, tmp_path, *, stock):
+    from datasets import Dataset
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from trl import DPOTrainer
+
+    from dpbench.models.resolve import load_tokenizer
+    from dpbench_popri.config import PopriOptions
+    from dpbench_popri.dpo import dpo_config, lora_config, shared_prompt_trainer
+
+    options = PopriOptions(model=str(tiny_llama), lora_r=2, lora_alpha=4, pairs_per_step=3, max_length=128)
+    base = _base(tiny_llama)
+    trainer = (DPOTrainer if stock else shared_prompt_trainer())(
+        model=base, processing_class=load_tokenizer(str(tiny_llama)), train_dataset=Dataset.from_list(_pairs()),
+        args=dpo_config(options, output_dir=tmp_path / ("stock" if stock else "shared"), first_round=True, seed=0,
+                        device="cpu", stock=stock),
+        peft_config=lora_config(options, base))
+    # a trained-looking adapter (LoRA B starts at zero, which would make policy == reference)
+    generator = torch.Generator().manual_seed(1)
+    state = get_peft_model_state_dict(trainer.model)
+    set_peft_model_state_dict(trainer.model, {k: torch.randn(v.shape, generator=generator)
+                                              for k, v in sorted(state.items())})
+    return trainer
+
+
+def _loss_and_grads(trainer):
+    batch = trainer.data_collator(list(trainer.train_dataset))
+    trainer.model.train()
+    with trainer.compute_loss_context_manager():
+        loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    return loss.detach(), grads, batch
+
+
+def test_shared_prompt_loss_and_gradients_equal_stock_trl(tiny_llama, tmp_path):
+    stock_loss, stock_grads, batch = _loss_and_grads(_trainer(tiny_llama, tmp_path, stock=True))
+    shared = _trainer(tiny_llama, tmp_path, stock=False)
+    loss, grads, shared_batch = _loss_and_grads(shared)
+
+    assert torch.equal(batch["input_ids"], shared_batch["input_ids"])
+    assert len(set(batch["completion_mask"].sum(1).tolist())) == 6  # every completion padded differently
+    torch.testing.assert_close(loss, stock_loss, rtol=RTOL, atol=ATOL)
+    assert grads.keys() == stock_grads.keys() and len(grads) > 0
+    for name, grad in grads.items():
+        assert grad.abs().sum() > 0, name
+        expected = stock_grads[name]
+        torch.testing.assert_close(grad, expected, rtol=RTOL, atol=RTOL * expected.abs().max().item())
+
+    # the precomputed reference is the base model (adapter disabled), not the policy
+    from trl.trainer.utils import use_adapter
+
+    def logps(model):
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+        with torch.no_grad():
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                         fused_lm_head=True).log_probs.sum(1)
+
+    with use_adapter(shared.model, None):
+        reference = logps(shared.model)
+    precomputed = torch.cat([shared_batch["ref_chosen_logps"], shared_batch["ref_rejected_logps"]])
+    torch.testing.assert_close(precomputed, reference, rtol=RTOL, atol=ATOL)
+    assert ((logps(shared.model) - reference).abs() > 10 * (ATOL + RTOL * reference.abs())).all()  # not the policy
+
+
+def test_shared_forward_equals_trl_forward_and_needs_the_prompt(tiny_llama, tmp_path):
+    """Per-token outputs of the shared-prompt forward (log-probs and the metrics' entropy, mean
+    logit, top-1) equal trl's fused forward on the same batch; a batch that does not share its
+    prompts falls back to trl's forward; and the completions' log-probs without the prompt are
+    far outside the tolerance, so a path that dropped the prompt's cache would fail."""
+    from dpbench_popri.dpo import shared_prompt_forward
+
+    trainer = _trainer(tiny_llama, tmp_path, stock=True)
+    batch = trainer.data_collator(list(trainer.train_dataset))
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    model = trainer.model
+    stock = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                  fused_lm_head=True)
+    shared = shared_prompt_forward(model, batch["input_ids"], batch["attention_mask"], labels)
+    for key in ("log_probs", "entropy", "mean_logits"):
+        torch.testing.assert_close(shared[key], stock[key], rtol=RTOL, atol=ATOL, msg=key)
+    assert torch.equal(shared["is_top1"], stock["is_top1"])
+
+    # a batch whose halves do not share prompts takes trl's own forward
+    swapped = batch["input_ids"].clone()
+    swapped[3, 0] = swapped[3, 0] + 1
+    fallback = shared_prompt_forward(model, swapped, batch["attention_mask"], labels)
+    assert torch.equal(fallback["log_probs"], model(input_ids=swapped, attention_mask=batch["attention_mask"],
+                                                    labels=labels, fused_lm_head=True)["log_probs"])
+
+    # without the prompt (each completion after its prompt's last token only) the log-probs differ
+    n = len(labels) // 2
+    completion = batch["completion_mask"].bool()
+    starts = completion.int().argmax(1)
+    keep = torch.arange(labels.size(1)) >= (starts - 1)[:, None]
+    cut = [batch["input_ids"][i][keep[i] & batch["attention_mask"][i].bool()] for i in range(2 * n)]
+    width = max(map(len, cut))
+    ids = torch.stack([torch.cat([c, c.new_zeros(width - len(c))]) for c in cut])
+    mask = torch.stack([torch.arange(width) < len(c) for c in cut]).long()
+    cut_labels = ids.masked_fill(mask == 0, -100)
+    cut_labels[:, 0] = -100
+    alone = model(input_ids=ids, attention_mask=mask, labels=cut_labels, fused_lm_head=True).log_probs.sum(1)
+    full = stock["log_probs"].sum(1).detach()
+    assert ((alone - full).abs() > 10 * (ATOL + RTOL * full.abs())).all()
+
+
+def test_with_bf16_every_pass_runs_under_the_trainers_autocast(tiny_llama, tmp_path):
+    """The prompt pass goes through the model like the completion pass, so under ``bf16`` both
+    run in autocast (the prompt's cache is not silently computed in fp32)."""
+    from dpbench.models.resolve import load_tokenizer
+    from dpbench_popri.config import PopriOptions
+    from dpbench_popri.dpo import train_round
+
+    dtypes = []
+    base = _base(tiny_llama)
+    base.model.layers[0].self_attn.q_proj.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    options = PopriOptions(model=str(tiny_llama), lora_r=2, lora_alpha=4, pairs_per_step=3, max_length=128, bf16=True)
+    train_round(options=options, base_model=base, tokenizer=load_tokenizer(str(tiny_llama)), pairs=_pairs(),
+                previous=None, out_dir=tmp_path, seed=0, device="cpu")
+    assert dtypes == [torch.bfloat16] * 4  # reference (prompt, completions), then one training step
