@@ -33,7 +33,7 @@ from dpbench_pe.votes import select, vote_batches
 class PrivateEvolution(Method):
     """Federated Private Evolution for text (see the module docstring)."""
 
-    version = "2"  # 2: texts drawn through dpbench's NucleusSampler
+    version = "3"  # 3: texts drawn by dpbench's decode loop (decode_loop: dpbench)
     config_class = PeOptions
 
     def mechanism(self, data: MethodData) -> MechanismSpec:

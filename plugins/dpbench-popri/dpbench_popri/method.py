@@ -52,7 +52,7 @@ from dpbench_popri.scoring import client_sums, score_batches
 class Popri(Method):
     """POPri as a dpbench method (see the module docstring)."""
 
-    version = "3"  # 3: texts drawn through dpbench's NucleusSampler
+    version = "4"  # 4: dpbench's decode loop; DPO with each prompt run once per pair
     config_class = PopriOptions
 
     def mechanism(self, data: MethodData) -> MechanismSpec:
@@ -106,7 +106,9 @@ class Popri(Method):
                        for p in pairs]
             write_json(folder / "pairs.json", [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
                                                for p in pairs], indent=None)
-            dpo = self._train(records, previous=_adapter_round(state, r), out_dir=folder, ctx=ctx, round_index=r)
+            with generator.released():  # vLLM: weights to CPU, KV cache dropped, while DPO has the GPU
+                dpo = self._train(records, previous=_adapter_round(state, r), out_dir=folder, ctx=ctx,
+                                  round_index=r)
             seconds = {"generation": t1 - t0, "scoring": t2 - t1, "dpo": time.perf_counter() - t2}
             ctx.log.info("POPri round %d: %s; DPO %s; seconds %s", r, _short(monitor), _short(dpo), _short(seconds))
             ctx.save_state(record, {"monitor": monitor, "dpo": dpo, "seconds": seconds})
@@ -180,7 +182,8 @@ class Popri(Method):
         from dpbench_popri.dpo import train_round
 
         o = self.config
-        base = load_causal_lm(o.model, dtype="float32", device=ctx.device)
+        base = load_causal_lm(o.model, dtype="bfloat16" if o.bf16 and ctx.device == "cuda" else "float32",
+                              device=ctx.device)
         return train_round(options=o, base_model=base, tokenizer=load_tokenizer(o.model), pairs=records,
                            previous=previous, out_dir=out_dir, seed=ctx.seed_for(f"popri-dpo-{round_index}") % 2**31,
                            device=ctx.device)
