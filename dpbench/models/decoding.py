@@ -117,12 +117,11 @@ class LlamaDecoder:
         import torch
 
         distinct = list(dict.fromkeys(tuple(p) for p in prompts))
-        cache, width, logits = self._prefill(distinct, pad_id)
+        cache, mask, logits = self._prefill(distinct, pad_id)
         row_of = {p: i for i, p in enumerate(distinct)}
         rows = torch.tensor([row_of[tuple(p)] for p in prompts])
-        lengths = torch.tensor([len(p) for p in prompts])
-        batch, total = len(prompts), width + max_new_tokens
-        device = logits.device
+        batch, width = len(prompts), mask.shape[1]
+        total, device = width + max_new_tokens, logits.device
         keys, values = [], []  # float32, as attention kernels accumulate: one rounding fewer than bf16
         for layer in cache.layers:
             shape = (batch, self.kv_heads, total, self.head_dim)
@@ -131,9 +130,8 @@ class LlamaDecoder:
             keys.append(k)
             values.append(v)
         visible = torch.zeros(batch, 1, 1, total, dtype=torch.bool, device=device)
-        for i, n in enumerate(lengths.tolist()):
-            visible[i, ..., width - n:] = True
-        positions = lengths.to(device)
+        visible[:, 0, 0, :width] = mask[rows].bool()
+        positions = mask[rows].sum(-1)  # each row's prompt length: the next token's position
         active = torch.arange(batch)  # original index of each row still decoding
         out: list[list[int]] = [[] for _ in prompts]
         eos = torch.tensor(list(eos_ids), device=device)
@@ -159,19 +157,14 @@ class LlamaDecoder:
 
     def _prefill(self, prompts: Sequence[tuple[int, ...]], pad_id: int):
         """The model's own forward over the left-padded distinct prompts: its KV cache, the
-        padded width and each prompt's next-token logits."""
-        import torch
+        prompts' attention mask and each prompt's next-token logits."""
         from transformers import DynamicCache
 
-        width = max(len(p) for p in prompts)
-        device = next(self.base.parameters()).device
-        ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        ids, mask = left_padded(prompts, pad_id, device=next(self.base.parameters()).device)
         cache = DynamicCache(config=self.base.config)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
-                            use_cache=True, logits_to_keep=1).logits[:, -1].float()
-        return cache, width, logits
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0),
+                            cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+        return cache, mask, logits
 
     def _step(self, tokens, positions, keys, values, index: int, visible):
         """One decode step: write each layer's new key/value at ``index``, return float32 logits."""
@@ -218,6 +211,16 @@ def _attend(query, keys, values, bias):
     grouped = query.float().reshape(batch, kv_heads, heads // kv_heads, dim)
     weights = torch.softmax(torch.matmul(grouped, keys.transpose(-1, -2)) * dim**-0.5 + bias, dim=-1)
     return torch.matmul(weights, values).reshape(batch, heads, dim).to(query.dtype)
+
+
+def left_padded(sequences: Sequence[Sequence[int]], pad_id: int, *, device):
+    """Token ids padded on the left to the longest sequence, and the attention mask (0 at padding)."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.tensor([[pad_id] * (width - len(s)) + list(s) for s in sequences], device=device)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
+    return ids, mask
 
 
 def _rotate(x, cos, sin):

@@ -17,7 +17,7 @@ import hashlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,10 +182,9 @@ class TransformersGenerator(Generator):
         model = self._select_adapter(adapter)
         ids = [self.prompt_ids(p) for p in prompts]
         own_loop = self.decode_loop == "dpbench" and unsupported(model) is None
-        order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), ids[i])) if own_loop else range(len(ids))
-        order = list(order)
+        order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), ids[i])) if own_loop else list(range(len(ids)))
         out: list[str] = [""] * len(prompts)
-        context = model.disable_adapter() if (adapter is None and self._owns_peft) else _nullcontext()
+        context = model.disable_adapter() if (adapter is None and self._owns_peft) else nullcontext()
         with torch.inference_mode(), context:
             decode = self._decoder(model, params) if own_loop else self._generate_batch(model, params)
             for b in range(math.ceil(len(ids) / self.batch_size)):
@@ -225,7 +224,7 @@ class TransformersGenerator(Generator):
     def _generate_batch(self, model, params):
         """Batches through ``model.generate`` (left padding; greedy over the sampler's
         one-hot choice): prompt ids and a sampler (None: greedy) -> texts."""
-        import torch
+        from dpbench.models.decoding import left_padded
 
         tok, pad_id = self.tokenizer, self._pad_id()
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": pad_id,
@@ -234,12 +233,10 @@ class TransformersGenerator(Generator):
             kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
 
         def decode(chunk, sampler):
-            width = max(len(x) for x in chunk)
-            input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in chunk], device=self.device)
-            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in chunk], device=self.device)
+            input_ids, mask = left_padded(chunk, pad_id, device=self.device)
             processors = {} if sampler is None else {"logits_processor": _logits_processors(sampler)}
             generated = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs, **processors)
-            return tok.batch_decode(generated[:, width:], skip_special_tokens=True)
+            return tok.batch_decode(generated[:, input_ids.shape[1]:], skip_special_tokens=True)
 
         return decode
 
@@ -343,14 +340,6 @@ def _logits_processors(*processors):
     from transformers import LogitsProcessorList
 
     return LogitsProcessorList(processors)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 # vLLM -------------------------------------------------------------------------------------------
