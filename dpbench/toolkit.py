@@ -19,6 +19,7 @@ Models:
   transformers or vLLM backend, same prompts and token ids on both.
 - ``Embedder``, ``embed_clients``, ``embed_split``: sentence embeddings, cached by content.
 - ``load_causal_lm``, ``load_tokenizer``: a model or tokenizer by resolver name or folder.
+- ``use_bf16``: what a ``bf16`` option (true, false or auto) means on a device.
 
 The evaluator's language-model helpers, for methods that train the downstream model:
 ``encode_texts``, ``collate``, ``score``.
@@ -55,6 +56,7 @@ _EXPORTS = {
     "embed_split": "dpbench.models.embedding",
     "load_causal_lm": "dpbench.models.resolve",
     "load_tokenizer": "dpbench.models.resolve",
+    "use_bf16": "dpbench.models.precision",
     "collate": "dpbench.evaluation.lm",
     "encode_texts": "dpbench.evaluation.lm",
     "score": "dpbench.evaluation.lm",

@@ -102,6 +102,12 @@ def check_fraction(field: str, value, *, allow_zero: bool = False, allow_one: bo
         raise ConfigError(field, value, f"a number in {lo}, {hi}")
 
 
+def check_bf16(field: str, value) -> None:
+    """A ``bf16`` option: true, false or auto (bf16 where the hardware computes it natively)."""
+    if not (isinstance(value, bool) or value == "auto"):
+        raise ConfigError(field, value, "true, false or auto (bfloat16 where the device computes it natively)")
+
+
 def check_choice(field: str, value, allowed: Iterable[str]) -> None:
     allowed = list(allowed)
     if value not in allowed:

@@ -29,8 +29,10 @@ Protocol
    per-token negative log-likelihood in nats.
 
 Determinism: for a fixed ``ctx.seed`` (fine-tuning) and ``pretrain_seed`` (pretraining),
-results are identical on the same CPU and thread count. ``bf16`` autocast (default on, ~1.7×
-faster on CPUs with AVX512-BF16) keeps fp32 master weights.
+results are identical on the same CPU and thread count. ``bf16`` autocast keeps fp32 master
+weights; its default, ``auto``, turns it on where the device computes bf16 natively (~1.7×
+faster there, several times slower elsewhere: ``dpbench.models.precision``), and the caches
+key on what it resolved to.
 
 Caching: the no-fine-tuning evaluation, and any evaluation of a given synthetic set at a
 given seed, are cached keyed by their inputs, so the ε = 0 row (and repeated
@@ -50,11 +52,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from dpbench.api.artifacts import SyntheticTexts, TrainedModel
-from dpbench.api.config import check_int, check_positive, config_dict
+from dpbench.api.config import check_bf16, check_int, check_positive, config_dict
 from dpbench.api.evaluator import Evaluator, MetricSpec
 from dpbench.cache import texts_key
 from dpbench.errors import ConfigError, DpbenchError
 from dpbench.files import write_json
+from dpbench.models.precision import use_bf16
 
 if TYPE_CHECKING:
     from dpbench.api.context import RunContext
@@ -76,7 +79,7 @@ class NextTokenOptions:
     decay, seeded by ``pretrain_seed`` (not the run seed: all runs share one model).
     Fine-tuning: ``train_steps`` × ``batch_size`` sequences at constant ``lr`` (AdamW, weight
     decay 0.01, gradient norm clipped at 1); validation every ``eval_every`` steps.
-    ``bf16``: bfloat16 autocast for training and scoring. ``eval_batch_size``: scoring batch.
+    ``bf16``: bfloat16 autocast for training and scoring (true, false or auto). ``eval_batch_size``: scoring batch.
     ``max_eval_texts``: score at most this many validation/test texts (seeded subset; for
     smoke runs); ``None``: all.
 
@@ -101,7 +104,7 @@ class NextTokenOptions:
     batch_size: int = 32
     lr: float = 1e-3
     eval_every: int = 25
-    bf16: bool = True
+    bf16: bool | str = "auto"
     eval_batch_size: int = 64
     max_eval_texts: int | None = None
 
@@ -122,17 +125,16 @@ class NextTokenOptions:
         check_int("batch_size", self.batch_size, minimum=1)
         check_positive("lr", self.lr)
         check_int("eval_every", self.eval_every, minimum=1)
-        if not isinstance(self.bf16, bool):
-            raise ConfigError("bf16", self.bf16, "true or false")
+        check_bf16("bf16", self.bf16)
         check_int("eval_batch_size", self.eval_batch_size, minimum=1)
         if self.max_eval_texts is not None:
             check_int("max_eval_texts", self.max_eval_texts, minimum=1)
 
-    def model_key(self) -> dict:
-        """The options the pretrained model depends on."""
+    def model_key(self, device: str) -> dict:
+        """The options the pretrained model depends on (``bf16`` as it resolves on ``device``)."""
         keys = ("vocab_size", "n_layer", "n_embd", "n_head", "max_length", "pretrain_steps",
-                "pretrain_batch_size", "pretrain_lr", "pretrain_warmup", "pretrain_seed", "bf16")
-        return {k: getattr(self, k) for k in keys}
+                "pretrain_batch_size", "pretrain_lr", "pretrain_warmup", "pretrain_seed")
+        return {**{k: getattr(self, k) for k in keys}, "bf16": use_bf16(self.bf16, device)}
 
 
 class NextTokenEvaluator(Evaluator):
@@ -167,7 +169,7 @@ class NextTokenEvaluator(Evaluator):
                 "(set the dataset's public_fraction or public file)"
             )
         key = {"evaluator": "next_token", "version": self.version, "public": texts_key(public),
-               "options": self.config.model_key(), "libs": _lib_versions()}
+               "options": self.config.model_key(ctx.device), "libs": _lib_versions()}
 
         def build(folder: Path) -> None:
             self._pretrain(public, folder, ctx)
@@ -188,6 +190,7 @@ class NextTokenEvaluator(Evaluator):
                 "model": model_dir.name,
                 "data": data.fingerprint(),
                 "options": config_dict(self.config),
+                "bf16": use_bf16(self.config.bf16, ctx.device),
                 "texts": texts_key(artifact.texts) if artifact.texts else None,
                 "seed": ctx.seed if artifact.texts else None,
             }
@@ -217,14 +220,15 @@ class NextTokenEvaluator(Evaluator):
         if c.pretrain_steps:
             lm.train(model, encoded, pad_id=tokenizer.pad_token_id, steps=c.pretrain_steps,
                      batch_size=c.pretrain_batch_size, lr=c.pretrain_lr, seed=c.pretrain_seed,
-                     schedule="cosine", warmup=min(c.pretrain_warmup, c.pretrain_steps), bf16=c.bf16,
+                     schedule="cosine", warmup=min(c.pretrain_warmup, c.pretrain_steps),
+                     bf16=use_bf16(c.bf16, ctx.device),
                      device=ctx.device,
                      steps_iter=lambda it: ctx.track(it, "next_token: pretrain on public", total=c.pretrain_steps))
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         write_json(folder / "pretraining.json", {
             "public_texts": len(public), "seconds": round(time.perf_counter() - started, 1),
-            "options": c.model_key(),
+            "options": c.model_key(ctx.device),
         })
 
     def _load(self, model_dir: Path, ctx: RunContext):
@@ -254,7 +258,7 @@ class NextTokenEvaluator(Evaluator):
         from dpbench.evaluation import lm
 
         return lm.score(model, encoded, pad_id=tokenizer.pad_token_id, batch_size=self.config.eval_batch_size,
-                        bf16=self.config.bf16, device=ctx.device)
+                        bf16=use_bf16(self.config.bf16, ctx.device), device=ctx.device)
 
     def _evaluate_texts(self, texts: tuple[str, ...], model_dir: Path, data, ctx: RunContext) -> dict:
         from dpbench.evaluation import lm
@@ -286,7 +290,8 @@ class NextTokenEvaluator(Evaluator):
                                 state={k: v.detach().clone() for k, v in model.state_dict().items()})
 
             lm.train(model, encoded, pad_id=tokenizer.pad_token_id, steps=c.train_steps, batch_size=c.batch_size,
-                     lr=c.lr, seed=ctx.seed_for("next_token/finetune"), schedule="constant", bf16=c.bf16,
+                     lr=c.lr, seed=ctx.seed_for("next_token/finetune"), schedule="constant",
+                     bf16=use_bf16(c.bf16, ctx.device),
                      device=ctx.device, on_step=on_step,
                      steps_iter=lambda it: ctx.track(it, "next_token: fine-tune", total=c.train_steps))
             if best["state"] is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dpbench.api.config import check_choice, check_fraction, check_int, check_positive
+from dpbench.api.config import check_bf16, check_choice, check_fraction, check_int, check_positive
 from dpbench.errors import ConfigError
 from dpbench.models.generation import BACKENDS, DECODE_LOOPS, Generator, SamplingParams, make_generator
 from dpbench.synthetic.prompts import PROMPT_STYLES
@@ -26,9 +26,10 @@ class GeneratorOptions:
     """transformers (CPU/GPU) or vllm (GPU)"""
     decode_loop: str = "dpbench"
     """transformers backend: dpbench's decode loop (Llama-family models; others fall back) or
-    transformers' ``generate`` (benchmarks/results/generation_loop.json)"""
-    bf16: bool = False
-    """bfloat16 generation (~1.6x faster on CPUs with AVX512-BF16)"""
+    transformers' ``generate`` (benchmarks/results/generation_loop-*.json)"""
+    bf16: bool | str = "auto"
+    """bfloat16 generation: true, false or auto (where the device computes bf16 natively:
+    dpbench/models/precision.py)"""
     generation_batch_size: int = 128
     """prompts per forward pass (transformers only; vLLM batches itself); on 2 CPU cores 64 and
     128 generate ~1.25x the tokens/s of 32 (benchmarks/results/sampling.json)"""
@@ -54,13 +55,14 @@ class GeneratorOptions:
         if self.backend == "vllm" and self.temperature > 2:
             raise ConfigError("temperature", self.temperature, "a number in [0, 2] with backend: vllm (vLLM's range)")
         check_fraction("top_p", self.top_p)
-        if not isinstance(self.bf16, bool):
-            raise ConfigError("bf16", self.bf16, "true or false")
+        check_bf16("bf16", self.bf16)
 
     def generator(self, device: str, *, max_lora_rank: int | None = None) -> Generator:
         """The generator these options name, loaded on ``device``, serving LoRA adapters up to
         rank ``max_lora_rank`` (``None``: none; vLLM reserves memory for that rank)."""
-        return make_generator(self.backend, self.model, dtype="bfloat16" if self.bf16 else "float32",
+        from dpbench.models.precision import use_bf16
+
+        return make_generator(self.backend, self.model, dtype="bfloat16" if use_bf16(self.bf16, device) else "float32",
                               batch_size=self.generation_batch_size, device=device, max_lora_rank=max_lora_rank,
                               decode_loop=self.decode_loop)
 

@@ -39,3 +39,15 @@ def test_generator_and_sampling_follow_the_options(monkeypatch):
                                                                 "max_lora_rank": None, "decode_loop": "transformers"})]
     params = GeneratorOptions(temperature=0.5, top_p=0.9, max_new_tokens=12).sampling(("\n",))
     assert (params.temperature, params.top_p, params.max_new_tokens, params.stop) == (0.5, 0.9, 12, ("\n",))
+
+
+@pytest.mark.parametrize(("native", "dtype"), [(True, "bfloat16"), (False, "float32")])
+def test_bf16_auto_generates_in_bf16_only_where_the_cpu_computes_it(monkeypatch, native, dtype):
+    import dpbench.models.precision as precision
+
+    calls = []
+    monkeypatch.setattr(options, "make_generator", lambda backend, model, **kw: calls.append(kw["dtype"]))
+    monkeypatch.setattr(precision, "native_bf16", lambda device: native)
+    GeneratorOptions().generator("cpu")
+    GeneratorOptions(bf16=False).generator("cpu")
+    assert calls == [dtype, "float32"]

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dpbench.api import ConfigError
-from dpbench.api.config import check_choice, check_fraction, check_int, check_positive
+from dpbench.api.config import check_bf16, check_choice, check_fraction, check_int, check_positive
 
 SELECTIONS = ("last", "best_validation")
 
@@ -36,9 +35,9 @@ class DpFedAvgOptions:
     proper (cohorts of 1,000+): 1.0"""
     server_momentum: float = 0.9
     """heavy-ball momentum on the noisy average (0: plain DP-FedAvg); paper scale: 0.9"""
-    bf16: bool = True
-    """bfloat16 autocast for local training and validation, fp32 weights (as the next_token
-    evaluator; ~1.5x faster on CPUs with AVX512-BF16)"""
+    bf16: bool | str = "auto"
+    """bfloat16 autocast for local training and validation, fp32 weights: true, false or auto
+    (where the device computes bf16 natively, as the next_token evaluator)"""
     select: str = "best_validation"
     """which weights are returned: last, or best_validation (top-1 accuracy on the validation
     split, measured for the initial model and after every round at no privacy cost)"""
@@ -50,5 +49,4 @@ class DpFedAvgOptions:
             check_positive(name, getattr(self, name))
         check_fraction("server_momentum", self.server_momentum, allow_zero=True, allow_one=False)
         check_choice("select", self.select, SELECTIONS)
-        if not isinstance(self.bf16, bool):
-            raise ConfigError("bf16", self.bf16, "true or false")
+        check_bf16("bf16", self.bf16)

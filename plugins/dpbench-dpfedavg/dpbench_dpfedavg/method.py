@@ -72,9 +72,10 @@ class DpFedAvg(Method):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from dpbench.toolkit import encode_texts, score
+        from dpbench.toolkit import encode_texts, score, use_bf16
 
         o = self.config
+        bf16 = use_bf16(o.bf16, ctx.device)
         if o.select == "best_validation" and not data.validation:
             raise DpbenchError("DP-FedAvg: select=best_validation needs a validation split, which is empty")
         source = ctx.initial_model()
@@ -97,7 +98,7 @@ class DpFedAvg(Method):
         def monitor(checkpoint: int) -> None:
             """Validation metrics of the current weights as ``checkpoint`` (0: the initial model)."""
             assign(params, weights)
-            metrics = score(model, validation, pad_id=tokenizer.pad_token_id, bf16=o.bf16, device=ctx.device)
+            metrics = score(model, validation, pad_id=tokenizer.pad_token_id, bf16=bf16, device=ctx.device)
             state["history"].append({"checkpoint": checkpoint, **metrics})
             ctx.log.info("DP-FedAvg checkpoint %d/%d: validation accuracy %.4f, cross-entropy %.4f",
                          checkpoint, o.rounds, metrics["accuracy"], metrics["cross_entropy"])
@@ -113,7 +114,7 @@ class DpFedAvg(Method):
             for cid in participants:
                 local = local_update(model, global_weights, encode_texts(tokenizer, data.clients[cid], max_length),
                                      pad_id=tokenizer.pad_token_id, epochs=o.local_epochs,
-                                     batch_size=o.local_batch_size, lr=o.local_lr, bf16=o.bf16,
+                                     batch_size=o.local_batch_size, lr=o.local_lr, bf16=bf16,
                                      seed=ctx.seed_for(f"dp-fedavg-client-{r}-{cid}"), device=ctx.device)
                 yield (local - global_weights).double().cpu().numpy()[None, :]
 

@@ -178,11 +178,12 @@ class Popri(Method):
         return {"prompt": prompt, "chosen": " " + chosen, "rejected": " " + rejected}
 
     def _train(self, records, *, previous, out_dir, ctx, round_index) -> dict:
-        from dpbench.toolkit import load_causal_lm, load_tokenizer
+        from dpbench.toolkit import load_causal_lm, load_tokenizer, use_bf16
         from dpbench_popri.dpo import train_round
 
         o = self.config
-        base = load_causal_lm(o.model, dtype="bfloat16" if o.bf16 and ctx.device == "cuda" else "float32",
+        bf16 = use_bf16(o.bf16, ctx.device)
+        base = load_causal_lm(o.model, dtype="bfloat16" if bf16 and ctx.device == "cuda" else "float32",
                               device=ctx.device)
         return train_round(options=o, base_model=base, tokenizer=load_tokenizer(o.model), pairs=records,
                            previous=previous, out_dir=out_dir, seed=ctx.seed_for(f"popri-dpo-{round_index}") % 2**31,
