@@ -5,7 +5,9 @@ Builds the default tokenizer and GPT-2-shape model (4 × 256, 8,192-token BPE) o
 with bf16 autocast, and one scoring pass over the test split. Training FLOPs are estimated as
 6 · parameters · tokens.
 
-Run: ``.venv/bin/python benchmarks/evaluator.py``; writes ``benchmarks/results/evaluator.json``.
+Run: ``.venv/bin/python benchmarks/evaluator.py``; writes
+``benchmarks/results/evaluator-<machine>.json`` (``native-bf16`` or ``no-native-bf16``: the faster
+row should be the one ``bf16: auto`` picks there).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from precision import machine_tag
 
     from dpbench.builtin.datasets.sotu import SotuDataset
     from dpbench.evaluation import lm
     from dpbench.evaluation.next_token import NextTokenOptions
+    from dpbench.models.precision import cpuinfo, use_bf16
 
     c = NextTokenOptions()
     data = SotuDataset().load(None)
@@ -62,10 +66,12 @@ def main() -> None:
               f"{row['train_gflops_per_s']:.1f} GFLOP/s); score {row['score_tokens_per_s']:.0f} tok/s")
     result = {"benchmark": "evaluator", "options": {k: getattr(c, k) for k in ("vocab_size", "n_layer", "n_embd",
               "n_head", "max_length", "batch_size")}, "bpe_train_seconds": round(bpe_s, 2),
-              "torch_threads": torch.get_num_threads(), "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M")}
+              "torch_threads": torch.get_num_threads(), "cpu": cpuinfo().get("model name"),
+              "auto_resolves_to_bf16": use_bf16("auto", "cpu"), "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M")}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "evaluator.json").write_text(json.dumps(result, indent=1))
-    print(f"wrote {RESULTS / 'evaluator.json'}")
+    path = RESULTS / f"evaluator-{machine_tag()}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
