@@ -4,6 +4,14 @@
 not sound (``dpbench.privacy.ledger.check_ledger``) is listed as incomplete instead of shown
 with a lower ε; runs scored by different evaluator versions are never mixed; "gap closed" is the paper's
 (m − m_ε=0) / (m_ε=∞ − m_ε=0) on the suite's metric, per dataset and seed-averaged.
+
+Statistics: every cell is a mean over seeds with a 95 % Student-t confidence interval
+(half-width t₀.₉₇₅,ₙ₋₁ · s / √n; none at n = 1). Each private row is compared with the best
+other private row at its dataset and ε by a paired t-interval over the seeds both ran (runs of
+one seed share the dataset split, the evaluator's seed and its public data), and marked
+significant when that interval excludes 0. The intervals cover seed-to-seed variation (the
+methods' sampling, their DP noise, the evaluator's fine-tuning), not the sampling of the test
+texts, which every row shares.
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ class Row:
     epsilon_ledger: float
     """max over the row's runs of ε recomputed from the ledger"""
     metrics: dict[str, dict[str, float]]
-    """"evaluator/metric" -> {"mean", "std"}"""
+    """"evaluator/metric" -> {"mean", "std", "n", "ci95"} (``ci95``: the interval's half-width,
+    None at n = 1)"""
     gap_closed: float | None
     runs: int
     versions: dict[str, str]
@@ -48,6 +57,13 @@ class Row:
     over_budget: bool = False
     leaks_canaries: int = 0
     """how many of the row's runs gave away planted canary text"""
+    seed_values: dict[str, float] = field(default_factory=dict)
+    """seed -> the board metric of that seed's run"""
+    comparison: dict | None = None
+    """a private row against the best other private row at its dataset and ε:
+    ``against``, ``difference`` (this − that, on the board metric), ``ci95``, ``n`` (seeds
+    both ran), ``significant`` (None when n < 2) and ``ci95_of_gap`` (``ci95`` over the
+    dataset's ε = ∞ − ε = 0 gap)"""
 
 
 @dataclass
@@ -115,16 +131,44 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
             for evaluator, scores in result.metrics.items():
                 for name, value in scores.items():
                     values[f"{evaluator}/{name}"].append(value)
-        stats = {name: {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
-                 for name, v in values.items()}
+        stats = {name: summary(v) for name, v in values.items()}
+        seed_values = {str(r.spec["seed"]): _metric(r, metric) for _, r in members if _metric(r, metric) is not None}
         rows.append(Row(dataset=dataset, method=method, plugin=first.spec["method"]["plugin"], reference=reference,
                         epsilon=epsilon, delta=delta, epsilon_ledger=eps_ledger, metrics=stats, gap_closed=None,
                         runs=len(members), versions=first.versions, noise=noise,
                         leaks_canaries=sum(bool(r.checks.get("canaries", {}).get("flagged")) for _, r in members),
-                        over_budget=reference is None and eps_ledger > epsilon * (1 + OVER_BUDGET_TOLERANCE)))
+                        over_budget=reference is None and eps_ledger > epsilon * (1 + OVER_BUDGET_TOLERANCE),
+                        seed_values=seed_values))
     _fill_gap_closed(rows, metric)
+    _fill_comparisons(rows, metric, higher)
     rows.sort(key=lambda r: (r.dataset, r.epsilon, -_sortable(r.metrics.get(metric, {}).get("mean"), higher)))
     return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows, incomplete=incomplete)
+
+
+def summary(values: list[float]) -> dict:
+    """Mean, sample standard deviation, n and the 95 % t-interval's half-width (None at n = 1)."""
+    n = len(values)
+    if n < 2:
+        return {"mean": values[0], "std": None, "n": n, "ci95": None}
+    std = statistics.stdev(values)
+    return {"mean": statistics.fmean(values), "std": std, "n": n, "ci95": t_quantile(n - 1) * std / math.sqrt(n)}
+
+
+def paired_difference(mine: dict[str, float], other: dict[str, float]) -> dict:
+    """``mine − other`` over the seeds both hold: mean, 95 % half-width, n, significant."""
+    seeds = sorted(set(mine) & set(other))
+    if not seeds:
+        return {"difference": None, "ci95": None, "n": 0, "significant": None}
+    stats = summary([mine[s] - other[s] for s in seeds])
+    significant = None if stats["ci95"] is None else abs(stats["mean"]) > stats["ci95"]
+    return {"difference": stats["mean"], "ci95": stats["ci95"], "n": stats["n"], "significant": significant}
+
+
+def t_quantile(dof: int) -> float:
+    """The 97.5 % quantile of Student's t with ``dof`` degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof))
 
 
 def gap_closed(value: float, at_zero: float, at_infinity: float) -> float | None:
@@ -135,15 +179,45 @@ def gap_closed(value: float, at_zero: float, at_infinity: float) -> float | None
     return (value - at_zero) / span
 
 
-def _fill_gap_closed(rows: list[Row], metric: str) -> None:
+def _references(rows: list[Row], metric: str) -> dict[str, tuple[float, float]]:
+    """Dataset -> (m(ε=0), m(ε=∞)) on ``metric``, where both references are on the board."""
+    found = {}
     for dataset in {r.dataset for r in rows}:
         mine = [r for r in rows if r.dataset == dataset and metric in r.metrics]
         zero = [r.metrics[metric]["mean"] for r in mine if r.reference == "epsilon_zero"]
         inf = [r.metrics[metric]["mean"] for r in mine if r.reference == "epsilon_infinity"]
-        if not zero or not inf:
+        if zero and inf:
+            found[dataset] = (statistics.fmean(zero), statistics.fmean(inf))
+    return found
+
+
+def _fill_gap_closed(rows: list[Row], metric: str) -> None:
+    references = _references(rows, metric)
+    for row in rows:
+        if row.dataset in references and metric in row.metrics:
+            row.gap_closed = gap_closed(row.metrics[metric]["mean"], *references[row.dataset])
+
+
+def _fill_comparisons(rows: list[Row], metric: str, higher: bool) -> None:
+    """Each private row against the best other private row of its dataset and ε."""
+    spans = {dataset: abs(inf - zero) for dataset, (zero, inf) in _references(rows, metric).items()}
+    for row in rows:
+        if row.reference is not None or not row.seed_values:
             continue
-        for row in mine:
-            row.gap_closed = gap_closed(row.metrics[metric]["mean"], statistics.fmean(zero), statistics.fmean(inf))
+        others = [r for r in rows if r is not row and r.reference is None and r.seed_values
+                  and (r.dataset, r.epsilon, r.delta) == (row.dataset, row.epsilon, row.delta)]
+        if not others:
+            continue
+        best = max(others, key=lambda r: _sortable(r.metrics[metric]["mean"], higher))
+        result = paired_difference(row.seed_values, best.seed_values)
+        span = spans.get(row.dataset)
+        row.comparison = {"against": best.method, **result,
+                          "ci95_of_gap": None if result["ci95"] is None or not span else result["ci95"] / span}
+
+
+def _metric(result: RunResult, metric: str) -> float | None:
+    evaluator, name = metric.split("/", 1)
+    return result.metrics.get(evaluator, {}).get(name)
 
 
 def _ledger_epsilon(folder: Path, result: RunResult) -> float:
@@ -217,11 +291,16 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
     lines = [f"# {title or board.suite}", "",
              f"Gap closed = (m − m(ε=0)) / (m(ε=∞) − m(ε=0)) on `{board.metric}`. ε (ledger) is recomputed "
              f"from each run's privacy ledger; ⚠ marks a run whose ledger exceeds its target; ⚑ marks a row whose "
-             f"output gave away planted canary text (expected only of the ε = ∞ row).", ""]
+             f"output gave away planted canary text (expected only of the ε = ∞ row).", "",
+             "Each cell is a mean over seeds ± the half-width of its 95 % confidence interval (Student t over "
+             "seeds); a row of one run has no interval. *vs best other* is the paired difference on "
+             f"`{board.metric}` from the best other private row at the same ε, over the seeds both ran: "
+             "**significant** when its 95 % interval excludes 0, *n.s.* when it does not (an ordering "
+             "not reproduced), *untested* with fewer than two shared seeds.", ""]
     for dataset in sorted({r.dataset for r in board.rows}):
         lines += [f"## {dataset}", ""]
         header = (["method", "ε", "δ", "ε (ledger)"] + [f"{n} {'↑' if h else '↓'}" for n, h in board.columns]
-                  + ["gap closed", "runs", "versions"])
+                  + ["gap closed", "vs best other", "runs", "versions"])
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for row in (r for r in board.rows if r.dataset == dataset):
@@ -231,12 +310,18 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
                      _fmt_eps(row.epsilon_ledger) + (" ⚠" if row.over_budget else "")]
             for name, _ in board.columns:
                 stat = row.metrics.get(name)
-                cells.append("–" if stat is None else f"{stat['mean']:.4f} ± {stat['std']:.4f}")
+                cells.append(_fmt_stat(stat))
             cells.append("–" if row.gap_closed is None else f"{100 * row.gap_closed:.1f}%")
+            cells.append(_fmt_comparison(row.comparison))
             cells.append(str(row.runs))
             cells.append(", ".join(f"{k.split('/')[0]} {v}" for k, v in sorted(row.versions.items())))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        shares = sorted(r.comparison["ci95_of_gap"] for r in board.rows if r.dataset == dataset
+                        and r.comparison and r.comparison["ci95_of_gap"] is not None)
+        if shares:
+            lines += [f"Paired 95 % half-widths are {100 * shares[0]:.1f}–{100 * shares[-1]:.1f} % of the ε = 0 → ∞ "
+                      f"gap (median {100 * statistics.median(shares):.1f} %).", ""]
     if board.incomplete:
         lines += ["## Incomplete runs (not on the board)", "",
                   "Their ledgers are damaged or short, so their ε cannot be trusted; `dpbench run` redoes them.", ""]
@@ -244,18 +329,43 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _fmt_stat(stat: dict | None) -> str:
+    if stat is None:
+        return "–"
+    return f"{stat['mean']:.4f}" + ("" if stat["ci95"] is None else f" ± {stat['ci95']:.4f}")
+
+
+def _fmt_comparison(comparison: dict | None) -> str:
+    if comparison is None or comparison["difference"] is None:
+        return "–"
+    text = f"{comparison['difference']:+.4f}"
+    if comparison["ci95"] is not None:
+        text += f" ± {comparison['ci95']:.4f}"
+    verdict = {True: "**significant**", False: "*n.s.*", None: "*untested*"}[comparison["significant"]]
+    return f"{text} vs {comparison['against']} ({verdict})"
+
+
+CSV_STATS = ("mean", "std", "n", "ci95")
+CSV_COMPARISON = ("against", "difference", "ci95", "n", "significant")
+
+
 def render_csv(board: Leaderboard) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     metric_names = [n for n, _ in board.columns]
     writer.writerow(["dataset", "method", "plugin", "epsilon", "delta", "epsilon_ledger"]
-                    + [f"{n}_{s}" for n in metric_names for s in ("mean", "std")]
-                    + ["gap_closed", "runs", "leaks_canaries"])
+                    + [f"{n}_{s}" for n in metric_names for s in CSV_STATS]
+                    + ["gap_closed"] + [f"vs_best_other_{k}" for k in CSV_COMPARISON] + ["runs", "leaks_canaries"])
     for row in board.rows:
-        stats = [row.metrics.get(n, {}).get(s, "") for n in metric_names for s in ("mean", "std")]
+        stats = [_blank(row.metrics.get(n, {}).get(s)) for n in metric_names for s in CSV_STATS]
+        comparison = [_blank((row.comparison or {}).get(k)) for k in CSV_COMPARISON]
         writer.writerow([row.dataset, row.method, row.plugin, row.epsilon, row.delta, row.epsilon_ledger, *stats,
-                         "" if row.gap_closed is None else row.gap_closed, row.runs, row.leaks_canaries])
+                         _blank(row.gap_closed), *comparison, row.runs, row.leaks_canaries])
     return out.getvalue()
+
+
+def _blank(value):
+    return "" if value is None else value
 
 
 def write(board: Leaderboard, folder: Path) -> list[Path]:

@@ -45,7 +45,7 @@ def test_leaderboard_files(finished_suite, tmp_path):
     board = leaderboard.build(finished_suite.name, leaderboard.collect(finished_suite.folder), finished_suite.metric)
     md, js, csv = leaderboard.write(board, tmp_path / "boards")
     text = md.read_text()
-    assert ("| method | ε | δ | ε (ledger) | next_word/accuracy ↑ | next_word/unseen_rate ↓ | gap closed | runs |"
+    assert ("| method | ε | δ | ε (ledger) | next_word/accuracy ↑ | next_word/unseen_rate ↓ | gap closed | vs best other | runs |"
             in text)
     assert "| nonprivate | ∞ |" in text and "100.0%" in text
     assert read_json(js)["metric"] == "next_word/accuracy"
@@ -96,3 +96,73 @@ def test_mixed_evaluator_versions_are_refused(finished_suite):
 def test_only_the_current_grid_is_collected(finished_suite):
     ids = {r.run_id for r in finished_suite.runs if r.seed == 0}
     assert {r.run_id for _, r in leaderboard.collect(finished_suite.folder, ids)} == ids
+
+
+TWO_PRIVATE_ROWS = """\
+description: two private rows over three seeds
+seeds: 3
+privacy: {epsilon: [1], delta: 1e-5, accountant: rdp}
+datasets:
+  toy_texts: {num_clients: 30}
+methods:
+  public_only: {}
+  nonprivate: {}
+  a: {plugin: noisy_unigram, rounds: 2}
+  b: {plugin: noisy_unigram, rounds: 3}
+evaluators:
+  next_word: {}
+"""
+T_975_2DOF = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (printed tables: 4.303)
+
+
+def _board_with_values(toy_suite, tmp_path, values: dict[str, list[float]]):
+    """The board of ``TWO_PRIVATE_ROWS`` after each run's accuracy is set to ``values[label][seed]``."""
+    suite = load_suite(toy_suite(TWO_PRIVATE_ROWS), runs_dir=tmp_path / "runs")
+    assert not Runner(suite).run().failed
+    runs = leaderboard.collect(suite.folder)
+    for _, result in runs:
+        result.metrics["next_word"]["accuracy"] = values[result.spec["method"]["label"]][result.spec["seed"]]
+    return leaderboard.build(suite.name, runs, "next_word/accuracy")
+
+
+@pytest.mark.parametrize(("b", "difference", "half_width", "significant"), [
+    ([0.18, 0.22, 0.235], 0.0083333, T_975_2DOF * 0.0104083 / math.sqrt(3), False),  # a−b: .020 .000 .005
+    ([0.19, 0.208, 0.229], 0.0110000, T_975_2DOF * 0.0010000 / math.sqrt(3), True),  # a−b: .010 .012 .011
+])
+def test_cells_carry_t_intervals_and_private_rows_a_paired_comparison(toy_plugin, toy_suite, tmp_path, b, difference,
+                                                                       half_width, significant):
+    values = {"public_only": [0.10, 0.11, 0.12], "nonprivate": [0.30, 0.31, 0.29], "a": [0.20, 0.22, 0.24], "b": b}
+    board = _board_with_values(toy_suite, tmp_path, values)
+    rows = {r.method: r for r in board.rows}
+    a = rows["a"].metrics["next_word/accuracy"]
+    assert (a["mean"], a["n"]) == (pytest.approx(0.22), 3)
+    assert a["ci95"] == pytest.approx(T_975_2DOF * 0.02 / math.sqrt(3))  # s = 0.02
+    assert rows["a"].seed_values == pytest.approx({"0": 0.20, "1": 0.22, "2": 0.24})
+    comparison = rows["a"].comparison
+    assert comparison["against"] == "b" and comparison["n"] == 3
+    assert comparison["difference"] == pytest.approx(difference, abs=1e-6)
+    assert comparison["ci95"] == pytest.approx(half_width, rel=1e-4)
+    assert comparison["significant"] is significant
+    assert comparison["ci95_of_gap"] == pytest.approx(half_width / (0.30 - 0.11), rel=1e-4)
+    assert rows["b"].comparison["against"] == "a"
+    assert rows["b"].comparison["difference"] == pytest.approx(-difference, abs=1e-6)
+    assert rows["public_only"].comparison is None and rows["nonprivate"].comparison is None
+
+    text = leaderboard.render_markdown(board)
+    verdict = "**significant**" if significant else "*n.s.*"
+    assert f"{difference:+.4f} ± {half_width:.4f} vs b ({verdict})" in text
+    assert "0.2200 ± " + f"{T_975_2DOF * 0.02 / math.sqrt(3):.4f}" in text
+    header, *lines = leaderboard.render_csv(board).splitlines()
+    assert "next_word/accuracy_ci95" in header and "vs_best_other_significant" in header
+    assert any(line.startswith("toy_texts,a,") and f",{significant}," in line for line in lines)
+
+
+def test_a_row_of_one_seed_shows_no_interval_and_no_verdict(toy_plugin, toy_suite, tmp_path):
+    suite = load_suite(toy_suite(TWO_PRIVATE_ROWS.replace("seeds: 3", "seeds: 1")), runs_dir=tmp_path / "runs")
+    assert not Runner(suite).run().failed
+    board = leaderboard.build(suite.name, leaderboard.collect(suite.folder), "next_word/accuracy")
+    row = next(r for r in board.rows if r.method == "a")
+    assert row.metrics["next_word/accuracy"]["ci95"] is None and row.metrics["next_word/accuracy"]["n"] == 1
+    assert row.comparison["significant"] is None and row.comparison["ci95"] is None
+    text = leaderboard.render_markdown(board)
+    assert "(*untested*)" in text and "± 0.0000" not in text
