@@ -7,8 +7,8 @@ with a lower ε; runs scored by different evaluator versions are never mixed; "g
 
 Statistics: every cell is a mean over seeds with a 95 % Student-t confidence interval
 (half-width t₀.₉₇₅,ₙ₋₁ · s / √n; none at n = 1). Each private row is compared with the best
-other private row at its dataset and ε by a paired t-interval over the seeds both ran (runs of
-one seed share the dataset split, the evaluator's seed and its public data), and marked
+other private row at its dataset and ε by a paired t-interval over the seeds both ran (every
+row's run at one seed fine-tunes the evaluator's model with the same seed on the same split), and marked
 significant when that interval excludes 0. The intervals cover seed-to-seed variation (the
 methods' sampling, their DP noise, the evaluator's fine-tuning), not the sampling of the test
 texts, which every row shares.
