@@ -25,6 +25,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dpbench.api.method import REFERENCE_EPSILON
 from dpbench.errors import DpbenchError
 from dpbench.files import write_json, write_text
 from dpbench.results import RunResult, as_float, load_result
@@ -64,6 +65,9 @@ class Row:
     ``against``, ``difference`` (this − that, on the board metric), ``ci95``, ``n`` (seeds
     both ran), ``significant`` (None when n < 2) and ``ci95_of_gap`` (``ci95`` over the
     dataset's ε = ∞ − ε = 0 gap)"""
+    over_synthetic_public: dict | None = None
+    """a private row against the dataset's ``synthetic_public`` row, as ``comparison``: what
+    the private data added to what the prompts and the generator give without it"""
 
 
 @dataclass
@@ -199,20 +203,26 @@ def _fill_gap_closed(rows: list[Row], metric: str) -> None:
 
 
 def _fill_comparisons(rows: list[Row], metric: str, higher: bool) -> None:
-    """Each private row against the best other private row of its dataset and ε."""
+    """Each private row against the best other private row of its dataset and ε, and against
+    its dataset's synthetic-public row."""
     spans = {dataset: abs(inf - zero) for dataset, (zero, inf) in _references(rows, metric).items()}
+
+    def compare(row: Row, other: Row) -> dict:
+        result = paired_difference(row.seed_values, other.seed_values)
+        span = spans.get(row.dataset)
+        return {"against": other.method, **result,
+                "ci95_of_gap": None if result["ci95"] is None or not span else result["ci95"] / span}
+
     for row in rows:
         if row.reference is not None or not row.seed_values:
             continue
         others = [r for r in rows if r is not row and r.reference is None and r.seed_values
                   and (r.dataset, r.epsilon, r.delta) == (row.dataset, row.epsilon, row.delta)]
-        if not others:
-            continue
-        best = max(others, key=lambda r: _sortable(r.metrics[metric]["mean"], higher))
-        result = paired_difference(row.seed_values, best.seed_values)
-        span = spans.get(row.dataset)
-        row.comparison = {"against": best.method, **result,
-                          "ci95_of_gap": None if result["ci95"] is None or not span else result["ci95"] / span}
+        if others:
+            row.comparison = compare(row, max(others, key=lambda r: _sortable(r.metrics[metric]["mean"], higher)))
+        public = [r for r in rows if r.dataset == row.dataset and r.reference == "synthetic_public" and r.seed_values]
+        if public:
+            row.over_synthetic_public = compare(row, public[0])
 
 
 def _metric(result: RunResult, metric: str) -> float | None:
@@ -222,10 +232,8 @@ def _metric(result: RunResult, metric: str) -> float | None:
 
 def _ledger_epsilon(folder: Path, result: RunResult) -> float:
     reference = result.privacy.get("reference")
-    if reference == "epsilon_zero":
-        return 0.0
-    if reference == "epsilon_infinity":
-        return math.inf
+    if reference is not None:
+        return REFERENCE_EPSILON[reference]
     from dpbench.privacy import epsilon_from_ledger
 
     return epsilon_from_ledger(folder / "ledger.jsonl", delta=result.privacy["delta"],
@@ -296,11 +304,13 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
              "seeds); a row of one run has no interval. *vs best other* is the paired difference on "
              f"`{board.metric}` from the best other private row at the same ε, over the seeds both ran: "
              "**significant** when its 95 % interval excludes 0, *n.s.* when it does not (an ordering "
-             "not reproduced), *untested* with fewer than two shared seeds.", ""]
+             "not reproduced), *untested* with fewer than two shared seeds. *vs synthetic public* is the same "
+             "comparison with the `synthetic_public` row: the shared generator's text from public-seeded "
+             "prompts alone, i.e. what the private data added.", ""]
     for dataset in sorted({r.dataset for r in board.rows}):
         lines += [f"## {dataset}", ""]
         header = (["method", "ε", "δ", "ε (ledger)"] + [f"{n} {'↑' if h else '↓'}" for n, h in board.columns]
-                  + ["gap closed", "vs best other", "runs", "versions"])
+                  + ["gap closed", "vs best other", "vs synthetic public", "runs", "versions"])
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for row in (r for r in board.rows if r.dataset == dataset):
@@ -313,6 +323,7 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
                 cells.append(_fmt_stat(stat))
             cells.append("–" if row.gap_closed is None else f"{100 * row.gap_closed:.1f}%")
             cells.append(_fmt_comparison(row.comparison))
+            cells.append(_fmt_comparison(row.over_synthetic_public))
             cells.append(str(row.runs))
             cells.append(", ".join(f"{k.split('/')[0]} {v}" for k, v in sorted(row.versions.items())))
             lines.append("| " + " | ".join(cells) + " |")
@@ -355,10 +366,12 @@ def render_csv(board: Leaderboard) -> str:
     metric_names = [n for n, _ in board.columns]
     writer.writerow(["dataset", "method", "plugin", "epsilon", "delta", "epsilon_ledger"]
                     + [f"{n}_{s}" for n in metric_names for s in CSV_STATS]
-                    + ["gap_closed"] + [f"vs_best_other_{k}" for k in CSV_COMPARISON] + ["runs", "leaks_canaries"])
+                    + ["gap_closed"] + [f"vs_{which}_{k}" for which in ("best_other", "synthetic_public")
+                                        for k in CSV_COMPARISON] + ["runs", "leaks_canaries"])
     for row in board.rows:
         stats = [_blank(row.metrics.get(n, {}).get(s)) for n in metric_names for s in CSV_STATS]
-        comparison = [_blank((row.comparison or {}).get(k)) for k in CSV_COMPARISON]
+        comparison = [_blank((versus or {}).get(k)) for versus in (row.comparison, row.over_synthetic_public)
+                      for k in CSV_COMPARISON]
         writer.writerow([row.dataset, row.method, row.plugin, row.epsilon, row.delta, row.epsilon_ledger, *stats,
                          _blank(row.gap_closed), *comparison, row.runs, row.leaks_canaries])
     return out.getvalue()

@@ -43,7 +43,7 @@ class PrivacyRecord:
     accountant: str
     noise: str
     reference: str | None = None
-    """``epsilon_zero`` / ``epsilon_infinity`` for the reference rows, which release nothing"""
+    """the reference rows' kind (``dpbench.api.method.REFERENCE_EPSILON``); they release nothing"""
     mechanism: dict[str, Any] | None = None
     noise_multiplier: float | None = None
     epsilon_spent: float | None = None

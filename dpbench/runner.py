@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 from dpbench.api import Evaluator, FederatedTextData, Method, MethodData, RunContext, SyntheticTexts, TrainedModel
 from dpbench.api.config import config_dict
-from dpbench.builtin.references import NonPrivate, PublicOnly
+from dpbench.api.method import REFERENCE_EPSILON
+from dpbench.builtin.references import NonPrivate, PublicOnly, SyntheticPublic
 from dpbench.cache import SuiteCache
 from dpbench.datacheck import check_datasets, check_delta
 from dpbench.env import environment
@@ -183,7 +184,7 @@ class Runner:
         method = self.method(spec)
         method_cls = type(method)
         method_data = data.for_method()
-        if method_cls.reference == "epsilon_zero":
+        if method_cls.reference is not None and REFERENCE_EPSILON[method_cls.reference] == 0:
             method_data = MethodData(clients={}, validation=data.validation, public=data.public)
 
         evaluators = self.evaluators(spec)
@@ -243,7 +244,7 @@ class Runner:
         record = PrivacyRecord(target_epsilon=spec.epsilon, delta=spec.delta, accountant=spec.accountant,
                                noise=spec.noise)
         if method_cls.reference is not None:
-            if method_cls not in (PublicOnly, NonPrivate):
+            if method_cls not in (PublicOnly, NonPrivate, SyntheticPublic):
                 raise DpbenchError(f"method {spec.method.plugin!r} sets Method.reference, which only dpbench's "
                                    f"built-in reference rows may do; a method declares a mechanism instead")
             if mechanism is not None:

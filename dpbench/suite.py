@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dpbench.api.config import build_config, config_dict
+from dpbench.api.method import REFERENCE_EPSILON
 from dpbench.api.privacy import PrivacyBudget
 from dpbench.errors import ConfigError, DpbenchError, did_you_mean
 
@@ -358,7 +359,7 @@ def build_suite(config: Mapping[str, Any], *, path: Path, overrides: Sequence[st
     for dataset in datasets:
         for method in methods:
             reference = get_registry("method").get(method.plugin).reference
-            method_eps = {"epsilon_zero": [0.0], "epsilon_infinity": [math.inf]}.get(reference, epsilons)
+            method_eps = epsilons if reference is None else [REFERENCE_EPSILON[reference]]
             for eps in method_eps:
                 for seed in seeds:
                     runs.append(RunSpec(

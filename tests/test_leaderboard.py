@@ -45,8 +45,8 @@ def test_leaderboard_files(finished_suite, tmp_path):
     board = leaderboard.build(finished_suite.name, leaderboard.collect(finished_suite.folder), finished_suite.metric)
     md, js, csv = leaderboard.write(board, tmp_path / "boards")
     text = md.read_text()
-    assert ("| method | ε | δ | ε (ledger) | next_word/accuracy ↑ | next_word/unseen_rate ↓ | gap closed | vs best other | runs |"
-            in text)
+    assert ("| method | ε | δ | ε (ledger) | next_word/accuracy ↑ | next_word/unseen_rate ↓ | gap closed "
+            "| vs best other | vs synthetic public | runs |" in text)
     assert "| nonprivate | ∞ |" in text and "100.0%" in text
     assert read_json(js)["metric"] == "next_word/accuracy"
     assert csv.read_text().splitlines()[0].startswith(
@@ -115,9 +115,9 @@ evaluators:
 T_975_2DOF = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (printed tables: 4.303)
 
 
-def _board_with_values(toy_suite, tmp_path, values: dict[str, list[float]]):
-    """The board of ``TWO_PRIVATE_ROWS`` after each run's accuracy is set to ``values[label][seed]``."""
-    suite = load_suite(toy_suite(TWO_PRIVATE_ROWS), runs_dir=tmp_path / "runs")
+def _board_with_values(toy_suite, tmp_path, values: dict[str, list[float]], body: str = TWO_PRIVATE_ROWS):
+    """The board of the suite ``body`` after each run's accuracy is set to ``values[label][seed]``."""
+    suite = load_suite(toy_suite(body), runs_dir=tmp_path / "runs")
     assert not Runner(suite).run().failed
     runs = leaderboard.collect(suite.folder)
     for _, result in runs:
@@ -166,3 +166,23 @@ def test_a_row_of_one_seed_shows_no_interval_and_no_verdict(toy_plugin, toy_suit
     assert row.comparison["significant"] is None and row.comparison["ci95"] is None
     text = leaderboard.render_markdown(board)
     assert "(*untested*)" in text and "± 0.0000" not in text
+
+
+def test_private_rows_are_compared_with_the_synthetic_public_row(toy_plugin, toy_suite, tiny_llama, tmp_path):
+    body = TWO_PRIVATE_ROWS.replace("  nonprivate: {}\n", f"""  nonprivate: {{}}
+  synthetic_public: {{model: {tiny_llama}, samples: 4, max_new_tokens: 4, truncate_tokens: 4}}
+""")
+    values = {"public_only": [0.10, 0.11, 0.12], "nonprivate": [0.30, 0.31, 0.29], "a": [0.20, 0.22, 0.24],
+              "b": [0.18, 0.22, 0.235], "synthetic_public": [0.15, 0.19, 0.21]}
+    board = _board_with_values(toy_suite, tmp_path, values, body)
+    rows = {r.method: r for r in board.rows}
+    public = rows["synthetic_public"]
+    assert (public.epsilon, public.epsilon_ledger, public.reference) == (0.0, 0.0, "synthetic_public")
+    assert public.gap_closed == pytest.approx((public.metrics["next_word/accuracy"]["mean"] - 0.11) / (0.30 - 0.11))
+    gain = rows["a"].over_synthetic_public  # a − synthetic public: .05 .03 .03
+    assert gain["against"] == "synthetic_public" and gain["n"] == 3
+    assert gain["difference"] == pytest.approx(0.0366667, abs=1e-6)
+    assert gain["ci95"] == pytest.approx(T_975_2DOF * 0.0115470 / math.sqrt(3), rel=1e-4)
+    assert gain["significant"] is True
+    assert public.over_synthetic_public is None and rows["public_only"].over_synthetic_public is None
+    assert "vs synthetic_public (**significant**)" in leaderboard.render_markdown(board)

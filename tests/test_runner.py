@@ -40,6 +40,34 @@ def test_references_give_ordered_scores(toy_plugin, toy_suite, tmp_path):
     assert inf > zero
 
 
+def test_the_synthetic_public_row_writes_from_public_prompts_alone(toy_plugin, toy_suite, tiny_llama, tmp_path,
+                                                                   monkeypatch):
+    """ε = 0 and no ledger; the method is handed no client, and its texts are the shared
+    generator's completions of public-seeded prompts, ``samples`` of them."""
+    from dpbench.builtin.references import SyntheticPublic
+
+    handed = []
+    run = SyntheticPublic.run
+    monkeypatch.setattr(SyntheticPublic, "run", lambda self, data, ctx: handed.append(data) or run(self, data, ctx))
+    body = f"""\
+        seeds: 1
+        privacy: {{delta: 1e-5}}
+        datasets: {{toy_texts: {{num_clients: 30}}}}
+        methods:
+          synthetic_public: {{model: {tiny_llama}, samples: 5, max_new_tokens: 6, truncate_tokens: 6}}
+        evaluators: {{next_word: {{}}}}
+        """
+    suite, report = _run(toy_suite(body), tmp_path)
+    assert not report.failed and [s.epsilon for s in suite.runs] == [0.0]
+    folder = suite.folder / suite.runs[0].run_id
+    result = load_result(folder)
+    assert result.privacy["reference"] == "synthetic_public" and not result.privacy["releases"]
+    assert not (folder / "ledger.jsonl").exists() or not (folder / "ledger.jsonl").read_text()
+    assert handed[0].clients == {} and handed[0].public
+    texts = load_artifact(folder).texts
+    assert len(texts) == 5 and any(texts)
+
+
 def test_completed_runs_are_skipped_and_force_redoes_them(toy_plugin, toy_suite, tmp_path):
     path = toy_suite()
     _run(path, tmp_path, ["seeds=1"])

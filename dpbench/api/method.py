@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
@@ -13,6 +14,9 @@ if TYPE_CHECKING:
     from dpbench.api.dataset import MethodData
     from dpbench.api.privacy import MechanismSpec
 
+REFERENCE_EPSILON = {"epsilon_zero": 0.0, "epsilon_infinity": math.inf, "synthetic_public": 0.0}
+"""The kinds of built-in reference row, which release nothing, and the ε each stands for."""
+
 
 class Method(ABC):
     """A DP method plugin.
@@ -21,8 +25,10 @@ class Method(ABC):
     its noise to the suite's (ε, δ) before ``run`` starts; ``run`` then makes every noisy
     release through ``ctx.privacy``. Methods never compute ε.
 
-    ``reference`` is set only by the two built-in reference rows: ``"epsilon_zero"`` (no private
-    data used) and ``"epsilon_infinity"`` (private data used without noise).
+    ``reference`` is set only by the built-in reference rows (``REFERENCE_EPSILON``):
+    ``"epsilon_zero"`` (no private data, no synthetic text), ``"synthetic_public"`` (no private
+    data: the shared generator's public-seeded text) and ``"epsilon_infinity"`` (private data
+    used without noise).
     """
 
     version: ClassVar[str] = "1"

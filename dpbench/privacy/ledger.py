@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from dpbench.api.method import REFERENCE_EPSILON
 from dpbench.errors import DamagedRunError
 from dpbench.privacy.accountant import DEFAULT_ACCOUNTANT, Charge, epsilon_of_charges
 
@@ -37,8 +37,6 @@ RELEASES = "releases"
 TOMBSTONE = ".discarded"
 REQUIRED = {"index": int, "key": str, "kind": str, "noise_multiplier": (int, float), "sampling_rate": (int, float),
             "clip_norm": (int, float), "file": str, "sha256": str}
-REFERENCE_EPSILON = {"epsilon_zero": 0.0, "epsilon_infinity": math.inf}
-"""the two reference rows, which release nothing, and the ε each stands for"""
 
 
 class LedgerError(DamagedRunError):
@@ -139,7 +137,7 @@ def check_ledger(run_dir: Path, *, mechanism: Mapping, noise_multiplier: float, 
 
 def run_ledger_problems(run_dir: Path, privacy: Mapping) -> list[str]:
     """Why a finished run's ε cannot be trusted (``check_ledger`` against the run's privacy
-    record); ``[]`` for a sound private run and for the two reference rows, which release nothing."""
+    record); ``[]`` for a sound private run and for the reference rows, which release nothing."""
     reference = privacy.get("reference")
     if reference is not None:
         if reference not in REFERENCE_EPSILON:

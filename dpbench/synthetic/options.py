@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dpbench.api.config import check_bf16, check_choice, check_fraction, check_int, check_positive
 from dpbench.errors import ConfigError
 from dpbench.models.generation import BACKENDS, DECODE_LOOPS, Generator, SamplingParams, make_generator
-from dpbench.synthetic.prompts import PROMPT_STYLES
+from dpbench.synthetic.prompts import PROMPT_STYLES, build_prompt, choose_examples, postprocess
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,16 @@ class GeneratorOptions:
         """These options' sampling settings, ending completions at ``stop``."""
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
                               stop=stop)
+
+    def public_prompts(self, public: Sequence[str], *, count: int, rng) -> list:
+        """``count`` prompts, each showing ``examples_per_prompt`` random public seed texts
+        (drawn with ``rng``) in ``prompt_style``."""
+        rows = choose_examples(len(public), prompts=count, per_prompt=self.examples_per_prompt, rng=rng)
+        return [build_prompt([public[i] for i in row], self.prompt_style) for row in rows]
+
+    def complete(self, generator: Generator, prompts: Sequence, *, stop: tuple[str, ...], seed: int,
+                 adapter: str | None = None) -> list[str]:
+        """One completion of each prompt, sampled with these options (ending at ``stop``) and
+        cleaned and cut to ``truncate_tokens`` generator tokens."""
+        raw = generator.generate(list(prompts), self.sampling(stop), seed=seed, adapter=adapter)
+        return [postprocess(text, generator.tokenizer, self.truncate_tokens) for text in raw]

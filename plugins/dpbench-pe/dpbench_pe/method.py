@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 
 from dpbench.api import DpbenchError, MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
-from dpbench.toolkit import build_prompt, choose_examples, normalise_rows, postprocess, round_metrics, stop_strings
+from dpbench.toolkit import normalise_rows, round_metrics, stop_strings
 from dpbench_pe.config import PeOptions
 from dpbench_pe.prompts import TONES, variation_prompt, variation_stop
 from dpbench_pe.votes import select, vote_batches
@@ -106,11 +106,8 @@ class _Apis:
 
     def random(self, n: int) -> list[str]:
         """``n`` texts, each from the toolkit's prompt (POPri's) of random public seed texts."""
-        o = self.o
-        rows = choose_examples(len(self.public), prompts=n, per_prompt=o.examples_per_prompt,
-                               rng=self.ctx.rng("pe-random-prompts"))
-        prompts = [build_prompt([self.public[i] for i in row], o.prompt_style) for row in rows]
-        return self._generate(prompts, stop_strings(o.prompt_style), "pe-random-generate")
+        prompts = self.o.public_prompts(self.public, count=n, rng=self.ctx.rng("pe-random-prompts"))
+        return self._generate(prompts, stop_strings(self.o.prompt_style), "pe-random-generate")
 
     def variations(self, parents: list[str], t: int) -> list[str]:
         """L−1 paraphrases of each parent in a random tone, fold by fold; an empty one is its parent."""
@@ -126,8 +123,7 @@ class _Apis:
         o = self.o
         if self._generator is None:
             self._generator = o.generator(self.ctx.device)
-        raw = self._generator.generate(prompts, o.sampling(stop), seed=self.ctx.seed_for(stream))
-        return [postprocess(text, self._generator.tokenizer, o.truncate_tokens) for text in raw]
+        return o.complete(self._generator, prompts, stop=stop, seed=self.ctx.seed_for(stream))
 
     def close(self) -> None:
         if self._generator is not None:

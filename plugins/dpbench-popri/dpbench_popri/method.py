@@ -37,10 +37,8 @@ from dpbench.api import (
 )
 from dpbench.toolkit import (
     build_prompt,
-    choose_examples,
     clean,
     normalise_rows,
-    postprocess,
     round_metrics,
     stop_strings,
 )
@@ -143,16 +141,11 @@ class Popri(Method):
     def _sample(self, generator, public, ctx, stream, prompts, per_prompt, adapter, saved: Path):
         """``per_prompt`` completions for each of ``prompts`` fresh prompts; cached in ``saved``."""
         o = self.config
-        rows = choose_examples(len(public), prompts=prompts, per_prompt=o.examples_per_prompt,
-                               rng=ctx.rng(f"popri-prompts-{stream}"))
-        built = [build_prompt([public[i] for i in row], o.prompt_style) for row in rows]
+        built = o.public_prompts(public, count=prompts, rng=ctx.rng(f"popri-prompts-{stream}"))
         if saved.exists():
             return built, json.loads(saved.read_text())
-        repeated = [p for p in built for _ in range(per_prompt)]
-        raw = generator.generate(repeated, o.sampling(stop_strings(o.prompt_style)),
-                                 seed=ctx.seed_for(f"popri-generate-{stream}"),
-                                 adapter=str(adapter) if adapter else None)
-        texts = [postprocess(t, generator.tokenizer, o.truncate_tokens) for t in raw]
+        texts = o.complete(generator, [p for p in built for _ in range(per_prompt)], stop=stop_strings(o.prompt_style),
+                           seed=ctx.seed_for(f"popri-generate-{stream}"), adapter=str(adapter) if adapter else None)
         write_json(saved, texts, indent=None)
         return built, texts
 
