@@ -6,7 +6,8 @@ dpbench may change without notice.
 Synthetic text from public seed texts (``dpbench.synthetic``):
 
 - ``GeneratorOptions``: base class of a method's options; generator, sampling, prompt and
-  embedder fields, set flat in a suite, plus ``generator(device)`` and ``sampling(stop)``.
+  embedder fields, set flat in a suite, plus ``generator(device)``, ``sampling(stop)``,
+  ``public_prompts(public, count=, rng=)`` and ``complete(generator, prompts, stop=, seed=)``.
 - ``PROMPT_STYLES``, ``choose_examples``, ``build_prompt``, ``stop_strings``, ``clean``,
   ``postprocess``: prompts of random public seed texts and the cleanup of their completions.
 - ``round_metrics``, ``frechet_distance``, ``mean_pairwise_cosine``: quality and diversity of
