@@ -65,6 +65,10 @@ class Row:
     ``against``, ``difference`` (this − that, on the board metric), ``ci95``, ``n`` (seeds
     both ran), ``significant`` (None when n < 2) and ``ci95_of_gap`` (``ci95`` over the
     dataset's ε = ∞ − ε = 0 gap)"""
+    diagnostics: dict | None = None
+    """over the row's releases (seeded runs only; ``dpbench.privacy.noise.release_diagnostics``):
+    ``releases``, median ``signal_to_noise`` (‖clipped sum‖ / ‖noise‖), mean ``cosine`` and
+    mean ``spearman`` of each release with its noise-free sum"""
     over_synthetic_public: dict | None = None
     """a private row against the dataset's ``synthetic_public`` row, as ``comparison``: what
     the private data added to what the prompts and the generator give without it"""
@@ -142,7 +146,7 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
                         runs=len(members), versions=first.versions, noise=noise,
                         leaks_canaries=sum(bool(r.checks.get("canaries", {}).get("flagged")) for _, r in members),
                         over_budget=reference is None and eps_ledger > epsilon * (1 + OVER_BUDGET_TOLERANCE),
-                        seed_values=seed_values))
+                        seed_values=seed_values, diagnostics=_diagnostics([folder for folder, _ in members])))
     _fill_gap_closed(rows, metric)
     _fill_comparisons(rows, metric, higher)
     rows.sort(key=lambda r: (r.dataset, r.epsilon, -_sortable(r.metrics.get(metric, {}).get("mean"), higher)))
@@ -223,6 +227,34 @@ def _fill_comparisons(rows: list[Row], metric: str, higher: bool) -> None:
         public = [r for r in rows if r.dataset == row.dataset and r.reference == "synthetic_public" and r.seed_values]
         if public:
             row.over_synthetic_public = compare(row, public[0])
+
+
+def _diagnostics(folders: list[Path]) -> dict | None:
+    """The release diagnostics of a row's runs, summarised (None when no run noted any)."""
+    from dpbench.privacy.session import DIAGNOSTICS_NAME
+
+    notes = []
+    for folder in folders:
+        path = folder / DIAGNOSTICS_NAME
+        if path.exists():
+            by_key = {}
+            for line in path.read_text().splitlines():
+                try:
+                    note = json.loads(line)
+                    by_key[note["key"]] = note
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line: the notes are a benchmark aid, not a record
+            notes += by_key.values()
+    if not notes:
+        return None
+
+    def mean(name: str) -> float | None:
+        values = [n[name] for n in notes if n.get(name) is not None]
+        return statistics.fmean(values) if values else None
+
+    ratios = [n["signal_norm"] / n["noise_norm"] for n in notes if n.get("noise_norm")]
+    return {"releases": len(notes), "signal_to_noise": statistics.median(ratios) if ratios else None,
+            "cosine": mean("cosine"), "spearman": mean("spearman")}
 
 
 def _metric(result: RunResult, metric: str) -> float | None:
@@ -328,6 +360,17 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
             cells.append(", ".join(f"{k.split('/')[0]} {v}" for k, v in sorted(row.versions.items())))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        noted = [r for r in board.rows if r.dataset == dataset and r.diagnostics]
+        if noted:
+            lines += ["How much of the noise-free sum each method's releases carried (seeded runs; computed by the "
+                      "privacy session, never seen by the method): ‖clipped sum‖ / ‖noise‖ (median over releases), "
+                      "and the mean cosine and rank (Spearman) correlation of each release with its noise-free sum.",
+                      "", "| method | ε | releases | ‖sum‖ / ‖noise‖ | cosine | rank correlation |",
+                      "|---|---|---|---|---|---|"]
+            lines += [f"| {r.method} | {_fmt_eps(r.epsilon)} | {r.diagnostics['releases']} | "
+                      + " | ".join(_fmt_number(r.diagnostics[k]) for k in ("signal_to_noise", "cosine", "spearman"))
+                      + " |" for r in noted]
+            lines.append("")
         shares = sorted(r.comparison["ci95_of_gap"] for r in board.rows if r.dataset == dataset
                         and r.comparison and r.comparison["ci95_of_gap"] is not None)
         if shares:
@@ -338,6 +381,10 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
                   "Their ledgers are damaged or short, so their ε cannot be trusted; `dpbench run` redoes them.", ""]
         lines += [f"- `{run_id}`: {why}" for run_id, why in sorted(board.incomplete.items())] + [""]
     return "\n".join(lines)
+
+
+def _fmt_number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
 
 
 def _fmt_stat(stat: dict | None) -> str:

@@ -184,7 +184,7 @@ class Runner:
         method = self.method(spec)
         method_cls = type(method)
         method_data = data.for_method()
-        if method_cls.reference is not None and REFERENCE_EPSILON[method_cls.reference] == 0:
+        if REFERENCE_EPSILON.get(method_cls.reference) == 0:
             method_data = MethodData(clients={}, validation=data.validation, public=data.public)
 
         evaluators = self.evaluators(spec)

@@ -359,7 +359,7 @@ def build_suite(config: Mapping[str, Any], *, path: Path, overrides: Sequence[st
     for dataset in datasets:
         for method in methods:
             reference = get_registry("method").get(method.plugin).reference
-            method_eps = epsilons if reference is None else [REFERENCE_EPSILON[reference]]
+            method_eps = [REFERENCE_EPSILON[reference]] if reference in REFERENCE_EPSILON else epsilons
             for eps in method_eps:
                 for seed in seeds:
                     runs.append(RunSpec(

@@ -147,11 +147,16 @@ def test_cells_carry_t_intervals_and_private_rows_a_paired_comparison(toy_plugin
     assert rows["b"].comparison["against"] == "a"
     assert rows["b"].comparison["difference"] == pytest.approx(-difference, abs=1e-6)
     assert rows["public_only"].comparison is None and rows["nonprivate"].comparison is None
+    # the session's notes on each release: rounds × seeds of them, none for the references
+    assert (rows["a"].diagnostics["releases"], rows["b"].diagnostics["releases"]) == (6, 9)
+    assert -1 <= rows["a"].diagnostics["cosine"] <= 1 and rows["a"].diagnostics["signal_to_noise"] > 0
+    assert rows["public_only"].diagnostics is None and rows["nonprivate"].diagnostics is None
 
     text = leaderboard.render_markdown(board)
     verdict = "**significant**" if significant else "*n.s.*"
     assert f"{difference:+.4f} ± {half_width:.4f} vs b ({verdict})" in text
     assert "0.2200 ± " + f"{T_975_2DOF * 0.02 / math.sqrt(3):.4f}" in text
+    assert "| a | 1 | 6 | " in text and "rank correlation" in text
     header, *lines = leaderboard.render_csv(board).splitlines()
     assert "next_word/accuracy_ci95" in header and "vs_best_other_significant" in header
     assert any(line.startswith("toy_texts,a,") and f",{significant}," in line for line in lines)

@@ -102,5 +102,31 @@ def clipped_sum(contributions, *, clip_norm: float) -> np.ndarray:
 def noisy_clipped_sum(contributions, *, clip_norm: float, noise_multiplier: float,
                       rng: np.random.Generator) -> np.ndarray:
     """Σ clip(row) + N(0, (σ·clip_norm)²): one noise draw for the whole vector."""
+    total, noise = clipped_sum_and_noise(contributions, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
+                                         rng=rng)
+    return total + noise
+
+
+def clipped_sum_and_noise(contributions, *, clip_norm: float, noise_multiplier: float,
+                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Σ clip(row) and the N(0, (σ·clip_norm)²) noise drawn for it, apart: ``noisy_clipped_sum``
+    adds them; the session also measures the noise against the sum (``release_diagnostics``)."""
     total = clipped_sum(contributions, clip_norm=clip_norm)
-    return total + gaussian_noise(rng, std=noise_multiplier * clip_norm, shape=total.shape)
+    return total, gaussian_noise(rng, std=noise_multiplier * clip_norm, shape=total.shape)
+
+
+def release_diagnostics(total: np.ndarray, noise: np.ndarray) -> dict[str, float | None]:
+    """How much of the clipped sum ``total`` a release ``total + noise`` still carries:
+    ‖sum‖, ‖noise‖, the cosine of the release with the sum and, over three or more
+    coordinates, the Spearman correlation of their orders (what a ranking or a top-k
+    selection reads off the release). For benchmarks only: functions of the noise-free sum
+    are not private."""
+    from scipy.stats import spearmanr
+
+    value = total + noise
+    signal, noise_norm, norm = (float(np.linalg.norm(v)) for v in (total, noise, value))
+    cosine = float(value @ total / (norm * signal)) if norm and signal else None
+    spearman = None
+    if value.size >= 3 and np.ptp(total) > 0 and np.ptp(value) > 0:
+        spearman = float(spearmanr(value, total).statistic)
+    return {"signal_norm": signal, "noise_norm": noise_norm, "cosine": cosine, "spearman": spearman}

@@ -9,13 +9,16 @@ ledger (a resumed run) returns the stored value: no new noise, no new charge.
 
 Noise modes: ``seeded`` keys the noise by run seed and release, so runs reproduce and a
 resumed run draws what an uninterrupted one would — a simulation mode, since anyone with the
-seed and a stored release can subtract the noise. ``secure`` draws noise and cohorts from the
+seed and a stored release can subtract the noise. A seeded session also writes, per release,
+how much of the noise-free sum the release carries (``DIAGNOSTICS_NAME``: norms of sum and
+noise, cosine, rank correlation) for the board; the method never sees it. ``secure`` draws noise and cohorts from the
 operating system's CSPRNG and stores nothing they could be derived from.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import secrets
@@ -42,9 +45,11 @@ from dpbench.privacy.ledger import (
     release_charges,
     release_digest,
 )
-from dpbench.privacy.noise import noise_generator, noisy_clipped_sum
+from dpbench.privacy.noise import clipped_sum_and_noise, noise_generator, release_diagnostics
 
 SAMPLING_STREAM = "privacy-sampling"
+DIAGNOSTICS_NAME = "diagnostics.jsonl"
+"""per release of a seeded run, how much of the noise-free sum it carries (benchmark only)"""
 
 
 class BudgetExceededError(PrivacyMisuseError):
@@ -108,8 +113,9 @@ class Session:
             )
         contributors = self._check_contributors(key, index, clients)
         counted = _CountedRows(contributions)
-        value = noisy_clipped_sum(counted, clip_norm=clip_norm, noise_multiplier=self.noise_multiplier,
-                                  rng=noise_generator(self._seed, key))
+        total, noise = clipped_sum_and_noise(counted, clip_norm=clip_norm, noise_multiplier=self.noise_multiplier,
+                                             rng=noise_generator(self._seed, key))
+        value = total + noise
         if counted.rows != len(contributors):
             raise PrivacyMisuseError(f"release {key!r}: {counted.rows} rows for {len(contributors)} clients; "
                                      f"pass one row per client, in the order of clients=")
@@ -132,6 +138,10 @@ class Session:
         append_record(self.run_dir / LEDGER_NAME, record, expected=self._records)
         self._records.append(record)
         self._releases[key] = record
+        if self._seed is not None:  # seeded runs are simulations; a secure run keeps nothing of the clean sum
+            line = {"key": key, "index": index, "clients": len(contributors), **release_diagnostics(total, noise)}
+            with open(self.run_dir / DIAGNOSTICS_NAME, "a") as handle:
+                handle.write(json.dumps(line) + "\n")
         return value
 
     def epsilon_spent(self) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from dpbench.privacy.session import DIAGNOSTICS_NAME
 from dpbench.testing.runs import RUN_DIR, run_once
 
 CANARY_MARKER = "zqxcanary7f3e"
@@ -49,6 +50,8 @@ def check_release_only(method, data, *, folder: Path, canary_texts: tuple[str, .
     replaying.mkdir(parents=True)
     shutil.copy(replayed / "ledger.jsonl", replaying / "ledger.jsonl")
     shutil.copytree(replayed / "releases", replaying / "releases")
+    if (replayed / DIAGNOSTICS_NAME).exists():  # the session's notes on A's releases, which B replays
+        shutil.copy(replayed / DIAGNOSTICS_NAME, replaying / DIAGNOSTICS_NAME)
     b = run_once(method, canary, folder / "b", **settings)
 
     problems = []

@@ -499,3 +499,39 @@ def test_resume_after_sigkill(tmp_path, uninterrupted):
     assert process.returncode == -signal.SIGKILL, process.stderr.decode()
     assert len(read_ledger(tmp_path / "ledger.jsonl")) == 3
     assert_resumed_like_uninterrupted(tmp_path, uninterrupted)
+
+
+# ---- release diagnostics (benchmark only) -----------------------------------------------------
+
+
+def test_release_diagnostics_measure_what_the_noise_left_of_the_sum():
+    from dpbench.privacy.noise import release_diagnostics
+
+    total = np.array([1.0, 2.0, 3.0, 4.0])
+    clean = release_diagnostics(total, np.zeros(4))
+    assert clean == pytest.approx({"signal_norm": math.sqrt(30), "noise_norm": 0.0, "cosine": 1.0, "spearman": 1.0})
+    reversed_ = release_diagnostics(total, np.array([3.0, 1.0, -1.0, -3.0]))  # the release is 4, 3, 2, 1
+    assert reversed_["spearman"] == pytest.approx(-1.0)
+    assert reversed_["cosine"] == pytest.approx(20 / 30) and reversed_["noise_norm"] == pytest.approx(math.sqrt(20))
+    assert release_diagnostics(np.zeros(4), np.ones(4))["cosine"] is None  # nothing to point at
+    assert release_diagnostics(np.array([1.0, 2.0]), np.zeros(2))["spearman"] is None  # too short to rank
+
+
+def test_a_seeded_session_notes_each_release_and_a_secure_one_nothing(tmp_path):
+    import json
+
+    from dpbench.privacy.session import DIAGNOSTICS_NAME
+
+    x = rows(8, 5)
+    seeded = make(tmp_path / "seeded", sigma=0.5)
+    value = seeded.release_clipped_sum("r0", x, clip_norm=C)
+    seeded.release_clipped_sum("r0", x, clip_norm=C)  # a replay notes nothing new
+    seeded.release_clipped_sum("r1", np.zeros((0, 5)), clip_norm=C)
+    lines = [json.loads(line) for line in (tmp_path / "seeded" / DIAGNOSTICS_NAME).read_text().splitlines()]
+    assert [(d["key"], d["index"], d["clients"]) for d in lines] == [("r0", 0, 8), ("r1", 1, 0)]
+    total = sum(r * min(1.0, C / np.linalg.norm(r)) for r in x)
+    assert lines[0]["signal_norm"] == pytest.approx(np.linalg.norm(total))
+    assert lines[0]["noise_norm"] == pytest.approx(np.linalg.norm(value - total))
+    assert lines[1]["signal_norm"] == 0.0 and lines[1]["cosine"] is None
+    make(tmp_path / "secure", seed=None, noise="secure").release_clipped_sum("r0", x, clip_norm=C)
+    assert not (tmp_path / "secure" / DIAGNOSTICS_NAME).exists()
