@@ -438,10 +438,10 @@ def _epsilons(value) -> list[float]:
         return []
     values = value if isinstance(value, list) else [value]
     for v in values:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) and v > 0
         if not ok:
-            raise ConfigError("privacy.epsilon", value, "a finite number > 0 or a list of them "
-                              "(the ε = 0 and ε = ∞ rows come from the public_only and nonprivate methods)")
+            raise ConfigError("privacy.epsilon", value, "a number > 0 or a list of them; .inf (YAML) or inf "
+                              "(override) runs each private method without noise, its noise-free row")
     if len(set(values)) != len(values):
         raise ConfigError("privacy.epsilon", value, "distinct values")
     return [float(v) for v in values]

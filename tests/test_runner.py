@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -194,3 +195,20 @@ def test_a_trained_model_from_a_method_that_did_not_declare_it_is_refused(toy_pl
     _, report = _run(toy_suite(), tmp_path, ["seeds=1", "privacy.epsilon=1"])
     (error,) = report.failed.values()
     assert "does not set Method.trains_downstream_model" in error
+
+
+def test_a_private_method_at_infinite_epsilon_is_its_noise_free_row(toy_plugin, toy_suite, tmp_path):
+    """ε = ∞ (``inf``) calibrates σ = 0: same releases, no noise, ε (ledger) = ∞ on the board."""
+    from dpbench import leaderboard
+
+    suite, report = _run(toy_suite(), tmp_path, ["seeds=1", "privacy.epsilon=[1,inf]"])
+    assert not report.failed
+    spec = next(s for s in suite.runs if s.method.label == "noisy_unigram" and s.epsilon == math.inf)
+    result = load_result(suite.folder / spec.run_id)
+    assert result.privacy["noise_multiplier"] == 0 and len(result.privacy["releases"]) == 3
+    board = leaderboard.build(suite.name, leaderboard.collect(suite.folder), suite.metric)
+    row = next(r for r in board.rows if r.method == "noisy_unigram" and r.epsilon == math.inf)
+    assert row.epsilon_ledger == math.inf and not row.over_budget and row.reference is None
+    assert row.diagnostics["cosine"] == pytest.approx(1.0) and row.diagnostics["signal_to_noise"] is None
+    noisy = next(r for r in board.rows if r.method == "noisy_unigram" and r.epsilon == 1.0)
+    assert noisy.diagnostics["cosine"] < 1

@@ -48,7 +48,7 @@ def test_labels_let_one_plugin_appear_twice(toy_plugin, toy_suite):
     (["+methods.popri_typo={}"], "methods.popri_typo", "unknown method"),
     (["methods.noisy_unigram.rounds=0"], "methods.noisy_unigram.rounds", "an integer >= 1"),
     (["methods.noisy_unigram.round=3"], "methods.noisy_unigram.round", "Did you mean 'rounds'"),
-    (["privacy.epsilon=-1"], "privacy.epsilon", "a finite number > 0"),
+    (["privacy.epsilon=-1"], "privacy.epsilon", "a number > 0"),
     (["privacy.epsilon=[1,1]"], "privacy.epsilon", "distinct"),
     (["privacy.delta=2"], "privacy.delta", "a number in (0, 1)"),
     (["privacy.accountant=rpd"], "privacy.accountant", "Did you mean 'rdp'"),
