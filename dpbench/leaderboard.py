@@ -68,7 +68,8 @@ class Row:
     diagnostics: dict | None = None
     """over the row's releases (seeded runs only; ``dpbench.privacy.noise.release_diagnostics``):
     ``releases``, median ``signal_to_noise`` (‖clipped sum‖ / ‖noise‖), mean ``cosine`` and
-    mean ``spearman`` of each release with its noise-free sum"""
+    mean ``spearman`` of each release with its noise-free sum, and ``agreement``: the means of
+    the method's ``release_agreement`` measures"""
     over_synthetic_public: dict | None = None
     """a private row against the dataset's ``synthetic_public`` row, as ``comparison``: what
     the private data added to what the prompts and the generator give without it"""
@@ -253,8 +254,14 @@ def _diagnostics(folders: list[Path]) -> dict | None:
         return statistics.fmean(values) if values else None
 
     ratios = [n["signal_norm"] / n["noise_norm"] for n in notes if n.get("noise_norm")]
+    agreement = defaultdict(list)
+    for note in notes:
+        for name, value in (note.get("agreement") or {}).items():
+            if value is not None:
+                agreement[name].append(value)
     return {"releases": len(notes), "signal_to_noise": statistics.median(ratios) if ratios else None,
-            "cosine": mean("cosine"), "spearman": mean("spearman")}
+            "cosine": mean("cosine"), "spearman": mean("spearman"),
+            "agreement": {name: statistics.fmean(values) for name, values in sorted(agreement.items())}}
 
 
 def _metric(result: RunResult, metric: str) -> float | None:
@@ -364,12 +371,14 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
         if noted:
             lines += ["How much of the noise-free sum each method's releases carried (seeded runs; computed by the "
                       "privacy session, never seen by the method): ‖clipped sum‖ / ‖noise‖ (median over releases), "
-                      "and the mean cosine and rank (Spearman) correlation of each release with its noise-free sum.",
-                      "", "| method | ε | releases | ‖sum‖ / ‖noise‖ | cosine | rank correlation |",
-                      "|---|---|---|---|---|---|"]
+                      "the mean cosine and rank (Spearman) correlation of each release with its noise-free sum, and "
+                      "the method's own measures of how often a release led to the noise-free decision (means).", "",
+                      "| method | ε | releases | ‖sum‖ / ‖noise‖ | cosine | rank correlation | decisions |",
+                      "|---|---|---|---|---|---|---|"]
             lines += [f"| {r.method} | {_fmt_eps(r.epsilon)} | {r.diagnostics['releases']} | "
                       + " | ".join(_fmt_number(r.diagnostics[k]) for k in ("signal_to_noise", "cosine", "spearman"))
-                      + " |" for r in noted]
+                      + " | " + (", ".join(f"{name} {value:.3g}" for name, value in r.diagnostics["agreement"].items())
+                                 or "–") + " |" for r in noted]
             lines.append("")
         shares = sorted(r.comparison["ci95_of_gap"] for r in board.rows if r.dataset == dataset
                         and r.comparison and r.comparison["ci95_of_gap"] is not None)

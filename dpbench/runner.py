@@ -192,7 +192,7 @@ class Runner:
                          cache=self.cache, device=_device(spec.device), log=log, progress=self.progress)
         if method_cls.trains_downstream_model:
             ctx.downstream_model = _downstream_model(evaluators, method_data, ctx)
-        privacy, session = self._privacy(spec, method_cls, method.mechanism(method_data), data, folder, ctx)
+        privacy, session = self._privacy(spec, method, method.mechanism(method_data), data, folder, ctx)
 
         artifact = load_artifact(folder)
         fresh = artifact is None
@@ -238,9 +238,10 @@ class Runner:
             finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
 
-    def _privacy(self, spec, method_cls, mechanism, data, folder, ctx) -> tuple[PrivacyRecord, Session | None]:
+    def _privacy(self, spec, method, mechanism, data, folder, ctx) -> tuple[PrivacyRecord, Session | None]:
         """Calibrate the method's declared mechanism to the budget and open its session (also
         handed to the method as ``ctx.privacy``); returns the run's privacy record and the session."""
+        method_cls = type(method)
         record = PrivacyRecord(target_epsilon=spec.epsilon, delta=spec.delta, accountant=spec.accountant,
                                noise=spec.noise)
         if method_cls.reference is not None:
@@ -266,7 +267,8 @@ class Runner:
         write_json(folder / "privacy.json", {k: v for k, v in asdict(record).items() if k != "releases"})
         session = open_session(mechanism, noise_multiplier=record.noise_multiplier, budget=spec.budget, run_dir=folder,
                                clients=sorted(data.clients), noise=spec.noise,
-                               seed=spec.seed if spec.noise == "seeded" else None, accountant=spec.accountant)
+                               seed=spec.seed if spec.noise == "seeded" else None, accountant=spec.accountant,
+                               agreement=method.release_agreement)
         ctx.privacy = session
         log.info("%s: noise multiplier %.4g for ε=%g, δ=%g over %d rounds at q=%g (%s, %s noise)", spec.run_id,
                  record.noise_multiplier, spec.epsilon, spec.delta, mechanism.rounds, mechanism.sampling_rate,

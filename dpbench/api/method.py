@@ -49,6 +49,13 @@ class Method(ABC):
     def run(self, data: MethodData, ctx: RunContext) -> Artifact:
         """Do the work; resume from ``ctx.checkpoint_dir`` if an earlier attempt left state."""
 
+    def release_agreement(self, noisy, clean) -> dict[str, float]:
+        """Benchmark only: how often a release ``noisy`` (a numpy vector) leads this method to
+        the decision its noise-free sum ``clean`` would (e.g. the share of a top-k selection
+        kept). A seeded session calls it after each release and writes the answer to the run's
+        diagnostics; ``run`` never sees it. Default: nothing to add to the generic measures."""
+        return {}
+
     def audit_mechanism(self):
         """The noisy aggregate this method releases, as a ``dpbench.privacy.audit`` mechanism,
         so ``dpbench audit`` can test it empirically; ``None`` if the method releases nothing."""

@@ -22,7 +22,7 @@ import json
 import math
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,7 +60,8 @@ class Session:
     """A ``PrivacySession`` over one run folder (one session at a time); build it with ``open_session``."""
 
     def __init__(self, spec: MechanismSpec, *, noise_multiplier: float, budget: PrivacyBudget, run_dir: Path,
-                 clients: tuple[str, ...], seed: int | None, accountant: str, records: list[dict]):
+                 clients: tuple[str, ...], seed: int | None, accountant: str, records: list[dict],
+                 agreement: Callable[[np.ndarray, np.ndarray], dict] | None = None):
         self.spec = spec
         self.noise_multiplier = noise_multiplier
         self.budget = budget
@@ -72,6 +73,7 @@ class Session:
         self._cohorts: dict[int, frozenset[str]] = {}
         self._records = list(records)  # what is charged: every ledger line
         self._releases = {r["key"]: r for r in records}
+        self._agreement = agreement  # the method's release_agreement, for the diagnostics only
 
     @property
     def records(self) -> list[dict]:
@@ -140,6 +142,8 @@ class Session:
         self._releases[key] = record
         if self._seed is not None:  # seeded runs are simulations; a secure run keeps nothing of the clean sum
             line = {"key": key, "index": index, "clients": len(contributors), **release_diagnostics(total, noise)}
+            if self._agreement is not None:
+                line["agreement"] = self._agreement(value, total)
             with open(self.run_dir / DIAGNOSTICS_NAME, "a") as handle:
                 handle.write(json.dumps(line) + "\n")
         return value
@@ -219,8 +223,10 @@ def open_session(
     noise: str = "seeded",
     seed: int | None = None,
     accountant: str = DEFAULT_ACCOUNTANT,
+    agreement: Callable[[np.ndarray, np.ndarray], dict] | None = None,
 ) -> Session:
-    """A session on ``run_dir`` over the client population ``clients``, resuming its ledger.
+    """A session on ``run_dir`` over the client population ``clients``, resuming its ledger;
+    ``agreement(noisy, clean)`` (the method's ``release_agreement``) joins the diagnostics.
 
     Refuses a noise multiplier whose planned ε exceeds the budget, and a ledger that is not
     sound (``check_ledger``) for this mechanism. ``noise="seeded"`` needs the run ``seed``;
@@ -259,8 +265,8 @@ def open_session(
     if problems:
         raise LedgerError(f"{run_dir / LEDGER_NAME} is not sound: " + "; ".join(problems))
     return Session(spec, noise_multiplier=noise_multiplier, budget=budget, run_dir=run_dir, clients=population,
-                   seed=seed, accountant=accountant,
-                   records=read_ledger(run_dir / LEDGER_NAME))
+                   seed=seed, accountant=accountant, records=read_ledger(run_dir / LEDGER_NAME),
+                   agreement=agreement)
 
 
 def _uniform(salt: int, round_index: int, client_id) -> float:

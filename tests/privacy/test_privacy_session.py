@@ -535,3 +535,24 @@ def test_a_seeded_session_notes_each_release_and_a_secure_one_nothing(tmp_path):
     assert lines[1]["signal_norm"] == 0.0 and lines[1]["cosine"] is None
     make(tmp_path / "secure", seed=None, noise="secure").release_clipped_sum("r0", x, clip_norm=C)
     assert not (tmp_path / "secure" / DIAGNOSTICS_NAME).exists()
+
+
+def test_the_methods_agreement_measure_joins_the_notes(tmp_path):
+    import json
+
+    from dpbench.privacy.session import DIAGNOSTICS_NAME
+
+    seen = []
+
+    def agreement(noisy, clean):
+        seen.append((noisy.copy(), clean.copy()))
+        return {"same_argmax": float(noisy.argmax() == clean.argmax())}
+
+    spec = MechanismSpec(rounds=1, sampling_rate=1.0)
+    session = open_session(spec, noise_multiplier=0.0, budget=INF_BUDGET, run_dir=tmp_path, clients=CLIENTS[:2],
+                           seed=3, agreement=agreement)
+    value = session.release_clipped_sum("r", np.array([[0.0, 1.0], [0.0, 0.5]]), clip_norm=C, clients=CLIENTS[:2])
+    note = json.loads((tmp_path / DIAGNOSTICS_NAME).read_text())
+    assert note["agreement"] == {"same_argmax": 1.0}
+    np.testing.assert_array_equal(seen[0][0], value)
+    np.testing.assert_allclose(seen[0][1], [0.0, 1.5])

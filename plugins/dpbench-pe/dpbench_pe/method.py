@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from dpbench.api import DpbenchError, MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
 from dpbench.toolkit import normalise_rows, round_metrics, stop_strings
 from dpbench_pe.config import PeOptions
@@ -89,6 +91,16 @@ class PrivateEvolution(Method):
         seconds = time.perf_counter() - t0
         ctx.log.info("PE iteration %d: %s; histogram %s; %.1f s", t, _short(monitor), _short(histogram), seconds)
         return {"selected": [int(i) for i in chosen], "monitor": monitor, "histogram": histogram, "seconds": seconds}
+
+    def release_agreement(self, noisy, clean) -> dict[str, float]:
+        """Of the ``synthetic_samples`` candidates with the largest noisy votes, the share that
+        are also among the largest noise-free ones, and the noise-free vote mass they capture
+        against the best possible (rank selection, whatever ``selection`` is)."""
+        size = min(self.config.synthetic_samples, len(clean))
+        picked, ideal = select(noisy, size), select(clean, size)
+        best = float(np.asarray(clean)[ideal].sum())
+        return {"top_k_overlap": len(set(picked.tolist()) & set(ideal.tolist())) / size,
+                "vote_mass_captured": float(np.asarray(clean)[picked].sum()) / best if best > 0 else None}
 
     def audit_mechanism(self):
         """PE's release (nearest-neighbour votes -> per-client unit norm -> noisy sum) for ``dpbench audit``."""

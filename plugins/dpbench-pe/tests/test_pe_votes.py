@@ -84,3 +84,14 @@ def test_noiseless_session_selects_the_candidate_most_clients_are_near(tmp_path)
                                         clients=session.cohort(0))
     np.testing.assert_allclose(noisy, [2, 0, 4, 0], atol=1e-9)
     assert list(select(noisy, 1)) == [2]
+
+
+def test_release_agreement_compares_the_noisy_top_k_with_the_noise_free_one():
+    from dpbench_pe.method import PrivateEvolution
+
+    pe = PrivateEvolution(PeOptions(synthetic_samples=2))
+    clean = np.array([3.0, 0.0, 2.0, 1.0])  # best two: 0 and 2, mass 5
+    agreement = pe.release_agreement(np.array([5.0, 4.0, 0.0, 0.5]), clean)  # picks 0 and 1, mass 3
+    assert agreement == pytest.approx({"top_k_overlap": 0.5, "vote_mass_captured": 0.6})
+    assert pe.release_agreement(clean, clean) == {"top_k_overlap": 1.0, "vote_mass_captured": 1.0}
+    assert pe.release_agreement(clean, np.zeros(4))["vote_mass_captured"] is None

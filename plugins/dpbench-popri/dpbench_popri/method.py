@@ -182,6 +182,16 @@ class Popri(Method):
                            previous=previous, out_dir=out_dir, seed=ctx.seed_for(f"popri-dpo-{round_index}") % 2**31,
                            device=ctx.device)
 
+    def release_agreement(self, noisy, clean) -> dict[str, float]:
+        """The share of prompts whose pair (chosen and rejected sample) and whose chosen sample
+        the noisy scores pick as the noise-free scores would."""
+        o = self.config
+        picked, ideal = (preference_pairs(s, samples_per_prompt=o.samples_per_prompt, reject_rank=o.reject_rank)
+                         for s in (noisy, clean))
+        return {"pairs_as_noise_free": float(np.mean([a == b for a, b in zip(picked, ideal, strict=True)])),
+                "chosen_as_noise_free": float(np.mean([a.chosen == b.chosen
+                                                       for a, b in zip(picked, ideal, strict=True)]))}
+
     def audit_mechanism(self):
         """POPri's release (scores -> centre -> unit norm -> noisy sum) for ``dpbench audit``."""
         from dpbench_popri.audit import popri_audit_mechanism

@@ -44,3 +44,14 @@ def test_pairs_reject_bad_shapes():
         preference_pairs(np.zeros(7), samples_per_prompt=4, reject_rank=2)
     with pytest.raises(ValueError, match="reject_rank 4"):
         preference_pairs(np.zeros(8), samples_per_prompt=4, reject_rank=4)
+
+
+def test_release_agreement_counts_the_pairs_the_noise_left_as_they_were():
+    from dpbench_popri.config import PopriOptions
+    from dpbench_popri.method import Popri
+
+    popri = Popri(PopriOptions(samples_per_prompt=3, reject_rank=2))
+    clean = np.array([3.0, 2.0, 1.0, 1.0, 2.0, 3.0])  # pairs (0 over 2), (5 over 3)
+    noisy = np.array([3.0, 1.0, 2.0, 1.0, 2.0, 3.0])  # prompt 0 now rejects sample 1
+    assert popri.release_agreement(noisy, clean) == {"pairs_as_noise_free": 0.5, "chosen_as_noise_free": 1.0}
+    assert popri.release_agreement(-clean, clean) == {"pairs_as_noise_free": 0.0, "chosen_as_noise_free": 0.0}
