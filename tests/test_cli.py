@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -47,7 +48,8 @@ def test_run_then_leaderboard(toy_plugin, toy_suite, tmp_path):
     assert "4 completed, 0 already complete, 0 failed" in out.output
     again = CliRunner().invoke(cli, ["leaderboard", path, "seeds=1", "--runs-dir", runs, "--out", boards])
     assert again.exit_code == 0, again.output
-    assert (tmp_path / "boards" / "toy.md").read_text().count("| noisy_unigram |") == 2
+    rows = json.loads((tmp_path / "boards" / "toy.json").read_text())["rows"]
+    assert sorted(r["epsilon"] for r in rows if r["method"] == "noisy_unigram") == [1.0, 8.0]
 
 
 def test_list_shows_origins(toy_plugin):

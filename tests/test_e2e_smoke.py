@@ -20,11 +20,11 @@ def test_smoke_suite_end_to_end(tmp_path):
                "--runs-dir", str(tmp_path / "runs"), "--leaderboards-dir", str(tmp_path / "boards")]
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1500, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "5 completed, 0 already complete, 0 failed" in out.stdout
+    assert "6 completed, 0 already complete, 0 failed" in out.stdout
 
     board = json.loads((tmp_path / "boards" / "smoke.json").read_text())
     rows = {row["method"]: row for row in board["rows"]}
-    assert set(rows) == {"public_only", "nonprivate", "popri", "pe", "dp_fedavg"}
+    assert set(rows) == {"public_only", "synthetic_public", "nonprivate", "popri", "pe", "dp_fedavg"}
     assert rows["public_only"]["gap_closed"] == 0 and rows["nonprivate"]["gap_closed"] == 1
     for method in ("popri", "pe", "dp_fedavg"):
         assert 0 < rows[method]["epsilon_ledger"] <= 4
@@ -54,4 +54,10 @@ def test_smoke_suite_end_to_end(tmp_path):
         "dp-fedavg-round-0", "dp-fedavg-round-1"]
 
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert "0 completed, 5 already complete" in again.stdout
+    (public_run,) = (tmp_path / "runs" / "smoke").glob("sotu__synthetic_public__*")
+    assert json.loads((public_run / "artifact.json").read_text())["count"] == 8  # POPri's M
+    assert rows["popri"]["over_synthetic_public"]["against"] == "synthetic_public"
+    assert rows["pe"]["diagnostics"]["releases"] == 1 and "top_k_overlap" in rows["pe"]["diagnostics"]["agreement"]
+    assert "pairs_as_noise_free" in rows["popri"]["diagnostics"]["agreement"]
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert "0 completed, 6 already complete" in again.stdout

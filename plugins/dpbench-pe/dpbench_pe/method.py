@@ -27,6 +27,7 @@ import numpy as np
 
 from dpbench.api import DpbenchError, MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
 from dpbench.toolkit import normalise_rows, round_metrics, stop_strings
+from dpbench_pe import votes
 from dpbench_pe.config import PeOptions
 from dpbench_pe.prompts import TONES, variation_prompt, variation_stop
 from dpbench_pe.votes import select, vote_batches
@@ -97,7 +98,7 @@ class PrivateEvolution(Method):
         are also among the largest noise-free ones, and the noise-free vote mass they capture
         against the best possible (rank selection, whatever ``selection`` is)."""
         size = min(self.config.synthetic_samples, len(clean))
-        picked, ideal = select(noisy, size), select(clean, size)
+        picked, ideal = votes.select(noisy, size), votes.select(clean, size)  # not the run's own select
         best = float(np.asarray(clean)[ideal].sum())
         return {"top_k_overlap": len(set(picked.tolist()) & set(ideal.tolist())) / size,
                 "vote_mass_captured": float(np.asarray(clean)[picked].sum()) / best if best > 0 else None}
