@@ -7,9 +7,10 @@ with a lower ε; runs scored by different evaluator versions are never mixed; "g
 
 Statistics: every cell is a mean over seeds with a 95 % Student-t confidence interval
 (half-width t₀.₉₇₅,ₙ₋₁ · s / √n; none at n = 1). Each private row is compared with the best
-other private row at its dataset and ε by a paired t-interval over the seeds both ran (every
-row's run at one seed fine-tunes the evaluator's model with the same seed on the same split), and marked
-significant when that interval excludes 0. The intervals cover seed-to-seed variation (the
+other private row at its dataset and ε (and with the dataset's ``synthetic_public`` row) by a
+paired t-interval over the seeds both ran (every row's run at one seed fine-tunes the
+evaluator's model with the same seed on the same split), and marked significant when that
+interval excludes 0. The intervals cover seed-to-seed variation (the
 methods' sampling, their DP noise, the evaluator's fine-tuning), not the sampling of the test
 texts, which every row shares.
 """
@@ -141,7 +142,7 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
                 for name, value in scores.items():
                     values[f"{evaluator}/{name}"].append(value)
         stats = {name: summary(v) for name, v in values.items()}
-        seed_values = {str(r.spec["seed"]): _metric(r, metric) for _, r in members if _metric(r, metric) is not None}
+        seed_values = {str(r.spec["seed"]): value for _, r in members if (value := _metric(r, metric)) is not None}
         rows.append(Row(dataset=dataset, method=method, plugin=first.spec["method"]["plugin"], reference=reference,
                         epsilon=epsilon, delta=delta, epsilon_ledger=eps_ledger, metrics=stats, gap_closed=None,
                         runs=len(members), versions=first.versions, noise=noise,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dpbench.api import DpbenchError, Method, MethodData, RunContext, SyntheticTexts
+from dpbench.api import Method, MethodData, RunContext, SyntheticTexts
 from dpbench.api.config import check_int
 from dpbench.hookspecs import hookimpl
 from dpbench.synthetic.options import GeneratorOptions
@@ -58,9 +58,6 @@ class SyntheticPublic(Method):
 
     def run(self, data: MethodData, ctx: RunContext) -> SyntheticTexts:
         o = self.config
-        if len(data.public) < o.examples_per_prompt:
-            raise DpbenchError(f"synthetic_public needs at least {o.examples_per_prompt} public seed texts for its "
-                               f"prompts; the dataset has {len(data.public)}")
         prompts = o.public_prompts(data.public, count=o.samples, rng=ctx.rng("synthetic-public-prompts"))
         generator = o.generator(ctx.device)
         try:

@@ -190,7 +190,7 @@ class NextTokenEvaluator(Evaluator):
                 "model": model_dir.name,
                 "data": data.fingerprint(),
                 "options": config_dict(self.config),
-                "bf16": use_bf16(self.config.bf16, ctx.device),
+                "bf16": self._bf16(ctx),
                 "texts": texts_key(artifact.texts) if artifact.texts else None,
                 "seed": ctx.seed if artifact.texts else None,
             }
@@ -208,6 +208,10 @@ class NextTokenEvaluator(Evaluator):
 
     # -- steps ---------------------------------------------------------------------------------
 
+    def _bf16(self, ctx: RunContext) -> bool:
+        """What the ``bf16`` option means on the run's device."""
+        return use_bf16(self.config.bf16, ctx.device)
+
     def _pretrain(self, public: tuple[str, ...], folder: Path, ctx: RunContext) -> None:
         from dpbench.evaluation import lm
 
@@ -221,7 +225,7 @@ class NextTokenEvaluator(Evaluator):
             lm.train(model, encoded, pad_id=tokenizer.pad_token_id, steps=c.pretrain_steps,
                      batch_size=c.pretrain_batch_size, lr=c.pretrain_lr, seed=c.pretrain_seed,
                      schedule="cosine", warmup=min(c.pretrain_warmup, c.pretrain_steps),
-                     bf16=use_bf16(c.bf16, ctx.device),
+                     bf16=self._bf16(ctx),
                      device=ctx.device,
                      steps_iter=lambda it: ctx.track(it, "next_token: pretrain on public", total=c.pretrain_steps))
         model.save_pretrained(folder)
@@ -258,7 +262,7 @@ class NextTokenEvaluator(Evaluator):
         from dpbench.evaluation import lm
 
         return lm.score(model, encoded, pad_id=tokenizer.pad_token_id, batch_size=self.config.eval_batch_size,
-                        bf16=use_bf16(self.config.bf16, ctx.device), device=ctx.device)
+                        bf16=self._bf16(ctx), device=ctx.device)
 
     def _evaluate_texts(self, texts: tuple[str, ...], model_dir: Path, data, ctx: RunContext) -> dict:
         from dpbench.evaluation import lm
@@ -291,7 +295,7 @@ class NextTokenEvaluator(Evaluator):
 
             lm.train(model, encoded, pad_id=tokenizer.pad_token_id, steps=c.train_steps, batch_size=c.batch_size,
                      lr=c.lr, seed=ctx.seed_for("next_token/finetune"), schedule="constant",
-                     bf16=use_bf16(c.bf16, ctx.device),
+                     bf16=self._bf16(ctx),
                      device=ctx.device, on_step=on_step,
                      steps_iter=lambda it: ctx.track(it, "next_token: fine-tune", total=c.train_steps))
             if best["state"] is not None:

@@ -11,8 +11,9 @@ Noise modes: ``seeded`` keys the noise by run seed and release, so runs reproduc
 resumed run draws what an uninterrupted one would — a simulation mode, since anyone with the
 seed and a stored release can subtract the noise. A seeded session also writes, per release,
 how much of the noise-free sum the release carries (``DIAGNOSTICS_NAME``: norms of sum and
-noise, cosine, rank correlation) for the board; the method never sees it. ``secure`` draws noise and cohorts from the
-operating system's CSPRNG and stores nothing they could be derived from.
+noise, cosine, rank correlation) for the board; the method never sees it. ``secure`` draws
+noise and cohorts from the operating system's CSPRNG and stores nothing they could be
+derived from.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dpbench.errors import DataError
+
 PROMPT_STYLES = ("chat", "list")
 
 # POPri's paper template: a list the model continues.
@@ -29,7 +31,7 @@ def clean(text: str) -> str:
 def choose_examples(num_public: int, *, prompts: int, per_prompt: int, rng: np.random.Generator) -> np.ndarray:
     """``prompts`` × ``per_prompt`` distinct public-text indices per row."""
     if num_public < per_prompt:
-        raise ValueError(f"the public seed set has {num_public} texts; each prompt needs {per_prompt}")
+        raise DataError(f"the public seed set has {num_public} texts; each prompt needs {per_prompt}")
     return np.stack([rng.choice(num_public, size=per_prompt, replace=False) for _ in range(prompts)])
 
 
