@@ -22,7 +22,8 @@ finishes, so an interrupted benchmark resumes where it stopped; the summary goes
 ``results/evaluator_response-<dataset>.json``. The pretrained model is the evaluator's own,
 from the suite's runs folder cache (built once if missing).
 
-Run: ``.venv/bin/python benchmarks/evaluator_response.py suites/sotu.yaml --lrs 1e-3 2e-4``.
+Run: ``.venv/bin/python benchmarks/evaluator_response.py suites/sotu.yaml [OVERRIDES] --lrs 2e-4 1e-3``
+(``--checkpoints``: the steps scored; ``--seeds``: fine-tuning seeds).
 """
 
 from __future__ import annotations
@@ -36,23 +37,27 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CHECKPOINTS = (0, 5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 125, 150)
+CHECKPOINTS = (0, 5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 125, 150)  # dense, to compare rules
 SETS = (("public", 256), ("public", 1024), ("private", 256), ("private", 1024), ("private", None))
 
 
-def rules(lrs: list[float]) -> dict[str, dict]:
-    """Selection rules scored from the curves: v1 as released, and candidates per lr."""
+def rules(lrs: list[float], options) -> dict[str, dict]:
+    """Selection rules scored from the curves: v1 as released, the evaluator's current rule
+    (``options``), and per lr every recorded checkpoint with and without the pretrained model."""
+    current = (0, *range(options.eval_every, options.train_steps + 1, options.eval_every), options.train_steps)
     out = {"v1 (lr 1e-3, steps 25..150, no pretrained candidate)":
-           {"lr": 1e-3, "steps": tuple(range(25, 151, 25)), "pretrained": False}}
+           {"lr": 1e-3, "steps": tuple(range(25, 151, 25)), "pretrained": False},
+           f"current (lr {options.lr:g}, steps {sorted(set(current))}, pretrained candidate)":
+           {"lr": options.lr, "steps": tuple(sorted(set(current))), "pretrained": True}}
     for lr in lrs:
-        dense = tuple(s for s in CHECKPOINTS if s > 0)
-        out[f"lr {lr:g}, steps 5..150, no pretrained candidate"] = {"lr": lr, "steps": dense, "pretrained": False}
-        out[f"lr {lr:g}, steps 0..150 (pretrained candidate)"] = {"lr": lr, "steps": (0, *dense), "pretrained": True}
+        out[f"lr {lr:g}, every recorded step, no pretrained candidate"] = {"lr": lr, "steps": None, "pretrained": False}
+        out[f"lr {lr:g}, every recorded step, pretrained candidate"] = {"lr": lr, "steps": None, "pretrained": True}
     return out
 
 
-def finetune_curve(model_dir: Path, train_texts, validation, test, *, lr: float, seed: int, options) -> list[list]:
-    """Fine-tune the pretrained model on ``train_texts``; [step, val acc, test acc, loss] at CHECKPOINTS."""
+def finetune_curve(model_dir: Path, train_texts, validation, test, *, lr: float, seed: int, options,
+                   checkpoints: tuple[int, ...]) -> list[list]:
+    """Fine-tune the pretrained model on ``train_texts``; [step, val acc, test acc, loss] at ``checkpoints``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from dpbench.evaluation import lm
@@ -70,32 +75,36 @@ def finetune_curve(model_dir: Path, train_texts, validation, test, *, lr: float,
     curve = [[0, *scores(), None]]
 
     def on_step(step: int, loss: float) -> None:
-        if step in CHECKPOINTS:
+        if step in checkpoints:
             curve.append([step, *scores(), round(loss, 4)])
 
-    lm.train(model, encoded, pad_id=tokenizer.pad_token_id, steps=max(CHECKPOINTS), batch_size=options.batch_size,
+    lm.train(model, encoded, pad_id=tokenizer.pad_token_id, steps=max(checkpoints), batch_size=options.batch_size,
              lr=lr, seed=seed, schedule="constant", on_step=on_step)
     return curve
 
 
-def pick(rule: dict, curve: list[list]) -> tuple[int, float, float]:
+def pick(rule: dict, curve: list[list]) -> tuple[int, float, float] | None:
     """(step, validation, test) of the rule's checkpoint with the best validation accuracy (ties: earlier)."""
-    allowed = [row for row in curve if row[0] in rule["steps"]]
+    allowed = [row for row in curve if (row[0] > 0 or rule["pretrained"])
+               and (rule["steps"] is None or row[0] in rule["steps"])]
+    if rule["steps"] is not None and len(allowed) < len(set(rule["steps"])):
+        return None  # the run did not record every checkpoint the rule may pick
     best = max(allowed, key=lambda row: (row[1], -row[0]))
     return best[0], best[1], best[2]
 
 
-def summarize(rows: list[dict], lrs: list[float]) -> dict:
+def summarize(rows: list[dict], lrs: list[float], options) -> dict:
     from dpbench.leaderboard import summary
 
     base_test = rows[0]["curve"][0][2]
     report = {"epsilon0_test_accuracy": base_test, "rules": {}}
-    for name, rule in rules(lrs).items():
+    for name, rule in rules(lrs, options).items():
         cells = {}
         for kind, size in SETS:
             label = f"{kind} {size or 'all'}"
             got = [pick(rule, r["curve"]) for r in rows
                    if r["lr"] == rule["lr"] and r["set"] == kind and r["size"] == size]
+            got = [g for g in got if g is not None]
             if not got:
                 continue
             stats = summary([g[2] for g in got])
@@ -112,6 +121,8 @@ def summarize(rows: list[dict], lrs: list[float]) -> dict:
                 half = c["ci95"] if c["ci95"] is not None and math.isfinite(c["ci95"]) else 0.0
                 c["minus_epsilon0"] = c["test_mean"] - base_test
                 public_ok.append(abs(c["test_mean"] - base_test) <= max(half, 1e-12))
+        if not cells:
+            continue
         report["rules"][name] = {
             "cells": cells,
             "a_private_monotone": monotone,
@@ -123,10 +134,14 @@ def summarize(rows: list[dict], lrs: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("suite", help="suite file whose first dataset and evaluator options are used")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for dpbench run")
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--v1-seeds", type=int, nargs="+", default=[0],
                         help="seeds for lr 1e-3 (v1's failure cases: 256 texts only)")
+    parser.add_argument("--checkpoints", type=int, nargs="+", default=list(CHECKPOINTS),
+                        help="steps at which validation and test are scored (0: the pretrained model)")
+    parser.add_argument("--out-suffix", default="", help="appended to the result files' names")
     parser.add_argument("--runs-dir", default="runs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -138,7 +153,7 @@ def main() -> None:
     from dpbench.runner import Runner
     from dpbench.suite import load_suite
 
-    suite = load_suite(args.suite, runs_dir=args.runs_dir)
+    suite = load_suite(args.suite, args.overrides, runs_dir=args.runs_dir)
     spec = suite.runs[0]
     runner = Runner(suite)
     data = runner.dataset(spec.dataset)
@@ -149,12 +164,13 @@ def main() -> None:
     model_dir = evaluator.initial_model(data, ctx)
     private = data.training_texts()
     name = spec.dataset.label
-    log_path = RESULTS / f"evaluator_response-{name}.jsonl"
-    measured_on = {"data": data.fingerprint(), "model": model_dir.name}
+    checkpoints = tuple(sorted(set(args.checkpoints) | {0}))
+    log_path = RESULTS / f"evaluator_response-{name}{args.out_suffix}.jsonl"
+    measured_on = {"data": data.fingerprint(), "model": model_dir.name, "batch_size": options.batch_size}
     done = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     done = [r for r in done if all(r.get(k) == v for k, v in measured_on.items())]
-    key = lambda r: (r["set"], r["size"], r["lr"], r["seed"])  # noqa: E731
-    seen = {key(r) for r in done}
+    seen = {(r["set"], r["size"], r["lr"], r["seed"]) for r in done
+            if {row[0] for row in r["curve"]} >= set(checkpoints)}
     plan = [(kind, size, lr, seed) for lr in args.lrs for kind, size in SETS
             for seed in (args.v1_seeds if lr == 1e-3 else args.seeds)
             if not (lr == 1e-3 and size != 256)]
@@ -171,7 +187,7 @@ def main() -> None:
             texts = [texts[i] for i in sorted(rng.choice(len(texts), size, replace=False))]
         start = time.perf_counter()
         curve = finetune_curve(model_dir, list(texts), list(data.validation), list(data.test), lr=lr,
-                               seed=seed, options=options)
+                               seed=seed, options=options, checkpoints=checkpoints)
         row = {"set": kind, "size": size, "texts": len(texts), "lr": lr, "seed": seed, "curve": curve,
                "seconds": round(time.perf_counter() - start, 1), **measured_on}
         logging.info("%s %s lr %g seed %d: %s", kind, size or "all", lr, seed,
@@ -184,10 +200,10 @@ def main() -> None:
                                                                       "pretrain_steps", "batch_size")},
               "public_texts": len(data.public), "private_texts": len(private),
               "validation_texts": len(data.validation), "test_texts": len(data.test),
-              "checkpoints": CHECKPOINTS, **summarize(done, args.lrs),
+              "checkpoints": checkpoints, **summarize(done, args.lrs, options),
               "command": "python benchmarks/evaluator_response.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M")}
-    out = RESULTS / f"evaluator_response-{name}.json"
+    out = RESULTS / f"evaluator_response-{name}{args.out_suffix}.json"
     out.write_text(json.dumps(result, indent=1))
     for rule, r in result["rules"].items():
         print(f"{rule}: (a) {r['a_private_monotone']} (b) {r['b_public_within_ci_of_epsilon0']}")

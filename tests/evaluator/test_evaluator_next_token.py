@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 
@@ -71,9 +72,33 @@ def test_selection_uses_validation_and_scores_test_once(tiny_data, tiny_options,
     monkeypatch.setattr(lm, "score", spy)
     evaluator.evaluate(SyntheticTexts(tiny_data.training_texts()), tiny_data, ctx)
     n_val, n_test = len(tiny_data.validation), len(tiny_data.test)
-    assert scored == [n_val] * 3 + [n_test]  # steps 2, 4, 6 on validation; the chosen one on test
-    details = (ctx.output_dir / "next_token.json").read_text()
-    assert '"selected_step"' in details
+    assert scored == [n_val] * 4 + [n_test]  # steps 0 (pretrained), 2, 4, 6 on validation; the chosen one on test
+    details = json.loads((ctx.output_dir / "next_token.json").read_text())
+    assert [row[0] for row in details["curve"]] == [0, 2, 4, 6]
+    assert details["selected_step"] in (0, 2, 4, 6)
+
+
+def test_pretrained_model_is_a_candidate(tiny_data, tiny_options, make_ctx, monkeypatch):
+    """Training that only harms selects step 0: the set scores exactly the ε = 0 row."""
+    import torch
+
+    def harmful_train(model, encoded, *, steps, on_step, **_):
+        generator = torch.Generator().manual_seed(0)
+        for step in range(1, steps + 1):
+            with torch.no_grad():
+                for param in model.parameters():
+                    param.add_(5 * torch.randn(param.shape, generator=generator))
+            on_step(step, 9.9)
+
+    ctx = make_ctx()
+    evaluator = NextTokenEvaluator(tiny_options)
+    base = evaluator.evaluate(SyntheticTexts(()), tiny_data, ctx)
+    monkeypatch.setattr(lm, "train", harmful_train)
+    scores = evaluator.evaluate(SyntheticTexts(tiny_data.training_texts()), tiny_data, ctx)
+    details = json.loads((ctx.output_dir / "next_token.json").read_text())
+    assert details["selected_step"] == 0
+    assert max(row[1] for row in details["curve"][1:]) <= details["curve"][0][1]
+    assert scores == base
 
 
 def test_same_budget_whatever_the_set_size(tiny_data, tiny_options, make_ctx, monkeypatch):
