@@ -86,11 +86,13 @@ class Leaderboard:
     rows: list[Row] = field(default_factory=list)
     incomplete: dict[str, str] = field(default_factory=dict)
     """run id -> why it is not on the board (a damaged or short ledger)"""
+    data: dict[str, dict] = field(default_factory=dict)
+    """dataset -> its split sizes and privacy unit, as the runs recorded them"""
 
     def to_dict(self) -> dict:
         return {"suite": self.suite, "metric": self.metric,
                 "columns": [{"name": n, "higher_is_better": h} for n, h in self.columns],
-                "rows": [asdict(r) for r in self.rows], "incomplete": dict(self.incomplete)}
+                "rows": [asdict(r) for r in self.rows], "incomplete": dict(self.incomplete), "data": dict(self.data)}
 
 
 def collect(folder: Path, run_ids: set[str] | None = None) -> list[tuple[Path, RunResult]]:
@@ -152,7 +154,10 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
     _fill_gap_closed(rows, metric)
     _fill_comparisons(rows, metric, higher)
     rows.sort(key=lambda r: (r.dataset, r.epsilon, -_sortable(r.metrics.get(metric, {}).get("mean"), higher)))
-    return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows, incomplete=incomplete)
+    data = {}
+    for _, result in runs:
+        data.setdefault(result.spec["dataset"]["label"], result.data)
+    return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows, incomplete=incomplete, data=data)
 
 
 def summary(values: list[float]) -> dict:
@@ -349,6 +354,8 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
              "prompts alone, i.e. what the private data added.", ""]
     for dataset in sorted({r.dataset for r in board.rows}):
         lines += [f"## {dataset}", ""]
+        if about := _describe_data(board.data.get(dataset)):
+            lines += [about, ""]
         header = (["method", "ε", "δ", "ε (ledger)"] + [f"{n} {'↑' if h else '↓'}" for n, h in board.columns]
                   + ["gap closed", "vs best other", "vs synthetic public", "runs", "versions"])
         lines.append("| " + " | ".join(header) + " |")
@@ -391,6 +398,16 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
                   "Their ledgers are damaged or short, so their ε cannot be trusted; `dpbench run` redoes them.", ""]
         lines += [f"- `{run_id}`: {why}" for run_id, why in sorted(board.incomplete.items())] + [""]
     return "\n".join(lines)
+
+
+def _describe_data(data: dict | None) -> str:
+    """One line: clients, texts per client, held-out sizes and the privacy unit."""
+    if not data or not data.get("clients"):
+        return ""
+    unit = f" One client (the privacy unit): {data['privacy_unit']}." if data.get("privacy_unit") else ""
+    return (f"{data['clients']} training clients with {data['train_texts']} texts "
+            f"({data['train_texts'] / data['clients']:.1f} per client); {data['validation_texts']} validation, "
+            f"{data['test_texts']} test and {data['public_texts']} public texts.{unit}")
 
 
 def _fmt_number(value: float | None) -> str:

@@ -68,7 +68,7 @@ class RunResult:
     privacy: dict[str, Any]
     """target epsilon, delta, accountant, noise_multiplier, mechanism, releases, epsilon_spent"""
     timings: dict[str, float]
-    data: dict[str, int]
+    data: dict[str, Any]
     finished_at: str
     schema_version: int = RESULT_SCHEMA_VERSION
     notes: list[str] = field(default_factory=list)

@@ -49,8 +49,23 @@ def test_leaderboard_files(finished_suite, tmp_path):
             "| vs best other | vs synthetic public | runs |" in text)
     assert "| nonprivate | ∞ |" in text and "100.0%" in text
     assert read_json(js)["metric"] == "next_word/accuracy"
+    # each dataset states its clients and held-out sizes, as the runs recorded them
+    (dataset, data), = read_json(js)["data"].items()
+    assert data == leaderboard.collect(finished_suite.folder)[0][1].data
+    assert (f"{data['clients']} training clients with {data['train_texts']} texts "
+            f"({data['train_texts'] / data['clients']:.1f} per client); {data['validation_texts']} validation, "
+            f"{data['test_texts']} test") in text
     assert csv.read_text().splitlines()[0].startswith(
         "dataset,method,plugin,epsilon,delta,epsilon_ledger,next_word/accuracy_mean")
+
+
+def test_the_board_names_the_privacy_unit():
+    data = {"clients": 4, "train_texts": 10, "validation_texts": 3, "test_texts": 5, "public_texts": 7,
+            "privacy_unit": "one speaker"}
+    line = leaderboard._describe_data(data)
+    assert line == ("4 training clients with 10 texts (2.5 per client); 3 validation, 5 test and 7 public texts. "
+                    "One client (the privacy unit): one speaker.")
+    assert leaderboard._describe_data({}) == ""
 
 
 def test_ledger_is_the_source_of_epsilon(finished_suite):

@@ -59,14 +59,17 @@ class FederatedTextData(MethodData):
             digest.update(json.dumps(part, ensure_ascii=False).encode())
         return digest.hexdigest()[:16]
 
-    def summary(self) -> dict[str, int]:
-        return {
+    def summary(self) -> dict[str, int | str]:
+        """Split sizes, and what one client is (``info["privacy_unit"]``) where the dataset says."""
+        sizes = {
             "clients": self.num_clients,
             "train_texts": sum(len(v) for v in self.clients.values()),
             "validation_texts": len(self.validation),
             "test_texts": len(self.test),
             "public_texts": len(self.public),
         }
+        unit = self.info.get("privacy_unit")
+        return sizes | {"privacy_unit": unit} if unit else sizes
 
 
 class Dataset(ABC):

@@ -72,6 +72,12 @@ def test_list_rules():
 def test_every_record_its_own_client(tmp_path):
     data = local(path=write(tmp_path, "jsonl"), text_field="body").load(None)
     assert data.num_clients == 30 - 3 * 3 and all(len(v) == 1 for v in data.clients.values())
+    assert data.summary()["privacy_unit"] == "one record"
+
+
+def test_the_privacy_unit_follows_the_client_field(tmp_path):
+    data = local(path=write(tmp_path, "jsonl"), text_field="body", client_field="who").load(None)
+    assert data.summary()["privacy_unit"] == "all records sharing one `who` value (of a list: its first entry)"
 
 
 def test_missing_fields_name_file_and_field(tmp_path):

@@ -19,22 +19,23 @@ def sotu_data():
 
 def test_split_shape(sotu_data):
     summary = sotu_data.summary()
-    assert 120 <= summary["clients"] <= 200
+    assert 200 <= summary["clients"] <= 260
     assert summary["public_texts"] > 5000
-    assert summary["test_texts"] > 100 and summary["validation_texts"] > 100
+    assert summary["test_texts"] > 1000 and summary["validation_texts"] > 1000  # ~65k evaluator tokens each
     sizes = [len(v) for v in sotu_data.clients.values()]
     assert min(sizes) >= 10 and max(sizes) <= 30
+    assert summary["privacy_unit"].startswith("~20 consecutive paragraphs of one address")
 
 
 def test_held_out_addresses_and_public_years(sotu_data):
     addresses = {cid.split("/")[0] for cid in sotu_data.clients}
-    assert all(int(a[:4]) >= 1981 for a in addresses)
+    assert all(int(a[:4]) >= 1961 for a in addresses)
     train = set(sotu_data.training_texts())
     for split in (sotu_data.test, sotu_data.validation, sotu_data.public):
         assert train.isdisjoint(split)
     assert set(sotu_data.test).isdisjoint(sotu_data.validation)
-    # whole addresses are held out: 39 addresses, 4 test, 4 validation
-    assert sotu_data.info["split_groups"] == {"public": 0, "test": 4, "validation": 4, "train": 31}
+    # whole addresses are held out: 65 addresses, 10 test, 10 validation
+    assert sotu_data.info["split_groups"] == {"public": 0, "test": 10, "validation": 10, "train": 45}
 
 
 def test_texts_are_clean_and_truncated(sotu_data):

@@ -32,7 +32,14 @@ from dpbench.builtin.datasets.common import (
     read_json,
     require_file,
 )
-from dpbench.builtin.datasets.records import FORMATS, LIST_RULES, detect_format, group_records, read_records
+from dpbench.builtin.datasets.records import (
+    FORMATS,
+    LIST_RULES,
+    detect_format,
+    group_records,
+    read_records,
+    records_unit,
+)
 from dpbench.errors import ConfigError
 
 
@@ -104,7 +111,7 @@ class LocalFilesDataset(Dataset):
             public=public,
             test=test,
             public_fraction=0.0 if public is not None else c.public_fraction,
-            info={"path": str(path)},
+            info={"path": str(path), "privacy_unit": records_unit(c.client_field, c.list_rule)},
         )
 
     def _read_texts(self, name: str, option: str) -> list[str]:

