@@ -66,6 +66,8 @@ class Row:
     ``against``, ``difference`` (this − that, on the board metric), ``ci95``, ``n`` (seeds
     both ran), ``significant`` (None when n < 2) and ``ci95_of_gap`` (``ci95`` over the
     dataset's ε = ∞ − ε = 0 gap)"""
+    output_texts: int | None = None
+    """M: texts the row's runs handed the evaluators (None: a trained model)"""
     diagnostics: dict | None = None
     """over the row's releases (seeded runs only; ``dpbench.privacy.noise.release_diagnostics``):
     ``releases``, median ``signal_to_noise`` (‖clipped sum‖ / ‖noise‖), mean ``cosine`` and
@@ -150,7 +152,8 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
                         runs=len(members), versions=first.versions, noise=noise,
                         leaks_canaries=sum(bool(r.checks.get("canaries", {}).get("flagged")) for _, r in members),
                         over_budget=reference is None and eps_ledger > epsilon * (1 + OVER_BUDGET_TOLERANCE),
-                        seed_values=seed_values, diagnostics=_diagnostics([folder for folder, _ in members])))
+                        seed_values=seed_values, diagnostics=_diagnostics([folder for folder, _ in members]),
+                        output_texts=first.output_texts))
     _fill_gap_closed(rows, metric)
     _fill_comparisons(rows, metric, higher)
     rows.sort(key=lambda r: (r.dataset, r.epsilon, -_sortable(r.metrics.get(metric, {}).get("mean"), higher)))
@@ -357,7 +360,7 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
         if about := _describe_data(board.data.get(dataset)):
             lines += [about, ""]
         header = (["method", "ε", "δ", "ε (ledger)"] + [f"{n} {'↑' if h else '↓'}" for n, h in board.columns]
-                  + ["gap closed", "vs best other", "vs synthetic public", "runs", "versions"])
+                  + ["gap closed", "vs best other", "vs synthetic public", "M", "runs", "versions"])
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for row in (r for r in board.rows if r.dataset == dataset):
@@ -371,10 +374,14 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
             cells.append("–" if row.gap_closed is None else f"{100 * row.gap_closed:.1f}%")
             cells.append(_fmt_comparison(row.comparison))
             cells.append(_fmt_comparison(row.over_synthetic_public))
+            cells.append("model" if row.output_texts is None else str(row.output_texts))
             cells.append(str(row.runs))
             cells.append(", ".join(f"{k.split('/')[0]} {v}" for k, v in sorted(row.versions.items())))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        if unequal := _unequal_outputs([r for r in board.rows if r.dataset == dataset]):
+            lines += [f"⚠ The synthetic-text rows hand the evaluator different numbers of texts ({unequal}): "
+                      "the comparison is not at equal output size M.", ""]
         noted = [r for r in board.rows if r.dataset == dataset and r.diagnostics]
         if noted:
             lines += ["How much of the noise-free sum each method's releases carried (seeded runs; computed by the "
@@ -398,6 +405,15 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
                   "Their ledgers are damaged or short, so their ε cannot be trusted; `dpbench run` redoes them.", ""]
         lines += [f"- `{run_id}`: {why}" for run_id, why in sorted(board.incomplete.items())] + [""]
     return "\n".join(lines)
+
+
+def _unequal_outputs(rows: list[Row]) -> str:
+    """``"method M, …"`` when the synthetic-text rows (methods and ``synthetic_public``) differ in M."""
+    synthetic = {r.method: r.output_texts for r in rows if r.output_texts
+                 and r.reference in (None, "synthetic_public")}
+    if len(set(synthetic.values())) < 2:
+        return ""
+    return ", ".join(f"{method} {m}" for method, m in sorted(synthetic.items()))
 
 
 def _describe_data(data: dict | None) -> str:
@@ -441,13 +457,13 @@ def render_csv(board: Leaderboard) -> str:
     writer.writerow(["dataset", "method", "plugin", "epsilon", "delta", "epsilon_ledger"]
                     + [f"{n}_{s}" for n in metric_names for s in CSV_STATS]
                     + ["gap_closed"] + [f"vs_{which}_{k}" for which in ("best_other", "synthetic_public")
-                                        for k in CSV_COMPARISON] + ["runs", "leaks_canaries"])
+                                        for k in CSV_COMPARISON] + ["output_texts", "runs", "leaks_canaries"])
     for row in board.rows:
         stats = [_blank(row.metrics.get(n, {}).get(s)) for n in metric_names for s in CSV_STATS]
         comparison = [_blank((versus or {}).get(k)) for versus in (row.comparison, row.over_synthetic_public)
                       for k in CSV_COMPARISON]
         writer.writerow([row.dataset, row.method, row.plugin, row.epsilon, row.delta, row.epsilon_ledger, *stats,
-                         _blank(row.gap_closed), *comparison, row.runs, row.leaks_canaries])
+                         _blank(row.gap_closed), *comparison, _blank(row.output_texts), row.runs, row.leaks_canaries])
     return out.getvalue()
 
 

@@ -74,6 +74,8 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
     """privacy checks of the output, e.g. ``canaries``: ``dpbench.canaries.canary_report``"""
+    output_texts: int | None = None
+    """M: how many texts the method handed the evaluators (None: a trained model)"""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -236,6 +236,7 @@ class Runner:
             run_id=spec.run_id, suite=spec.suite, spec=spec.to_dict(), metrics=metrics, metric_specs=metric_specs,
             versions=versions, privacy=asdict(privacy), timings=timings, data=data.summary(), checks=checks,
             finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            output_texts=len(artifact.texts) if isinstance(artifact, SyntheticTexts) else None,
         )
 
     def _privacy(self, spec, method, mechanism, data, folder, ctx) -> tuple[PrivacyRecord, Session | None]:

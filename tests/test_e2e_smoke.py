@@ -45,7 +45,10 @@ def test_smoke_suite_end_to_end(tmp_path):
     ledger = [json.loads(line) for line in (popri_run / "ledger.jsonl").read_text().splitlines()]
     assert [entry["key"] for entry in ledger] == ["popri-round-0"]
     (pe_run,) = (tmp_path / "runs" / "smoke").glob("sotu__pe__*")
-    assert json.loads((pe_run / "artifact.json").read_text())["count"] == 4
+    assert json.loads((pe_run / "artifact.json").read_text())["count"] == 8  # POPri's M
+    assert {m: rows[m]["output_texts"] for m in ("synthetic_public", "popri", "pe", "dp_fedavg")} == {
+        "synthetic_public": 8, "popri": 8, "pe": 8, "dp_fedavg": None}
+    assert "different numbers of texts" not in (tmp_path / "boards" / "smoke.md").read_text()
     assert ([json.loads(line)["key"] for line in (pe_run / "ledger.jsonl").read_text().splitlines()]
             == ["pe-iteration-0"])
     (fedavg_run,) = (tmp_path / "runs" / "smoke").glob("sotu__dp_fedavg__*")

@@ -46,7 +46,7 @@ def test_leaderboard_files(finished_suite, tmp_path):
     md, js, csv = leaderboard.write(board, tmp_path / "boards")
     text = md.read_text()
     assert ("| method | ε | δ | ε (ledger) | next_word/accuracy ↑ | next_word/unseen_rate ↓ | gap closed "
-            "| vs best other | vs synthetic public | runs |" in text)
+            "| vs best other | vs synthetic public | M | runs |" in text)
     assert "| nonprivate | ∞ |" in text and "100.0%" in text
     assert read_json(js)["metric"] == "next_word/accuracy"
     # each dataset states its clients and held-out sizes, as the runs recorded them
@@ -57,6 +57,20 @@ def test_leaderboard_files(finished_suite, tmp_path):
             f"{data['test_texts']} test") in text
     assert csv.read_text().splitlines()[0].startswith(
         "dataset,method,plugin,epsilon,delta,epsilon_ledger,next_word/accuracy_mean")
+
+
+def test_unequal_output_sizes_are_flagged():
+    def row(method, reference, m):
+        return leaderboard.Row(dataset="d", method=method, plugin=method, reference=reference, epsilon=1.0,
+                               delta=1e-5, epsilon_ledger=1.0, metrics={}, gap_closed=None, runs=1, versions={},
+                               output_texts=m)
+
+    equal = [row("public_only", "epsilon_zero", 0), row("nonprivate", "epsilon_infinity", 3000),
+             row("synthetic_public", "synthetic_public", 256), row("popri", None, 256), row("pe", None, 256),
+             row("dp_fedavg", None, None)]
+    assert leaderboard._unequal_outputs(equal) == ""
+    assert leaderboard._unequal_outputs([*equal[:4], row("pe", None, 1024)]) == (
+        "pe 1024, popri 256, synthetic_public 256")
 
 
 def test_the_board_names_the_privacy_unit():
