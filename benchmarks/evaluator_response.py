@@ -39,16 +39,17 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 CHECKPOINTS = (0, 5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 125, 150)  # dense, to compare rules
 SETS = (("public", 256), ("public", 1024), ("private", 256), ("private", 1024), ("private", None))
+V1_LR = 1e-3  # evaluator v1's learning rate; its failure cases are the 256-text sets
 
 
 def rules(lrs: list[float], options) -> dict[str, dict]:
     """Selection rules scored from the curves: v1 as released, the evaluator's current rule
     (``options``), and per lr every recorded checkpoint with and without the pretrained model."""
-    current = (0, *range(options.eval_every, options.train_steps + 1, options.eval_every), options.train_steps)
+    current = options.candidate_steps()
     out = {"v1 (lr 1e-3, steps 25..150, no pretrained candidate)":
-           {"lr": 1e-3, "steps": tuple(range(25, 151, 25)), "pretrained": False},
-           f"current (lr {options.lr:g}, steps {sorted(set(current))}, pretrained candidate)":
-           {"lr": options.lr, "steps": tuple(sorted(set(current))), "pretrained": True}}
+           {"lr": V1_LR, "steps": tuple(range(25, 151, 25)), "pretrained": False},
+           f"current (lr {options.lr:g}, steps {list(current)}, pretrained candidate)":
+           {"lr": options.lr, "steps": current, "pretrained": True}}
     for lr in lrs:
         out[f"lr {lr:g}, every recorded step, no pretrained candidate"] = {"lr": lr, "steps": None, "pretrained": False}
         out[f"lr {lr:g}, every recorded step, pretrained candidate"] = {"lr": lr, "steps": None, "pretrained": True}
@@ -110,6 +111,8 @@ def summarize(rows: list[dict], lrs: list[float], options) -> dict:
             stats = summary([g[2] for g in got])
             cells[label] = {"test_mean": stats["mean"], "ci95": stats["ci95"], "n": stats["n"],
                             "selected_steps": [g[0] for g in got], "test": [g[2] for g in got]}
+        if not cells:
+            continue
         private = [cells.get(f"private {s}") for s in (256, 1024, "all")]
         private = [c for c in private if c]
         pairs = list(zip(private, private[1:], strict=False))
@@ -121,8 +124,6 @@ def summarize(rows: list[dict], lrs: list[float], options) -> dict:
                 half = c["ci95"] if c["ci95"] is not None and math.isfinite(c["ci95"]) else 0.0
                 c["minus_epsilon0"] = c["test_mean"] - base_test
                 public_ok.append(abs(c["test_mean"] - base_test) <= max(half, 1e-12))
-        if not cells:
-            continue
         report["rules"][name] = {
             "cells": cells,
             "a_private_monotone": monotone,
@@ -172,8 +173,8 @@ def main() -> None:
     seen = {(r["set"], r["size"], r["lr"], r["seed"]) for r in done
             if {row[0] for row in r["curve"]} >= set(checkpoints)}
     plan = [(kind, size, lr, seed) for lr in args.lrs for kind, size in SETS
-            for seed in (args.v1_seeds if lr == 1e-3 else args.seeds)
-            if not (lr == 1e-3 and size != 256)]
+            for seed in (args.v1_seeds if lr == V1_LR else args.seeds)
+            if not (lr == V1_LR and size != 256)]
     pool = {"public": data.public, "private": private}
     for kind, size, lr, seed in plan:
         if (kind, size, lr, seed) in seen:

@@ -139,6 +139,10 @@ class NextTokenOptions:
         if self.max_eval_texts is not None:
             check_int("max_eval_texts", self.max_eval_texts, minimum=1)
 
+    def candidate_steps(self) -> tuple[int, ...]:
+        """The steps model selection chooses among: 0 (the pretrained model), every ``eval_every``, the last."""
+        return tuple(sorted({0, *range(self.eval_every, self.train_steps + 1, self.eval_every), self.train_steps}))
+
     def model_key(self, device: str) -> dict:
         """The options the pretrained model depends on (``bf16`` as it resolves on ``device``)."""
         keys = ("vocab_size", "n_layer", "n_embd", "n_head", "max_length", "pretrain_steps",
@@ -290,7 +294,7 @@ class NextTokenEvaluator(Evaluator):
             encoded = lm.encode_texts(tokenizer, texts, c.max_length)
             curve: list[list] = []
             best = {"accuracy": -math.inf, "step": None, "state": None, "val": {}}
-            checkpoints = set(range(c.eval_every, c.train_steps + 1, c.eval_every)) | {c.train_steps}
+            checkpoints = set(c.candidate_steps())
 
             def consider(step: int, loss: float | None) -> None:
                 if not validation:  # nothing to select on: keep the final model
