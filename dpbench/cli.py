@@ -95,7 +95,9 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
                        ("TRANSFORMERS_VERBOSITY", "error")):
         os.environ.setdefault(var, value)
     if use_wandb:
-        overrides = (*overrides, "publish.wandb=true")
+        from dpbench.suite import PUBLISH_OVERRIDE
+
+        overrides = (*overrides, PUBLISH_OVERRIDE)
     try:
         loaded = _load(suite, overrides, runs_dir, runnable_here=True)
     except DpbenchError as err:
@@ -128,7 +130,8 @@ def _write_leaderboard(loaded, folder, include_all=False):
     from dpbench.plugins import load_plugins
 
     run_ids = None if include_all else {r.run_id for r in loaded.runs}
-    board = leaderboard.build(loaded.name, leaderboard.collect(loaded.folder, run_ids), loaded.metric)
+    board = leaderboard.build(loaded.name, leaderboard.collect(loaded.folder, run_ids), loaded.metric,
+                              command=loaded.command)
     paths = leaderboard.write(board, folder)
     _console().print(leaderboard.render_markdown(board), markup=False, highlight=False)
     load_plugins().hook.leaderboard_written(suite=loaded, leaderboard=board, paths=paths)

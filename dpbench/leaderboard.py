@@ -90,9 +90,11 @@ class Leaderboard:
     """run id -> why it is not on the board (a damaged or short ledger)"""
     data: dict[str, dict] = field(default_factory=dict)
     """dataset -> its split sizes and privacy unit, as the runs recorded them"""
+    command: str | None = None
+    """the ``dpbench run`` command line that produces (or resumes) the board's runs"""
 
     def to_dict(self) -> dict:
-        return {"suite": self.suite, "metric": self.metric,
+        return {"suite": self.suite, "command": self.command, "metric": self.metric,
                 "columns": [{"name": n, "higher_is_better": h} for n, h in self.columns],
                 "rows": [asdict(r) for r in self.rows], "incomplete": dict(self.incomplete), "data": dict(self.data)}
 
@@ -110,7 +112,8 @@ def collect(folder: Path, run_ids: set[str] | None = None) -> list[tuple[Path, R
     return found
 
 
-def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | None = None) -> Leaderboard:
+def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | None = None, *,
+          command: str | None = None) -> Leaderboard:
     """The board of ``runs``; a run whose ledger is not sound goes to ``incomplete``, not to a row."""
     from dpbench.privacy.ledger import run_ledger_problems
 
@@ -160,7 +163,8 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
     data = {}
     for _, result in runs:
         data.setdefault(result.spec["dataset"]["label"], result.data)
-    return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows, incomplete=incomplete, data=data)
+    return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows, incomplete=incomplete, data=data,
+                       command=command)
 
 
 def summary(values: list[float]) -> dict:
@@ -344,8 +348,10 @@ def _fmt_eps(eps: float) -> str:
 
 
 def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
-    lines = [f"# {title or board.suite}", "",
-             f"Gap closed = (m − m(ε=0)) / (m(ε=∞) − m(ε=0)) on `{board.metric}`. ε (ledger) is recomputed "
+    lines = [f"# {title or board.suite}", ""]
+    if board.command:
+        lines += [f"Produced by `{board.command}` (it resumes: finished runs are skipped).", ""]
+    lines += [f"Gap closed = (m − m(ε=0)) / (m(ε=∞) − m(ε=0)) on `{board.metric}`. ε (ledger) is recomputed "
              f"from each run's privacy ledger; ⚠ marks a run whose ledger exceeds its target; ⚑ marks a row whose "
              f"output gave away planted canary text (expected only of the ε = ∞ row).", "",
              "Each cell is a mean over seeds ± the half-width of its 95 % confidence interval (Student t over "

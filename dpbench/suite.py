@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ SUITE_KEYS = {
 }
 PRIVACY_KEYS = ("epsilon", "delta", "accountant", "noise")
 PUBLISH_KEYS = ("wandb", "project", "entity")
+PUBLISH_OVERRIDE = "publish.wandb=true"
+"""what ``dpbench run --wandb`` adds to the overrides (publishing changes no result)"""
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -144,6 +147,14 @@ class Suite:
         model) is kept: ``<runs_dir>/.cache``, shared by every suite
         run there. Entries are keyed by content, so suites reuse each other's work."""
         return self.runs_dir / ".cache"
+
+    @property
+    def command(self) -> str:
+        """The ``dpbench run`` command line that produces (or resumes) this suite's runs."""
+        parts = ["dpbench", "run", self.path.as_posix()]
+        if self.runs_dir != Path(self.config.get("runs_dir") or "runs"):
+            parts += ["--runs-dir", self.runs_dir.as_posix()]
+        return shlex.join(parts + [o for o in self.overrides if o != PUBLISH_OVERRIDE])
 
 
 def _json_number(x: float):

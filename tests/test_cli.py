@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from dpbench.cli import cli
+from dpbench.suite import PUBLISH_OVERRIDE, load_suite
 
 
 def test_cli_start_imports_no_heavy_packages():
@@ -48,8 +49,13 @@ def test_run_then_leaderboard(toy_plugin, toy_suite, tmp_path):
     assert "4 completed, 0 already complete, 0 failed" in out.output
     again = CliRunner().invoke(cli, ["leaderboard", path, "seeds=1", "--runs-dir", runs, "--out", boards])
     assert again.exit_code == 0, again.output
-    rows = json.loads((tmp_path / "boards" / "toy.json").read_text())["rows"]
-    assert sorted(r["epsilon"] for r in rows if r["method"] == "noisy_unigram") == [1.0, 8.0]
+    board = json.loads((tmp_path / "boards" / "toy.json").read_text())
+    assert sorted(r["epsilon"] for r in board["rows"] if r["method"] == "noisy_unigram") == [1.0, 8.0]
+    # both commands name the run command that reproduces the board; --wandb changes no result
+    command = f"dpbench run {path} --runs-dir {runs} seeds=1"
+    assert board["command"] == command
+    assert f"Produced by `{command}`" in (tmp_path / "boards" / "toy.md").read_text()
+    assert load_suite(path, ["seeds=1", PUBLISH_OVERRIDE], runs_dir=runs).command == command
 
 
 def test_list_shows_origins(toy_plugin):
