@@ -220,3 +220,34 @@ def test_private_rows_are_compared_with_the_synthetic_public_row(toy_plugin, toy
     assert gain["significant"] is True
     assert public.over_synthetic_public is None and rows["public_only"].over_synthetic_public is None
     assert "vs synthetic_public (**significant**)" in leaderboard.render_markdown(board)
+
+
+def test_committed_run_records_rebuild_and_resume_the_board(finished_suite, tmp_path):
+    """What the repository's .gitignore keeps of a run folder under leaderboards/runs/ is enough to
+    rebuild the board and for `dpbench run` to skip every finished run."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    if subprocess.run(["git", "-C", str(repo), "rev-parse"], capture_output=True).returncode:
+        pytest.skip("not a git checkout: the .gitignore rules cannot be asked")
+    files = {f"leaderboards/runs/{finished_suite.name}/{path.relative_to(finished_suite.folder).as_posix()}": path
+             for path in finished_suite.folder.rglob("*") if path.is_file()}
+    ignored = set(subprocess.run(["git", "-C", str(repo), "check-ignore", "--no-index", "--stdin"],
+                                 input="\n".join(files), capture_output=True, text=True).stdout.split())
+    kept = {name: path for name, path in files.items() if name not in ignored}
+    assert any(name.endswith("/releases/" + path.name) for name, path in kept.items())  # stored releases kept
+    assert not any("/.locks/" in name for name in kept)
+    copy = tmp_path / "committed"
+    for path in kept.values():
+        target = copy / finished_suite.name / path.relative_to(finished_suite.folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+
+    resumed = load_suite(finished_suite.path, runs_dir=copy)
+    rebuilt = leaderboard.build(resumed.name, leaderboard.collect(resumed.folder), resumed.metric)
+    original = leaderboard.build(finished_suite.name, leaderboard.collect(finished_suite.folder), finished_suite.metric)
+    assert not rebuilt.incomplete and rebuilt.rows == original.rows
+    report = Runner(resumed).run()
+    assert not report.completed and len(report.skipped) == len(resumed.runs)
