@@ -28,7 +28,7 @@ from pathlib import Path
 
 from dpbench.api.method import REFERENCE_EPSILON
 from dpbench.errors import DpbenchError
-from dpbench.files import write_json, write_text
+from dpbench.files import read_json, write_json, write_text
 from dpbench.results import RunResult, as_float, load_result
 
 OVER_BUDGET_TOLERANCE = 1e-6
@@ -125,6 +125,7 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
             incomplete[result.run_id] = "; ".join(problems)
     sound = [(folder, result) for folder, result in runs if result.run_id not in incomplete]
     _check_versions(sound)
+    _check_precision(sound)
     columns = _columns(sound or runs)
     metric = _qualified(metric, columns) if metric else columns[0][0]
     higher = dict(columns)[metric]
@@ -304,6 +305,24 @@ def _check_versions(runs) -> None:
             raise IncompatibleRuns(f"{key} scored runs with different versions ({detail}). Scores from different "
                                    f"evaluator versions are not comparable: re-run the old runs (dpbench run --force) "
                                    f"or move them out of the suite folder.")
+
+
+def _check_precision(runs) -> None:
+    """Refuse runs from machines that differ in native bf16, which every ``bf16: auto`` follows:
+    their generators and the evaluator's own pretrained model ran at different precisions, so the
+    rows would not share one yardstick (a board measured in pieces must stay on one kind of machine)."""
+    seen: dict[bool, list[str]] = defaultdict(list)
+    for folder, result in runs:
+        env = read_json(folder / "env.json") if (folder / "env.json").exists() else {}
+        if "native_bf16_cpu" in env:
+            seen[bool(env["native_bf16_cpu"])].append(result.run_id)
+    if len(seen) > 1:
+        detail = "; ".join(f"{'with' if native else 'without'} native bf16: {len(ids)} runs, e.g. {ids[0]}"
+                           for native, ids in sorted(seen.items()))
+        raise IncompatibleRuns(f"runs were measured on machines that differ in native bf16 ({detail}), so "
+                               f"`bf16: auto` ran their models at different precisions and the rows do not share "
+                               f"one yardstick: finish the board on one kind of machine, or move one kind of "
+                               f"run out of the suite folder and redo it (env.json says which machine ran each)")
 
 
 def _check_same_config(dataset, method, epsilon, members) -> None:

@@ -122,6 +122,16 @@ def test_mixed_evaluator_versions_are_refused(finished_suite):
         leaderboard.build(finished_suite.name, leaderboard.collect(finished_suite.folder))
 
 
+def test_runs_from_machines_that_differ_in_native_bf16_are_refused(finished_suite):
+    runs = leaderboard.collect(finished_suite.folder)
+    native = read_json(runs[0][0] / "env.json")["native_bf16_cpu"]
+    leaderboard.build(finished_suite.name, runs)  # one kind of machine: one board
+    env = read_json(runs[-1][0] / "env.json")
+    write_json(runs[-1][0] / "env.json", {**env, "native_bf16_cpu": not native})
+    with pytest.raises(IncompatibleRuns, match=f"differ in native bf16 .*{runs[-1][1].run_id}"):
+        leaderboard.build(finished_suite.name, leaderboard.collect(finished_suite.folder))
+
+
 def test_only_the_current_grid_is_collected(finished_suite):
     ids = {r.run_id for r in finished_suite.runs if r.seed == 0}
     assert {r.run_id for _, r in leaderboard.collect(finished_suite.folder, ids)} == ids
