@@ -46,7 +46,8 @@ def _trainer(tiny_llama, tmp_path, *, stock):
     from dpbench_popri.config import PopriOptions
     from dpbench_popri.dpo import dpo_config, lora_config, shared_prompt_trainer
 
-    options = PopriOptions(model=str(tiny_llama), lora_r=2, lora_alpha=4, pairs_per_step=3, max_length=128)
+    options = PopriOptions(model=str(tiny_llama), lora_r=2, lora_alpha=4, pairs_per_step=3, max_length=128,
+                           bf16=False)  # fp32 on every machine: `auto` turns on bf16 where it is native
     base = _base(tiny_llama)
     trainer = (DPOTrainer if stock else shared_prompt_trainer())(
         model=base, processing_class=load_tokenizer(str(tiny_llama)), train_dataset=Dataset.from_list(_pairs()),
