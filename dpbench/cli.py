@@ -79,7 +79,9 @@ def _fail(err) -> None:
 @click.argument("overrides", nargs=-1)
 @click.option("--runs-dir", type=click.Path(file_okay=False),
               help="Where run folders go (default: the suite's runs_dir or ./runs).")
-@click.option("--leaderboards-dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False))
+@click.option("--leaderboards-dir", type=click.Path(file_okay=False),
+              help="Where the board goes (default: board/ in the suite's run folder; the committed boards in "
+                   "leaderboards/ change only when asked, here or with `dpbench leaderboard`).")
 @click.option("--force", is_flag=True, help="Redo runs that are already complete (discarding their folders).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failing run.")
 @click.option("--wandb", "use_wandb", is_flag=True, help="Publish runs and the leaderboard to Weights & Biases.")
@@ -117,7 +119,7 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
     for run_id, error in report.failed.items():
         click.echo(f"  failed {run_id}: {error}", err=True)
     try:
-        paths = _write_leaderboard(loaded, Path(leaderboards_dir))
+        paths = _write_leaderboard(loaded, Path(leaderboards_dir) if leaderboards_dir else loaded.folder / "board")
         click.echo("leaderboard: " + ", ".join(str(p) for p in paths))
     except DpbenchError as err:
         click.echo(f"no leaderboard written: {err}", err=True)
@@ -136,6 +138,10 @@ def _write_leaderboard(loaded, folder, include_all=False):
     _console().print(leaderboard.render_markdown(board), markup=False, highlight=False)
     load_plugins().hook.leaderboard_written(suite=loaded, leaderboard=board, paths=paths)
     return paths
+
+
+def _distinct(labels) -> str:
+    return ", ".join(dict.fromkeys(labels))
 
 
 def _print_runs(loaded) -> None:
@@ -180,13 +186,19 @@ def validate(suite, overrides, runs_dir, no_data):
 
 
 @cli.command(name="list")
-@click.argument("kind", required=False, type=click.Choice(KINDS))
-def list_(kind):
-    """List registered datasets, methods and evaluators (and the plugin that registered each)."""
+@click.argument("kind", required=False, type=click.Choice((*KINDS, "suites")))
+@click.option("--suites-dir", default="suites", show_default=True, type=click.Path(file_okay=False),
+              help="Where `list suites` looks for suite files.")
+def list_(kind, suites_dir):
+    """List registered datasets, methods and evaluators (and the plugin that registered each),
+    or with ``suites`` the suite files in --suites-dir (what each runs)."""
     from rich.table import Table
 
     from dpbench.plugins import get_registry
 
+    if kind == "suites":
+        _list_suites(suites_dir)
+        return
     for name in [kind] if kind else KINDS:
         registry = get_registry(name[:-1])
         table = Table(title=name)
@@ -195,6 +207,69 @@ def list_(kind):
         for entry in registry.names():
             table.add_row(entry, registry.origin(entry))
         _console().print(table)
+
+
+def _list_suites(folder: str) -> None:
+    """One row per suite file in ``folder``: its grid, or why it does not load."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from dpbench.errors import DpbenchError
+
+    files = sorted(Path(folder).glob("*.yaml"))
+    if not files:
+        _fail(f"no suite files (*.yaml) in {folder!r}; pass --suites-dir")
+    table = Table(title=f"suites in {folder}")
+    for column in ("suite", "runs", "datasets", "methods", "ε", "seeds", "description"):
+        table.add_column(column)
+    for file in files:
+        try:
+            loaded = _load(file, ())
+        except DpbenchError as err:
+            table.add_row(file.as_posix(), "", "", "", "", "", f"does not load: {err}")
+            continue
+        specs = loaded.runs
+        table.add_row(file.as_posix(), str(len(specs)), _distinct(s.dataset.label for s in specs),
+                      _distinct(s.method.label for s in specs), _distinct(s.budget.label for s in specs),
+                      str(len({s.seed for s in specs})), str(loaded.config.get("description", "")))
+    _console().print(table)
+
+
+@cli.command()
+@click.argument("name")
+def show(name):
+    """Show the dataset, method or evaluator NAME: what it is, and each option a suite can set
+    (methods.NAME.OPTION) with its type, default and meaning."""
+    import inspect
+
+    from rich.table import Table
+
+    from dpbench.api.config import option_docs
+    from dpbench.errors import UnknownNameError
+    from dpbench.plugins import get_registry
+
+    found = [(kind[:-1], get_registry(kind[:-1])) for kind in KINDS]
+    found = [(kind, registry) for kind, registry in found if name in registry]
+    if not found:
+        every = [entry for kind in KINDS for entry in get_registry(kind[:-1]).names()]
+        _fail(UnknownNameError("dataset, method or evaluator", name, every))
+    for kind, registry in found:
+        cls = registry.get(name)
+        console = _console()
+        console.print(f"{kind} {name} ({cls.__module__}.{cls.__qualname__}, plugin {registry.origin(name)})",
+                      markup=False, highlight=False)
+        console.print(inspect.cleandoc(cls.__doc__ or ""), markup=False, highlight=False)
+        options = option_docs(cls.config_class)
+        if not options:
+            console.print("(no options)")
+            continue
+        table = Table(title=f"options ({kind}s.{name}.<option> in a suite)", show_lines=True)
+        for column in ("option", "type", "default", "meaning"):
+            table.add_column(column)
+        for option in options:
+            table.add_row(option.name, option.type, option.default, option.doc)
+        console.print(table)
 
 
 @cli.command()
