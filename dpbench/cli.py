@@ -272,6 +272,31 @@ def show(name):
         console.print(table)
 
 
+@cli.group()
+def new():
+    """Start a new plugin from a working template."""
+
+
+@new.command(name="method")
+@click.argument("name")
+@click.option("--out", "parent", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to write the package dpbench-NAME into.")
+def new_method(name, parent):
+    """Write dpbench-NAME/, an installable method plugin (entry point, options, a DP method
+    that works, its contract test); install it with `pip install -e dpbench-NAME`."""
+    from pathlib import Path
+
+    from dpbench.errors import DpbenchError
+    from dpbench.scaffold import new_method as write
+
+    try:
+        folder = write(name, Path(parent))
+    except DpbenchError as err:
+        _fail(err)
+    click.echo(f"wrote {folder}\nnext: pip install -e {folder} && python -m pytest {folder / 'tests'} "
+               f"&& dpbench show {name}")
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(as_json):
