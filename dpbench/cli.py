@@ -344,6 +344,9 @@ def leaderboard(suite, overrides, runs_dir, out_dir, include_all):
 @click.option("--runs-dir", type=click.Path(file_okay=False))
 def publish(suite, overrides, runs_dir):
     """Publish SUITE's completed runs and leaderboard to Weights & Biases (offline without an API key)."""
+    import tempfile
+    from pathlib import Path
+
     from dpbench import leaderboard as lb
     from dpbench.builtin import wandb_publisher
     from dpbench.errors import DpbenchError
@@ -352,16 +355,17 @@ def publish(suite, overrides, runs_dir):
     try:
         loaded = _load(suite, overrides, runs_dir)
         runs = lb.collect(loaded.folder, {r.run_id for r in loaded.runs})
-        board = lb.build(loaded.name, runs, loaded.metric)
+        board = lb.build(loaded.name, runs, loaded.metric, command=loaded.command)
     except DpbenchError as err:
         _fail(err)
     settings = {**loaded.config.get("publish", {}), "wandb": True}
     sound = [(folder, result) for folder, result in runs if result.run_id not in board.incomplete]
     for run_id, why in board.incomplete.items():
         click.echo(f"not published (incomplete) {run_id}: {why}", err=True)
-    for _folder, result in sound:
-        wandb_publisher.publish_run(RunSpec.from_dict(result.spec), result, settings=settings)
-    wandb_publisher.publish_leaderboard(loaded, board, settings=settings)
+    for folder, result in sound:
+        wandb_publisher.publish_run(RunSpec.from_dict(result.spec), result, settings=settings, folder=folder)
+    with tempfile.TemporaryDirectory() as folder:  # the board's files, for its artifact
+        wandb_publisher.publish_leaderboard(loaded, board, settings=settings, paths=lb.write(board, Path(folder)))
     click.echo(f"published {len(sound)} runs of {loaded.name}")
 
 
