@@ -342,6 +342,38 @@ def leaderboard(suite, overrides, runs_dir, out_dir, include_all):
 @click.argument("suite", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
 @click.option("--runs-dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False))
+@click.option("--epsilon", type=float, help="The ε of the gap-closed bars (default: the smallest finite ε).")
+def plot(suite, overrides, runs_dir, out_dir, epsilon):
+    """Plot SUITE's board into <out>/<suite>.png: per dataset, utility against ε with 95 %
+    intervals and the reference rows, and the gap closed per method at one ε. SUITE may also
+    be a board's .json (a committed board), plotted as it is."""
+    from pathlib import Path
+
+    from dpbench import leaderboard as lb
+    from dpbench.errors import DpbenchError
+    from dpbench.files import read_json
+    from dpbench.plots import plot_board
+
+    try:
+        if Path(suite).suffix == ".json":
+            if not Path(suite).is_file():
+                _fail(f"no board file {suite}")
+            board = read_json(Path(suite))
+        else:
+            loaded = _load(suite, overrides, runs_dir)
+            board = lb.build(loaded.name, lb.collect(loaded.folder, {r.run_id for r in loaded.runs}), loaded.metric,
+                             command=loaded.command).to_dict()
+        path = plot_board(board, Path(out_dir) / f"{board['suite']}.png", epsilon=epsilon)
+    except DpbenchError as err:
+        _fail(err)
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--runs-dir", type=click.Path(file_okay=False))
 def publish(suite, overrides, runs_dir):
     """Publish SUITE's completed runs and leaderboard to Weights & Biases (offline without an API key)."""
     import tempfile
