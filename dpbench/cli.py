@@ -127,14 +127,16 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
         sys.exit(1)
 
 
-def _write_leaderboard(loaded, folder, include_all=False):
+def _write_leaderboard(loaded, folder, include_all=False, *, html=False):
     from dpbench import leaderboard
     from dpbench.plugins import load_plugins
 
     run_ids = None if include_all else {r.run_id for r in loaded.runs}
-    board = leaderboard.build(loaded.name, leaderboard.collect(loaded.folder, run_ids), loaded.metric,
-                              command=loaded.command)
+    runs = leaderboard.collect(loaded.folder, run_ids)
+    board = leaderboard.build(loaded.name, runs, loaded.metric, command=loaded.command)
     paths = leaderboard.write(board, folder)
+    if html:
+        paths += _write_page(paths[1], folder, runs)
     _console().print(leaderboard.render_markdown(board), markup=False, highlight=False)
     load_plugins().hook.leaderboard_written(suite=loaded, leaderboard=board, paths=paths)
     return paths
@@ -324,18 +326,42 @@ def plugins(as_json):
 @click.option("--out", "out_dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False))
 @click.option("--all", "include_all", is_flag=True,
               help="Include every completed run in the suite folder, not only this grid's.")
-def leaderboard(suite, overrides, runs_dir, out_dir, include_all):
-    """Collect SUITE's completed runs into leaderboards/<suite>.md, .json and .csv."""
+@click.option("--html", is_flag=True,
+              help="Also write <suite>.png (dpbench plot) and <suite>.html, one self-contained page: tables, plot, "
+                   "each run's details, provenance.")
+def leaderboard(suite, overrides, runs_dir, out_dir, include_all, html):
+    """Collect SUITE's completed runs into leaderboards/<suite>.md, .json and .csv. With --html,
+    SUITE may also be a committed board's .json, whose page is drawn from it and its .md."""
     from pathlib import Path
 
     from dpbench.errors import DpbenchError
 
     try:
-        loaded = _load(suite, overrides, runs_dir)
-        paths = _write_leaderboard(loaded, Path(out_dir), include_all)
+        if html and Path(suite).suffix == ".json":
+            paths = _write_page(Path(suite), Path(out_dir))
+        else:
+            loaded = _load(suite, overrides, runs_dir)
+            paths = _write_leaderboard(loaded, Path(out_dir), include_all, html=html)
     except DpbenchError as err:
         _fail(err)
     click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _write_page(board_json, folder, runs=()) -> list:
+    """``<suite>.png`` and ``<suite>.html`` of the board in ``board_json`` (its .md beside it)."""
+    from dpbench.errors import DpbenchError
+    from dpbench.files import read_json, write_text
+    from dpbench.html import render_html
+    from dpbench.plots import plot_board
+
+    markdown = board_json.with_suffix(".md")
+    if not board_json.is_file() or not markdown.is_file():
+        raise DpbenchError(f"no board at {board_json} (with {markdown.name} beside it)")
+    board = read_json(board_json)
+    png = plot_board(board, folder / f"{board['suite']}.png")
+    page = folder / f"{board['suite']}.html"
+    write_text(page, render_html(board, markdown.read_text(encoding="utf-8"), list(runs), plot_png=png.read_bytes()))
+    return [png, page]
 
 
 @cli.command()

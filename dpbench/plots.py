@@ -37,7 +37,7 @@ def plot_board(board: dict, path: Path, *, epsilon: float | None = None) -> Path
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, metadata={"Software": None})  # the same board gives the same bytes
     plt.close(figure)
     return path
 

@@ -1,0 +1,89 @@
+"""`dpbench leaderboard --html`: one self-contained page per board, checked as markup and, where
+a Chromium is installed, as rendered in headless Chromium."""
+
+import html.parser
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dpbench.cli import cli
+
+BROWSER = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                if shutil.which(name)), None)
+
+
+class Page(html.parser.HTMLParser):
+    """The page's table cells, image sources, run sections and links to anything outside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells, self.images, self.runs, self.external, self._cell = [], [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag in ("td", "th"):
+            self._cell = ""
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag == "details":
+            self.runs.append(attrs.get("id"))
+        for name in ("src", "href"):
+            if attrs.get(name, "").startswith(("http:", "https:", "//")):
+                self.external.append(attrs[name])
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.cells.append(" ".join(self._cell.split()))
+            self._cell = None
+
+
+@pytest.fixture
+def toy_page(toy_plugin, toy_suite, tmp_path):
+    """A toy board's page, with one run's sample planted with markup that must come out escaped."""
+    path, runs = str(toy_suite()), ["--runs-dir", str(tmp_path / "runs")]
+    assert CliRunner().invoke(cli, ["run", path, *runs]).exit_code == 0
+    run = next((tmp_path / "runs" / "toy").glob("*noisy_unigram__eps1__seed0*"))
+    (run / "samples.json").write_text(json.dumps(["<script>alert(1)</script> w1 w2"]))
+    out = CliRunner().invoke(cli, ["leaderboard", path, *runs, "--out", str(tmp_path / "boards"), "--html"])
+    assert out.exit_code == 0, out.output
+    return tmp_path / "boards" / "toy.html"
+
+
+def test_the_page_holds_the_tables_plot_runs_and_provenance(toy_page):
+    text = toy_page.read_text(encoding="utf-8")
+    page = Page()
+    page.feed(text)
+    assert {"noisy_unigram", "public_only", "nonprivate"} <= set(page.cells)
+    assert any(" ± " in cell for cell in page.cells)  # means with their intervals
+    assert {"gap closed", "vs best other", "vs synthetic public", "100.0%"} <= set(page.cells)
+    assert len(page.images) == 1 and page.images[0].startswith("data:image/png;base64,")  # embedded
+    assert len(page.runs) == 8 and all(page.runs)  # one section per run (2 seeds x 4 rows)
+    assert "ε (target / from ledger)" in page.cells and "signal_norm" in page.cells  # details, diagnostics
+    assert any(cell.startswith("dpbench run ") for cell in page.cells)  # the command that produced it
+    assert page.external == []  # nothing fetched at view time
+    assert "<script>alert(1)</script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium installed (Debian: apt-get install chromium)")
+def test_the_page_renders_in_headless_chromium(toy_page, tmp_path):
+    import matplotlib.image
+
+    flags = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,2600"]
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", toy_page.as_uri()], check=True, capture_output=True,
+                   timeout=120)
+    dom = subprocess.run([*flags, "--dump-dom", toy_page.as_uri()], check=True, capture_output=True, text=True,
+                         timeout=120).stdout
+    assert "noisy_unigram" in dom and " ± " in dom and "Provenance" in dom
+    pixels = (matplotlib.image.imread(shot)[..., :3] * 255).round().astype(int)
+    assert pixels.std() > 10  # not a blank page
+    # the embedded plot is drawn: the board's first method's colour (matplotlib's C0, #1f77b4) is on screen
+    assert (np.abs(pixels - [31, 119, 180]).sum(axis=-1) < 12).sum() > 200
