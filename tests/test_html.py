@@ -5,6 +5,7 @@ import html.parser
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 
 from dpbench.cli import cli
 
+COMMITTED = sorted((Path(__file__).resolve().parents[1] / "leaderboards").glob("*.json"))
 BROWSER = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
                 if shutil.which(name)), None)
 
@@ -72,18 +74,41 @@ def test_the_page_holds_the_tables_plot_runs_and_provenance(toy_page):
     assert "<script>alert(1)</script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
 
 
-@pytest.mark.skipif(BROWSER is None, reason="no Chromium installed (Debian: apt-get install chromium)")
-def test_the_page_renders_in_headless_chromium(toy_page, tmp_path):
+def _render(page: Path, tmp_path: Path) -> tuple[np.ndarray, str]:
+    """The page as headless Chromium draws it (RGB 0..255) and its DOM after loading."""
     import matplotlib.image
 
-    flags = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,2600"]
+    flags = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,4000"]
     shot = tmp_path / "shot.png"
-    subprocess.run([*flags, f"--screenshot={shot}", toy_page.as_uri()], check=True, capture_output=True,
-                   timeout=120)
-    dom = subprocess.run([*flags, "--dump-dom", toy_page.as_uri()], check=True, capture_output=True, text=True,
+    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], check=True, capture_output=True, timeout=120)
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], check=True, capture_output=True, text=True,
                          timeout=120).stdout
+    return (matplotlib.image.imread(shot)[..., :3] * 255).round().astype(int), dom
+
+
+def _plot_drawn(pixels: np.ndarray) -> bool:
+    """The embedded plot is on screen: its methods' colours (matplotlib's C0, C1, C2) cover some area."""
+    colours = ([31, 119, 180], [255, 127, 14], [44, 160, 44])
+    return sum(int((np.abs(pixels - colour).sum(axis=-1) < 12).sum()) for colour in colours) > 300
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium installed (Debian: apt-get install chromium)")
+def test_the_page_renders_in_headless_chromium(toy_page, tmp_path):
+    pixels, dom = _render(toy_page, tmp_path)
     assert "noisy_unigram" in dom and " ± " in dom and "Provenance" in dom
-    pixels = (matplotlib.image.imread(shot)[..., :3] * 255).round().astype(int)
-    assert pixels.std() > 10  # not a blank page
-    # the embedded plot is drawn: the board's first method's colour (matplotlib's C0, #1f77b4) is on screen
-    assert (np.abs(pixels - [31, 119, 180]).sum(axis=-1) < 12).sum() > 200
+    assert pixels.std() > 10 and _plot_drawn(pixels)
+
+
+def test_every_committed_board_has_its_plot_and_page():
+    assert COMMITTED
+    for board in COMMITTED:
+        assert board.with_suffix(".png").is_file() and board.with_suffix(".html").is_file(), board.name
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium installed (Debian: apt-get install chromium)")
+@pytest.mark.parametrize("board", COMMITTED, ids=lambda path: path.stem)
+def test_committed_pages_render_in_headless_chromium(board, tmp_path):
+    rows = json.loads(board.read_text())["rows"]
+    pixels, dom = _render(board.with_suffix(".html"), tmp_path)
+    assert all(row["method"] in dom for row in rows) and "Provenance" in dom
+    assert pixels.std() > 10 and _plot_drawn(pixels)
