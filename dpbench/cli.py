@@ -79,7 +79,9 @@ def _fail(err) -> None:
 @click.argument("overrides", nargs=-1)
 @click.option("--runs-dir", type=click.Path(file_okay=False),
               help="Where run folders go (default: the suite's runs_dir or ./runs).")
-@click.option("--leaderboards-dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False))
+@click.option("--leaderboards-dir", type=click.Path(file_okay=False),
+              help="Where the board goes (default: board/ in the suite's run folder; the committed boards in "
+                   "leaderboards/ change only when asked, here or with `dpbench leaderboard`).")
 @click.option("--force", is_flag=True, help="Redo runs that are already complete (discarding their folders).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failing run.")
 @click.option("--wandb", "use_wandb", is_flag=True, help="Publish runs and the leaderboard to Weights & Biases.")
@@ -117,7 +119,7 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
     for run_id, error in report.failed.items():
         click.echo(f"  failed {run_id}: {error}", err=True)
     try:
-        paths = _write_leaderboard(loaded, Path(leaderboards_dir))
+        paths = _write_leaderboard(loaded, Path(leaderboards_dir) if leaderboards_dir else loaded.folder / "board")
         click.echo("leaderboard: " + ", ".join(str(p) for p in paths))
     except DpbenchError as err:
         click.echo(f"no leaderboard written: {err}", err=True)
@@ -125,17 +127,23 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
         sys.exit(1)
 
 
-def _write_leaderboard(loaded, folder, include_all=False):
+def _write_leaderboard(loaded, folder, include_all=False, *, html=False):
     from dpbench import leaderboard
     from dpbench.plugins import load_plugins
 
     run_ids = None if include_all else {r.run_id for r in loaded.runs}
-    board = leaderboard.build(loaded.name, leaderboard.collect(loaded.folder, run_ids), loaded.metric,
-                              command=loaded.command)
+    runs = leaderboard.collect(loaded.folder, run_ids)
+    board = leaderboard.build(loaded.name, runs, loaded.metric, command=loaded.command)
     paths = leaderboard.write(board, folder)
+    if html:
+        paths += _write_page(paths[1], folder, runs)
     _console().print(leaderboard.render_markdown(board), markup=False, highlight=False)
     load_plugins().hook.leaderboard_written(suite=loaded, leaderboard=board, paths=paths)
     return paths
+
+
+def _distinct(labels) -> str:
+    return ", ".join(dict.fromkeys(labels))
 
 
 def _print_runs(loaded) -> None:
@@ -180,13 +188,19 @@ def validate(suite, overrides, runs_dir, no_data):
 
 
 @cli.command(name="list")
-@click.argument("kind", required=False, type=click.Choice(KINDS))
-def list_(kind):
-    """List registered datasets, methods and evaluators (and the plugin that registered each)."""
+@click.argument("kind", required=False, type=click.Choice((*KINDS, "suites")))
+@click.option("--suites-dir", default="suites", show_default=True, type=click.Path(file_okay=False),
+              help="Where `list suites` looks for suite files.")
+def list_(kind, suites_dir):
+    """List registered datasets, methods and evaluators (and the plugin that registered each),
+    or with ``suites`` the suite files in --suites-dir (what each runs)."""
     from rich.table import Table
 
     from dpbench.plugins import get_registry
 
+    if kind == "suites":
+        _list_suites(suites_dir)
+        return
     for name in [kind] if kind else KINDS:
         registry = get_registry(name[:-1])
         table = Table(title=name)
@@ -195,6 +209,94 @@ def list_(kind):
         for entry in registry.names():
             table.add_row(entry, registry.origin(entry))
         _console().print(table)
+
+
+def _list_suites(folder: str) -> None:
+    """One row per suite file in ``folder``: its grid, or why it does not load."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from dpbench.errors import DpbenchError
+
+    files = sorted(Path(folder).glob("*.yaml"))
+    if not files:
+        _fail(f"no suite files (*.yaml) in {folder!r}; pass --suites-dir")
+    table = Table(title=f"suites in {folder}")
+    for column in ("suite", "runs", "datasets", "methods", "ε", "seeds", "description"):
+        table.add_column(column)
+    for file in files:
+        try:
+            loaded = _load(file, ())
+        except DpbenchError as err:
+            table.add_row(file.as_posix(), "", "", "", "", "", f"does not load: {err}")
+            continue
+        specs = loaded.runs
+        table.add_row(file.as_posix(), str(len(specs)), _distinct(s.dataset.label for s in specs),
+                      _distinct(s.method.label for s in specs), _distinct(s.budget.label for s in specs),
+                      str(len({s.seed for s in specs})), str(loaded.config.get("description", "")))
+    _console().print(table)
+
+
+@cli.command()
+@click.argument("name")
+def show(name):
+    """Show the dataset, method or evaluator NAME: what it is, and each option a suite can set
+    (methods.NAME.OPTION) with its type, default and meaning."""
+    import inspect
+
+    from rich.table import Table
+
+    from dpbench.api.config import option_docs
+    from dpbench.errors import UnknownNameError
+    from dpbench.plugins import get_registry
+
+    found = [(kind[:-1], get_registry(kind[:-1])) for kind in KINDS]
+    found = [(kind, registry) for kind, registry in found if name in registry]
+    if not found:
+        every = [entry for kind in KINDS for entry in get_registry(kind[:-1]).names()]
+        _fail(UnknownNameError("dataset, method or evaluator", name, every))
+    for kind, registry in found:
+        cls = registry.get(name)
+        console = _console()
+        console.print(f"{kind} {name} ({cls.__module__}.{cls.__qualname__}, plugin {registry.origin(name)})",
+                      markup=False, highlight=False)
+        console.print(inspect.cleandoc(cls.__doc__ or ""), markup=False, highlight=False)
+        options = option_docs(cls.config_class)
+        if not options:
+            console.print("(no options)")
+            continue
+        table = Table(title=f"options ({kind}s.{name}.<option> in a suite)", show_lines=True)
+        for column in ("option", "type", "default", "meaning"):
+            table.add_column(column)
+        for option in options:
+            table.add_row(option.name, option.type, option.default, option.doc)
+        console.print(table)
+
+
+@cli.group()
+def new():
+    """Start a new plugin from a working template."""
+
+
+@new.command(name="method")
+@click.argument("name")
+@click.option("--out", "parent", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to write the package dpbench-NAME into.")
+def new_method(name, parent):
+    """Write dpbench-NAME/, an installable method plugin (entry point, options, a DP method
+    that works, its contract test); install it with `pip install -e dpbench-NAME`."""
+    from pathlib import Path
+
+    from dpbench.errors import DpbenchError
+    from dpbench.scaffold import new_method as write
+
+    try:
+        folder = write(name, Path(parent))
+    except DpbenchError as err:
+        _fail(err)
+    click.echo(f"wrote {folder}\nnext: pip install -e {folder} && python -m pytest {folder / 'tests'} "
+               f"&& dpbench show {name}")
 
 
 @cli.command()
@@ -224,18 +326,74 @@ def plugins(as_json):
 @click.option("--out", "out_dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False))
 @click.option("--all", "include_all", is_flag=True,
               help="Include every completed run in the suite folder, not only this grid's.")
-def leaderboard(suite, overrides, runs_dir, out_dir, include_all):
-    """Collect SUITE's completed runs into leaderboards/<suite>.md, .json and .csv."""
+@click.option("--html", is_flag=True,
+              help="Also write <suite>.png (dpbench plot) and <suite>.html, one self-contained page: tables, plot, "
+                   "each run's details, provenance.")
+def leaderboard(suite, overrides, runs_dir, out_dir, include_all, html):
+    """Collect SUITE's completed runs into leaderboards/<suite>.md, .json and .csv. With --html,
+    SUITE may also be a committed board's .json, whose page is drawn from it and its .md."""
     from pathlib import Path
 
     from dpbench.errors import DpbenchError
 
     try:
-        loaded = _load(suite, overrides, runs_dir)
-        paths = _write_leaderboard(loaded, Path(out_dir), include_all)
+        if html and Path(suite).suffix == ".json":
+            paths = _write_page(Path(suite), Path(out_dir))
+        else:
+            loaded = _load(suite, overrides, runs_dir)
+            paths = _write_leaderboard(loaded, Path(out_dir), include_all, html=html)
     except DpbenchError as err:
         _fail(err)
     click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _write_page(board_json, folder, runs=()) -> list:
+    """``<suite>.png`` and ``<suite>.html`` of the board in ``board_json`` (its .md beside it)."""
+    from dpbench.errors import DpbenchError
+    from dpbench.files import read_json, write_text
+    from dpbench.html import render_html
+    from dpbench.plots import plot_board
+
+    markdown = board_json.with_suffix(".md")
+    if not board_json.is_file() or not markdown.is_file():
+        raise DpbenchError(f"no board at {board_json} (with {markdown.name} beside it)")
+    board = read_json(board_json)
+    png = plot_board(board, folder / f"{board['suite']}.png")
+    page = folder / f"{board['suite']}.html"
+    write_text(page, render_html(board, markdown.read_text(encoding="utf-8"), list(runs), plot_png=png.read_bytes()))
+    return [png, page]
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--runs-dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", default="leaderboards", show_default=True, type=click.Path(file_okay=False))
+@click.option("--epsilon", type=float, help="The ε of the gap-closed bars (default: the smallest finite ε).")
+def plot(suite, overrides, runs_dir, out_dir, epsilon):
+    """Plot SUITE's board into <out>/<suite>.png: per dataset, utility against ε with 95 %
+    intervals and the reference rows, and the gap closed per method at one ε. SUITE may also
+    be a board's .json (a committed board), plotted as it is."""
+    from pathlib import Path
+
+    from dpbench import leaderboard as lb
+    from dpbench.errors import DpbenchError
+    from dpbench.files import read_json
+    from dpbench.plots import plot_board
+
+    try:
+        if Path(suite).suffix == ".json":
+            if not Path(suite).is_file():
+                _fail(f"no board file {suite}")
+            board = read_json(Path(suite))
+        else:
+            loaded = _load(suite, overrides, runs_dir)
+            board = lb.build(loaded.name, lb.collect(loaded.folder, {r.run_id for r in loaded.runs}), loaded.metric,
+                             command=loaded.command).to_dict()
+        path = plot_board(board, Path(out_dir) / f"{board['suite']}.png", epsilon=epsilon)
+    except DpbenchError as err:
+        _fail(err)
+    click.echo(f"wrote {path}")
 
 
 @cli.command()
@@ -244,6 +402,9 @@ def leaderboard(suite, overrides, runs_dir, out_dir, include_all):
 @click.option("--runs-dir", type=click.Path(file_okay=False))
 def publish(suite, overrides, runs_dir):
     """Publish SUITE's completed runs and leaderboard to Weights & Biases (offline without an API key)."""
+    import tempfile
+    from pathlib import Path
+
     from dpbench import leaderboard as lb
     from dpbench.builtin import wandb_publisher
     from dpbench.errors import DpbenchError
@@ -252,16 +413,17 @@ def publish(suite, overrides, runs_dir):
     try:
         loaded = _load(suite, overrides, runs_dir)
         runs = lb.collect(loaded.folder, {r.run_id for r in loaded.runs})
-        board = lb.build(loaded.name, runs, loaded.metric)
+        board = lb.build(loaded.name, runs, loaded.metric, command=loaded.command)
     except DpbenchError as err:
         _fail(err)
     settings = {**loaded.config.get("publish", {}), "wandb": True}
     sound = [(folder, result) for folder, result in runs if result.run_id not in board.incomplete]
     for run_id, why in board.incomplete.items():
         click.echo(f"not published (incomplete) {run_id}: {why}", err=True)
-    for _folder, result in sound:
-        wandb_publisher.publish_run(RunSpec.from_dict(result.spec), result, settings=settings)
-    wandb_publisher.publish_leaderboard(loaded, board, settings=settings)
+    for folder, result in sound:
+        wandb_publisher.publish_run(RunSpec.from_dict(result.spec), result, settings=settings, folder=folder)
+    with tempfile.TemporaryDirectory() as folder:  # the board's files, for its artifact
+        wandb_publisher.publish_leaderboard(loaded, board, settings=settings, paths=lb.write(board, Path(folder)))
     click.echo(f"published {len(sound)} runs of {loaded.name}")
 
 

@@ -28,9 +28,9 @@ def register_evaluators(register):
 
 
 @hookspec
-def run_finished(run, result):
+def run_finished(run, result, folder):
     """Called after a run's results are written: ``run`` is its ``RunSpec``, ``result`` the
-    ``RunResult``. Publishers (wandb, ...) implement this."""
+    ``RunResult``, ``folder`` the run folder. Publishers (wandb, ...) implement this."""
 
 
 @hookspec

@@ -151,7 +151,7 @@ class Runner:
         with _log_to(folder / "log.txt"):
             result = self._execute(spec, folder)
         write_json(folder / "result.json", result.to_dict())
-        load_plugins().hook.run_finished(run=spec, result=result)
+        load_plugins().hook.run_finished(run=spec, result=result, folder=folder)
         return "completed"
 
     def _set_aside(self, spec: RunSpec, folder: Path, problems: list[str]) -> None:

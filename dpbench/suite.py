@@ -181,7 +181,7 @@ def compose(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base="1.3", job_name="dpbench"):
-            _refuse_resolvers_in_overrides(overrides)
+            _check_overrides(overrides)
             base = hydra_compose(config_name=path.stem)
             _refuse_resolvers(OmegaConf.to_container(base, resolve=False))
             fixed = _plus_missing(base, overrides)
@@ -259,11 +259,16 @@ def _refuse_resolvers(value, where: str = "") -> dict[str, str]:
     return found
 
 
-def _refuse_resolvers_in_overrides(overrides: Sequence[str]) -> None:
-    """``_refuse_resolvers`` on each override's value, group choices included."""
+def _check_overrides(overrides: Sequence[str]) -> None:
+    """Refuse Hydra sweeps (a suite is one grid; its lists are the sweep) and, through
+    ``_refuse_resolvers``, resolvers in each override's value, group choices included."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.is_sweep_override():
+            raise ConfigError(override.key_or_group, override.input_line,
+                              f"one value or a list, e.g. {override.key_or_group}=[1,7]: a suite's lists are its "
+                              "grid, so Hydra's sweep syntax (a=1,7, choice(), range()) is not used")
         _refuse_resolvers(override.value(), override.key_or_group)
 
 

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -44,9 +45,15 @@ def test_validate_reports_errors_without_traceback(toy_plugin, toy_suite):
 def test_run_then_leaderboard(toy_plugin, toy_suite, tmp_path):
     path = str(toy_suite())
     runs, boards = str(tmp_path / "runs"), str(tmp_path / "boards")
-    out = CliRunner().invoke(cli, ["run", path, "seeds=1", "--runs-dir", runs, "--leaderboards-dir", boards])
+    out = CliRunner().invoke(cli, ["run", path, "seeds=1", "--runs-dir", runs])
     assert out.exit_code == 0, out.output
     assert "4 completed, 0 already complete, 0 failed" in out.output
+    # output is not a terminal here: progress comes as lines, down to the method's own loop
+    assert re.search(r"^\[\d\d:\d\d:\d\d\] start rounds \(0/3\)$", out.output, re.M), out.output
+    assert re.search(r"^\[\d\d:\d\d:\d\d\] done suite toy: .* \(4/4, ", out.output, re.M), out.output
+    # the board goes to the run folder; the committed ones change only when asked
+    assert (tmp_path / "runs" / "toy" / "board" / "toy.json").is_file()
+    assert not (tmp_path / "boards").exists()
     again = CliRunner().invoke(cli, ["leaderboard", path, "seeds=1", "--runs-dir", runs, "--out", boards])
     assert again.exit_code == 0, again.output
     board = json.loads((tmp_path / "boards" / "toy.json").read_text())
@@ -62,6 +69,28 @@ def test_list_shows_origins(toy_plugin):
     out = CliRunner().invoke(cli, ["list", "methods"])
     assert out.exit_code == 0
     assert "noisy_unigram" in out.output and "public_only" in out.output
+
+
+def test_list_suites_shows_each_grid_and_what_does_not_load(toy_plugin, toy_suite, tmp_path):
+    toy_suite()
+    toy_suite("seeds: 0\n", name="broken")
+    out = CliRunner().invoke(cli, ["list", "suites", "--suites-dir", str(tmp_path)], env={"COLUMNS": "400"})
+    assert out.exit_code == 0, out.output
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+            for line in out.output.splitlines() if line.startswith("│")}
+    assert rows[str(tmp_path / "toy.yaml")][:5] == ["8", "toy_texts", "public_only, nonprivate, noisy_unigram",
+                                                   "0, inf, 1, 8", "2"], rows
+    assert rows[str(tmp_path / "broken.yaml")][-1].startswith("does not load: seeds: 0 is not allowed")
+    empty = CliRunner().invoke(cli, ["list", "suites", "--suites-dir", str(tmp_path / "none")])
+    assert empty.exit_code == 2 and "no suite files (*.yaml)" in empty.output
+
+
+@pytest.mark.parametrize("sweep", ["privacy.epsilon=1,7", "privacy.epsilon=choice(1,7)", "seeds=range(1,3)"])
+def test_hydra_sweep_syntax_is_refused_with_the_list_form(toy_plugin, toy_suite, sweep):
+    out = CliRunner().invoke(cli, ["validate", str(toy_suite()), sweep, "--no-data"])
+    key = sweep.split("=")[0]
+    assert out.exit_code == 2
+    assert f"Error: {key}: {sweep!r} is not allowed; expected one value or a list, e.g. {key}=[1,7]" in out.output
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])
@@ -100,3 +129,19 @@ def test_non_utf8_suite_is_one_line(toy_plugin, toy_suite):
     out = CliRunner().invoke(cli, ["validate", str(path), "--no-data"])
     assert out.exit_code == 2 and "Traceback" not in out.output
     assert out.output.startswith(f"Error: {path} (or a file its defaults: pull in) is not UTF-8: ")
+
+
+def test_show_lists_each_option_with_type_default_and_meaning(toy_plugin):
+    out = CliRunner().invoke(cli, ["show", "noisy_unigram"], env={"COLUMNS": "400"})
+    assert out.exit_code == 0, out.output
+    assert "method noisy_unigram (dpbench.testing.toy.NoisyUnigram, plugin toy)" in out.output
+    rows = {cells[0]: cells[1:] for line in out.output.splitlines() if line.startswith("│")
+            for cells in [[c.strip() for c in line.split("│")[1:-1]]] if cells[0]}
+    assert rows["rounds"] == ["int", "3", ""]
+    assert rows["round_seconds"] == ["float", "0.0", "sleep per round, so tests can kill a run between rounds"]
+
+
+def test_show_answers_an_unknown_name_with_did_you_mean(toy_plugin):
+    out = CliRunner().invoke(cli, ["show", "noisy_unigam"])
+    assert out.exit_code == 2
+    assert "unknown dataset, method or evaluator 'noisy_unigam'" in out.output and "noisy_unigram" in out.output

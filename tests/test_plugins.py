@@ -81,8 +81,9 @@ def test_publisher_hooks_get_every_finished_run_and_the_written_leaderboard(toy_
     plugin = types.ModuleType("recorder")
 
     @hookimpl
-    def run_finished(run, result):
-        finished.append((run.run_id, result.run_id, (tmp_path / "runs" / "toy" / run.run_id / "result.json").exists()))
+    def run_finished(run, result, folder):
+        assert folder == tmp_path / "runs" / "toy" / run.run_id
+        finished.append((run.run_id, result.run_id, (folder / "result.json").exists()))
 
     @hookimpl
     def leaderboard_written(suite, leaderboard, paths):

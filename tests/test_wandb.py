@@ -1,5 +1,7 @@
 """wandb publishing, offline: nothing leaves the machine, no secret reaches a logged config."""
 
+import re
+
 import pytest
 
 from dpbench.builtin.wandb_publisher import _mode, scrub
@@ -82,3 +84,35 @@ def test_publish_leaves_out_runs_whose_ledger_is_damaged(toy_plugin, toy_suite, 
     assert out.exit_code == 0, out.output
     assert f"not published (incomplete) {private}" in out.output
     assert "published 1 runs" in out.output  # the public-only run alone
+
+
+def test_run_then_publish_keeps_one_wandb_run_per_dpbench_run(toy_plugin, toy_suite, tmp_path, offline_wandb):
+    from click.testing import CliRunner
+
+    from dpbench.cli import cli
+
+    path, overrides = str(toy_suite()), ["seeds=1", "privacy.epsilon=[1]"]
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    first = CliRunner().invoke(cli, ["run", path, *overrides, *runs, "--wandb"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(cli, ["publish", path, *overrides, *runs])
+    assert again.exit_code == 0, again.output
+    suite = load_suite(path, overrides, runs_dir=tmp_path / "runs")
+
+    offline = sorted(offline_wandb.glob("wandb/offline-run-*"))
+    # offline-run-<time>-<wandb run id>[-n when two start in the same second]
+    ids = [re.fullmatch(r"offline-run-\d{8}_\d{6}-(.+?)(-\d+)?", folder.name).group(1) for folder in offline]
+    expected = {s.run_id for s in suite.runs} | {"toy-leaderboard"}
+    assert len(offline) == 2 * len(expected) and set(ids) == expected  # each publish resumes the same id
+
+    private = next(s.run_id for s in suite.runs if s.method.label == "noisy_unigram")
+    for folder in offline:
+        logged = b"".join(p.read_bytes() for p in folder.glob("run-*.wandb"))
+        if folder.name.endswith(private):
+            # per-round history from the release diagnostics, one step per round
+            for key in (b"release/signal_norm", b"release/noise_norm"):
+                assert key in logged
+            assert b"run-" + private.encode() in logged and b"dpbench-run" in logged  # the records' artifact
+            assert list(folder.glob("files/media/table/samples_*.table.json"))  # the samples table
+        if folder.name.endswith("toy-leaderboard"):
+            assert b"leaderboard-toy" in logged and b"dpbench-leaderboard" in logged

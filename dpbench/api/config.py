@@ -60,6 +60,49 @@ def config_dict(config) -> dict[str, Any]:
     return plain
 
 
+@dataclasses.dataclass(frozen=True)
+class OptionDoc:
+    name: str
+    type: str
+    default: str
+    doc: str
+
+
+def option_docs(cls: type) -> list[OptionDoc]:
+    """Each option of the dataclass ``cls`` with its type, default and attribute docstring (the
+    string literal under the field, inherited fields included), for ``dpbench show``."""
+    import ast
+    import inspect
+    import itertools
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue  # builtins, classes made at run time
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for field, after in itertools.pairwise(body):
+            if (isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                docs[field.target.id] = " ".join(inspect.cleandoc(after.value.value).split())
+    out = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "(required)"
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        out.append(OptionDoc(f.name, kind, default, docs.get(f.name, "")))
+    return out
+
+
 def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}

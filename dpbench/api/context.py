@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -97,3 +98,13 @@ class RunContext:
             yield from items
             return
         yield from self.progress.track(items, description=description, total=total)
+
+    @contextmanager
+    def phase(self, description: str) -> Iterator[None]:
+        """Show ``description`` under the run's row while the block runs (one long step, such
+        as sampling or a DPO round, which a log would otherwise not show)."""
+        if self.progress is None:
+            yield
+            return
+        with self.progress.phase(description):
+            yield

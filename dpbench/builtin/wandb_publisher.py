@@ -1,15 +1,21 @@
 """Publish runs and leaderboards to Weights & Biases (default plugin, off unless
 ``publish.wandb: true`` or ``--wandb``).
 
-One wandb run per dpbench run, grouped by suite; the leaderboard as a ``wandb.Table`` in a
-``job_type="leaderboard"`` run. Without an API key it logs offline and says how to
-``wandb sync``. The API key is read by wandb from the environment or ~/.netrc only; configs
-are scrubbed before logging of keys that look like secrets and of any string holding the value
-of an environment variable whose name looks like a secret's.
+One wandb run per dpbench run, grouped by suite, whose wandb id is the run id
+(``resume="allow"``), so ``dpbench publish`` after ``run --wandb`` updates it rather than adding
+a duplicate: the summary (metrics, privacy, cost), per-round history (the method's
+``state/monitor.json`` history and each release's diagnostics, step = round), the ledger and
+samples as tables, and the run's records as an artifact. The leaderboard is a ``wandb.Table``
+and an artifact of the board files in one ``job_type="leaderboard"`` run per suite. Without an
+API key it logs offline and says how to ``wandb sync``. The API key is read by wandb from the
+environment or ~/.netrc only; configs and uploaded records are scrubbed of keys that look like
+secrets and of any string holding the value of an environment variable whose name looks like a
+secret's.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -27,26 +33,32 @@ MIN_SECRET_LENGTH = 8
 REDACTED = "[redacted]"
 
 
+RUN_RECORDS = ("result.json", "spec.json", "privacy.json", "ledger.jsonl", "diagnostics.jsonl", "samples.json")
+"""the run-folder files uploaded as the run's artifact (scrubbed like the config)"""
+
+
 @hookimpl
-def run_finished(run, result):
+def run_finished(run, result, folder):
     if run.publish.get("wandb"):
-        publish_run(run, result, settings=run.publish)
+        publish_run(run, result, settings=run.publish, folder=folder)
 
 
 @hookimpl
 def leaderboard_written(suite, leaderboard, paths):
     settings = suite.config.get("publish") or {}
     if settings.get("wandb"):
-        publish_leaderboard(suite, leaderboard, settings=settings)
+        publish_leaderboard(suite, leaderboard, settings=settings, paths=paths)
 
 
-def publish_run(spec, result, *, settings) -> None:
+def publish_run(spec, result, *, settings, folder: Path) -> None:
     wandb = _wandb()
     mode = _mode()
     run = wandb.init(project=settings.get("project") or "dpbench", entity=settings.get("entity"), group=spec.suite,
-                     job_type=spec.method.label, name=spec.run_id,
+                     job_type=spec.method.label, name=spec.run_id, id=spec.run_id, resume="allow",
                      tags=[spec.dataset.label, f"eps={spec.budget.label}"],
                      config=scrub(spec.to_dict()), mode=mode, reinit="create_new")
+    for step, row in sorted(_history(Path(folder)).items()):
+        run.log(row, step=step)
     summary = {f"{evaluator}/{name}": value
                for evaluator, scores in result.metrics.items() for name, value in scores.items()}
     summary.update({"privacy/epsilon_target": _finite(spec.epsilon), "privacy/delta": spec.delta,
@@ -55,14 +67,27 @@ def publish_run(spec, result, *, settings) -> None:
                     "privacy/noise_multiplier": result.privacy.get("noise_multiplier")})
     summary.update({f"cost/{k}": v for k, v in result.timings.items()})
     run.summary.update(summary)
+    tables = {}
     ledger = _ledger_rows(result)
     if ledger:
-        run.log({"privacy/ledger": wandb.Table(columns=list(ledger[0]), data=[list(r.values()) for r in ledger])})
+        tables["privacy/ledger"] = wandb.Table(columns=list(ledger[0]), data=[list(r.values()) for r in ledger])
+    samples = Path(folder) / "samples.json"
+    if samples.exists():
+        tables["samples"] = wandb.Table(columns=["text"], data=[[t] for t in json.loads(samples.read_text())])
+    if tables:
+        run.log(tables)
+    artifact = wandb.Artifact(f"run-{spec.run_id}", type="dpbench-run",
+                              description=f"records of dpbench run {spec.run_id}")
+    for name in RUN_RECORDS:
+        if (Path(folder) / name).exists():
+            with artifact.new_file(name, mode="w", encoding="utf-8") as handle:
+                handle.write(_scrubbed_text(Path(folder) / name))
+    run.log_artifact(artifact)
     run.finish()
     _tell_sync(mode, run)
 
 
-def publish_leaderboard(suite, board, *, settings) -> None:
+def publish_leaderboard(suite, board, *, settings, paths=()) -> None:
     wandb = _wandb()
     mode = _mode()
     names = [n for n, _ in board.columns]
@@ -72,9 +97,14 @@ def publish_leaderboard(suite, board, *, settings) -> None:
              *[r.metrics.get(n, {}).get("mean") for n in names], *[r.metrics.get(n, {}).get("std") for n in names],
              r.gap_closed, r.runs] for r in board.rows]
     run = wandb.init(project=settings.get("project") or "dpbench", entity=settings.get("entity"), group=suite.name,
-                     job_type="leaderboard", name=f"{suite.name}-leaderboard", config=scrub(dict(suite.config)),
-                     mode=mode, reinit="create_new")
+                     job_type="leaderboard", name=f"{suite.name}-leaderboard", id=f"{suite.name}-leaderboard",
+                     resume="allow", config=scrub(dict(suite.config)), mode=mode, reinit="create_new")
     run.log({f"leaderboard/{suite.name}": wandb.Table(columns=columns, data=data)})
+    if paths:
+        artifact = wandb.Artifact(f"leaderboard-{suite.name}", type="dpbench-leaderboard")
+        for path in paths:
+            artifact.add_file(str(path))
+        run.log_artifact(artifact)
     run.finish()
     _tell_sync(mode, run)
 
@@ -126,6 +156,40 @@ def _tell_sync(mode: str, run) -> None:
 
 def _finite(x):
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+def _history(folder: Path) -> dict[int, dict]:
+    """Per round: the method's monitor entry (``state/monitor.json``'s ``history``, index =
+    checkpoint) as ``monitor/*`` and that round's release diagnostics as ``release/*``; numbers only."""
+    rows: dict[int, dict] = {}
+    monitor = folder / "state" / "monitor.json"
+    if monitor.exists():
+        for step, entry in enumerate(json.loads(monitor.read_text()).get("history") or []):
+            rows.setdefault(step, {}).update(_numbers(entry, "monitor"))
+    diagnostics = folder / "diagnostics.jsonl"
+    if diagnostics.exists():
+        for line in diagnostics.read_text().splitlines():
+            entry = json.loads(line)
+            rows.setdefault(int(entry["index"]), {}).update(_numbers(entry, "release"))
+    return rows
+
+
+def _numbers(entry, prefix: str) -> dict[str, float]:
+    """``{prefix/key: number}`` of a (nested) dict, e.g. ``release/agreement/chosen_as_noise_free``."""
+    out = {}
+    for key, value in (entry or {}).items():
+        if isinstance(value, dict):
+            out.update(_numbers(value, f"{prefix}/{key}"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[f"{prefix}/{key}"] = value
+    return out
+
+
+def _scrubbed_text(path: Path) -> str:
+    """A JSON or JSON-lines record with ``scrub`` applied to every value."""
+    if path.suffix == ".jsonl":
+        return "".join(json.dumps(scrub(json.loads(line))) + "\n" for line in path.read_text().splitlines() if line)
+    return json.dumps(scrub(json.loads(path.read_text())), indent=1)
 
 
 def _ledger_rows(result) -> list[dict]:

@@ -41,8 +41,11 @@ class GeneratorOptions:
     prompt_style: str = "chat"
     """chat: one user message (instruct models); list: POPri's "Original Text Sample n" list (base models)"""
     temperature: float = 1.0
+    """sampling temperature (0: greedy)"""
     top_p: float = 1.0
+    """nucleus sampling: draw from the smallest set of tokens with this much probability"""
     max_new_tokens: int = 64
+    """tokens generated per completion at most"""
     truncate_tokens: int = 64
     """completions are cut to this many generator tokens"""
 

@@ -122,7 +122,9 @@ class DpFedAvg(Method):
             if r < state["next_round"]:
                 continue
             participants = ctx.privacy.cohort(r)
-            rows = deltas(participants, r, weights) if participants else np.zeros((0, weights.numel()))
+            rows = (ctx.track(deltas(participants, r, weights), f"round {r + 1}/{o.rounds}: local training",
+                              total=len(participants))
+                    if participants else np.zeros((0, weights.numel())))
             noisy_sum = ctx.privacy.release_clipped_sum(f"dp-fedavg-round-{r}", rows, clip_norm=o.clip_norm,
                                                         clients=participants)
             if noisy_sum.shape != (weights.numel(),):

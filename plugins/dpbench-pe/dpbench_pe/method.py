@@ -59,12 +59,14 @@ class PrivateEvolution(Method):
             folder = f"iteration{t:03d}"
             candidates = ctx.load_state(f"{folder}/candidates.json")
             if candidates is None:
-                candidates = (apis.random(o.synthetic_samples * (o.variations_per_sample + 1)) if t == 0
-                              else selected + apis.variations(selected, t))  # the selected are kept
+                with ctx.phase(f"iteration {t + 1}/{o.iterations}: generating candidates"):
+                    candidates = (apis.random(o.synthetic_samples * (o.variations_per_sample + 1)) if t == 0
+                                  else selected + apis.variations(selected, t))  # the selected are kept
                 ctx.save_state(f"{folder}/candidates.json", candidates)
             record = ctx.load_state(f"{folder}/iteration.json")
             if record is None:
-                record = self._iterate(t, candidates, embedder, private, validation, ctx)
+                with ctx.phase(f"iteration {t + 1}/{o.iterations}: voting on {len(candidates)} candidates"):
+                    record = self._iterate(t, candidates, embedder, private, validation, ctx)
                 ctx.save_state(f"{folder}/iteration.json", record)
             selected = [candidates[i] for i in record["selected"]]
             history.append(record["monitor"])

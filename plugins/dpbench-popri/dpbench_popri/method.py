@@ -85,18 +85,20 @@ class Popri(Method):
                 history.append(done["monitor"])
                 continue
             t0 = time.perf_counter()
-            prompts, candidates = sample(f"round{r}", o.prompts_per_round, o.samples_per_prompt, _adapter(state, r),
-                                         folder / "candidates.json")
+            with ctx.phase(f"round {r + 1}/{o.rounds}: sampling {o.prompts_per_round * o.samples_per_prompt} "
+                           "candidates"):
+                prompts, candidates = sample(f"round{r}", o.prompts_per_round, o.samples_per_prompt,
+                                             _adapter(state, r), folder / "candidates.json")
             t1 = time.perf_counter()
-            embedded = normalise_rows(embedder.encode(candidates))
-            monitor = {"checkpoint": r, **round_metrics(embedded, validation)}
-
-            participants = ctx.privacy.cohort(r)
-            rows = sums[[row_of[c] for c in participants]]
-            contributions = (np.vstack(list(score_batches(embedded, rows, batch_clients=o.score_batch_clients)))
-                             if len(rows) else np.zeros((0, len(candidates))))
-            noisy = ctx.privacy.release_clipped_sum(f"popri-round-{r}", contributions, clip_norm=1.0,
-                                                    clients=participants)
+            with ctx.phase(f"round {r + 1}/{o.rounds}: scoring on clients and releasing"):
+                embedded = normalise_rows(embedder.encode(candidates))
+                monitor = {"checkpoint": r, **round_metrics(embedded, validation)}
+                participants = ctx.privacy.cohort(r)
+                rows = sums[[row_of[c] for c in participants]]
+                contributions = (np.vstack(list(score_batches(embedded, rows, batch_clients=o.score_batch_clients)))
+                                 if len(rows) else np.zeros((0, len(candidates))))
+                noisy = ctx.privacy.release_clipped_sum(f"popri-round-{r}", contributions, clip_norm=1.0,
+                                                        clients=participants)
 
             t2 = time.perf_counter()
             pairs = preference_pairs(noisy, samples_per_prompt=o.samples_per_prompt, reject_rank=o.reject_rank)
@@ -104,7 +106,8 @@ class Popri(Method):
                        for p in pairs]
             write_json(folder / "pairs.json", [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
                                                for p in pairs], indent=None)
-            with generator.released():  # vLLM: weights to CPU, KV cache dropped, while DPO has the GPU
+            with (ctx.phase(f"round {r + 1}/{o.rounds}: DPO on {len(records)} pairs"),
+                  generator.released()):  # vLLM: weights to CPU, KV cache dropped, while DPO has the GPU
                 dpo = self._train(records, previous=_adapter_round(state, r), out_dir=folder, ctx=ctx,
                                   round_index=r)
             seconds = {"generation": t1 - t0, "scoring": t2 - t1, "dpo": time.perf_counter() - t2}
@@ -115,14 +118,16 @@ class Popri(Method):
         final_folder = state / "final"
         final_folder.mkdir(exist_ok=True)
         if ctx.load_state("final/monitor.json") is None:
-            _, candidates = sample("monitor-final", o.prompts_per_round, o.samples_per_prompt,
-                                   _adapter(state, o.rounds), final_folder / "monitor_candidates.json")
+            with ctx.phase("sampling the last checkpoint's monitor candidates"):
+                _, candidates = sample("monitor-final", o.prompts_per_round, o.samples_per_prompt,
+                                       _adapter(state, o.rounds), final_folder / "monitor_candidates.json")
             metrics = round_metrics(normalise_rows(embedder.encode(candidates)), validation)
             ctx.save_state("final/monitor.json", {"checkpoint": o.rounds, **metrics})
         history.append(ctx.load_state("final/monitor.json"))
         chosen = pick_checkpoint(history, o.select)
         ctx.save_state("monitor.json", {"history": history, "chosen_checkpoint": chosen, "rule": o.select})
-        _, texts = sample("final", o.final_samples, 1, _adapter(state, chosen), final_folder / "synthetic.json")
+        with ctx.phase(f"sampling {o.final_samples} texts from checkpoint {chosen}"):
+            _, texts = sample("final", o.final_samples, 1, _adapter(state, chosen), final_folder / "synthetic.json")
         generator.close()
         return SyntheticTexts(texts=tuple(texts))
 
