@@ -18,7 +18,11 @@ def offline_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_API_KEY", SENTINEL)
     monkeypatch.setenv("WANDB_SILENT", "true")
-    return tmp_path / "wandb_dir"
+    import wandb
+
+    wandb.teardown()  # wandb keeps the settings of its first use in a process (WANDB_DIR included)
+    yield tmp_path / "wandb_dir"
+    wandb.teardown()
 
 
 def test_scrub_drops_secret_looking_keys_at_any_depth():
