@@ -127,13 +127,20 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
         sys.exit(1)
 
 
+def _board(loaded, include_all=False):
+    """The completed runs of ``loaded``'s grid (every run in its folder with ``include_all``)
+    and their board."""
+    from dpbench import leaderboard
+
+    runs = leaderboard.collect(loaded.folder, None if include_all else {r.run_id for r in loaded.runs})
+    return runs, leaderboard.build(loaded.name, runs, loaded.metric, command=loaded.command)
+
+
 def _write_leaderboard(loaded, folder, include_all=False, *, html=False):
     from dpbench import leaderboard
     from dpbench.plugins import load_plugins
 
-    run_ids = None if include_all else {r.run_id for r in loaded.runs}
-    runs = leaderboard.collect(loaded.folder, run_ids)
-    board = leaderboard.build(loaded.name, runs, loaded.metric, command=loaded.command)
+    runs, board = _board(loaded, include_all)
     paths = leaderboard.write(board, folder)
     if html:
         paths += _write_page(paths[1], folder, runs)
@@ -376,7 +383,6 @@ def plot(suite, overrides, runs_dir, out_dir, epsilon):
     be a board's .json (a committed board), plotted as it is."""
     from pathlib import Path
 
-    from dpbench import leaderboard as lb
     from dpbench.errors import DpbenchError
     from dpbench.files import read_json
     from dpbench.plots import plot_board
@@ -388,8 +394,7 @@ def plot(suite, overrides, runs_dir, out_dir, epsilon):
             board = read_json(Path(suite))
         else:
             loaded = _load(suite, overrides, runs_dir)
-            board = lb.build(loaded.name, lb.collect(loaded.folder, {r.run_id for r in loaded.runs}), loaded.metric,
-                             command=loaded.command).to_dict()
+            board = _board(loaded)[1].to_dict()
         path = plot_board(board, Path(out_dir) / f"{board['suite']}.png", epsilon=epsilon)
     except DpbenchError as err:
         _fail(err)
@@ -412,8 +417,7 @@ def publish(suite, overrides, runs_dir):
 
     try:
         loaded = _load(suite, overrides, runs_dir)
-        runs = lb.collect(loaded.folder, {r.run_id for r in loaded.runs})
-        board = lb.build(loaded.name, runs, loaded.metric, command=loaded.command)
+        runs, board = _board(loaded)
     except DpbenchError as err:
         _fail(err)
     settings = {**loaded.config.get("publish", {}), "wandb": True}

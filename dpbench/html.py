@@ -5,11 +5,10 @@ no network at view time: styles and images are inside the file."""
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 
 from dpbench.files import read_json
-from dpbench.results import RunResult
+from dpbench.results import RunResult, monitor_history, release_notes
 
 TEMPLATE = """\
 <!doctype html>
@@ -91,8 +90,8 @@ def _run(folder: Path, result: RunResult, metric: str) -> dict:
     privacy = result.privacy or {}
     evaluator, _, name = metric.partition("/")
     score = result.metrics.get(evaluator, {}).get(name)
-    tables = [("Release diagnostics", _table(_jsonl(folder / "diagnostics.jsonl"))),
-              ("Monitor, per round", _table(_monitor(folder)))]
+    tables = [("Release diagnostics", _table(release_notes(folder))),
+              ("Monitor, per round", _table(monitor_history(folder)))]
     return {"run_id": result.run_id, "method": result.spec["method"]["label"], "seed": result.spec["seed"],
             "epsilon": _fmt(result.spec["epsilon"]), "epsilon_spent": _fmt(privacy.get("epsilon_spent")),
             "noise_multiplier": _fmt(privacy.get("noise_multiplier")),
@@ -101,15 +100,6 @@ def _run(folder: Path, result: RunResult, metric: str) -> dict:
             "metrics": [(f"{e}/{n}", _fmt(v)) for e, scores in result.metrics.items() for n, v in scores.items()],
             "timings": [(f"cost: {k}", _fmt(v)) for k, v in result.timings.items()],
             "tables": tables, "samples": _samples(folder)}
-
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
-
-
-def _monitor(folder: Path) -> list[dict]:
-    path = folder / "state" / "monitor.json"
-    return list(read_json(path).get("history") or []) if path.exists() else []
 
 
 def _table(entries: list[dict]) -> dict:

@@ -29,7 +29,7 @@ from pathlib import Path
 from dpbench.api.method import REFERENCE_EPSILON
 from dpbench.errors import DpbenchError
 from dpbench.files import read_json, write_json, write_text
-from dpbench.results import RunResult, as_float, load_result
+from dpbench.results import RunResult, as_float, load_result, release_notes
 
 OVER_BUDGET_TOLERANCE = 1e-6
 
@@ -246,20 +246,7 @@ def _fill_comparisons(rows: list[Row], metric: str, higher: bool) -> None:
 
 def _diagnostics(folders: list[Path]) -> dict | None:
     """The release diagnostics of a row's runs, summarised (None when no run noted any)."""
-    from dpbench.privacy.session import DIAGNOSTICS_NAME
-
-    notes = []
-    for folder in folders:
-        path = folder / DIAGNOSTICS_NAME
-        if path.exists():
-            by_key = {}
-            for line in path.read_text().splitlines():
-                try:
-                    note = json.loads(line)
-                    by_key[note["key"]] = note
-                except (ValueError, KeyError, TypeError):
-                    continue  # a torn last line: the notes are a benchmark aid, not a record
-            notes += by_key.values()
+    notes = [note for folder in folders for note in release_notes(folder)]
     if not notes:
         return None
 

@@ -161,3 +161,26 @@ def folder_digest(path: Path) -> str:
                 digest.update(block)
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def release_notes(folder: Path) -> list[dict]:
+    """The release diagnostics a seeded run's privacy session noted, one per release (the last
+    note of each key); a torn line is skipped: the notes are a benchmark aid, not a record."""
+    from dpbench.privacy.session import DIAGNOSTICS_NAME
+
+    path, by_key = Path(folder) / DIAGNOSTICS_NAME, {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                note = json.loads(line)
+                by_key[note["key"]] = note
+            except (ValueError, KeyError, TypeError):
+                continue
+    return list(by_key.values())
+
+
+def monitor_history(folder: Path) -> list[dict]:
+    """The per-round monitor a method keeps as ``history`` in ``state/monitor.json`` (index =
+    round or checkpoint); [] when the method keeps none or the run folder dropped its state."""
+    path = Path(folder) / "state" / "monitor.json"
+    return list(read_json(path).get("history") or []) if path.exists() else []

@@ -161,16 +161,13 @@ def _finite(x):
 def _history(folder: Path) -> dict[int, dict]:
     """Per round: the method's monitor entry (``state/monitor.json``'s ``history``, index =
     checkpoint) as ``monitor/*`` and that round's release diagnostics as ``release/*``; numbers only."""
+    from dpbench.results import monitor_history, release_notes
+
     rows: dict[int, dict] = {}
-    monitor = folder / "state" / "monitor.json"
-    if monitor.exists():
-        for step, entry in enumerate(json.loads(monitor.read_text()).get("history") or []):
-            rows.setdefault(step, {}).update(_numbers(entry, "monitor"))
-    diagnostics = folder / "diagnostics.jsonl"
-    if diagnostics.exists():
-        for line in diagnostics.read_text().splitlines():
-            entry = json.loads(line)
-            rows.setdefault(int(entry["index"]), {}).update(_numbers(entry, "release"))
+    for step, entry in enumerate(monitor_history(folder)):
+        rows.setdefault(step, {}).update(_numbers(entry, "monitor"))
+    for note in release_notes(folder):
+        rows.setdefault(int(note["index"]), {}).update(_numbers(note, "release"))
     return rows
 
 
