@@ -95,7 +95,7 @@ def main() -> None:
 
     def dpbench_loop(batch: int) -> float:
         start = time.perf_counter()
-        out = LlamaDecoder(model).decode(pool[:batch], max_new_tokens=NEW_TOKENS, pad_id=pad, eos_ids=[],
+        out = LlamaDecoder(model).decode(pool[:batch], max_new_tokens=NEW_TOKENS, eos_ids=[],
                                          draw=sampler().tokens)
         assert all(len(o) == NEW_TOKENS for o in out)
         return time.perf_counter() - start

@@ -54,6 +54,7 @@ class SyntheticPublic(Method):
     texts (the prompts, sampling and post-processing of the synthetic methods), no private data."""
 
     reference = "synthetic_public"
+    version = "2"  # 2: the decode loop's packed prefill and shared prompt cache (other draws)
     config_class = SyntheticPublicOptions
 
     def run(self, data: MethodData, ctx: RunContext) -> SyntheticTexts:

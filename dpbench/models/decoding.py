@@ -1,15 +1,18 @@
 """dpbench's decode loop for Llama-family models: what ``model.generate`` computes, at a
-fraction of its per-step cost on a CPU.
+fraction of its cost on a CPU.
 
-At 135M parameters a decode step is mostly overhead, not matrix work: transformers' generate
-builds masks and positions, grows every layer's KV cache by concatenation and runs its
-logits processors each step. This loop prefills each *distinct* prompt once with the model's
-own forward (samples of one prompt share its KV cache), then decodes with fused QKV and
-gate/up projections, a preallocated KV cache written in place, and drops finished rows
-from the batch. LoRA adapters (PEFT) are folded into the fused weights with PEFT's own
-``get_delta_weight``, so no merged checkpoint is ever written. The arithmetic is the model's
-(RMSNorm in float32, the model's rotary embedding, SiLU MLP, SDPA): greedy decoding gives
-transformers' tokens, and sampled texts come from the same distribution.
+At 135M parameters a decode step is mostly overhead and memory traffic, not matrix work:
+transformers' generate pads prompts to the longest, builds masks and positions, grows every
+layer's KV cache by concatenation, copies a prompt's cache into each of its samples and runs
+its logits processors each step. This loop prefills each *distinct* prompt once, packed end to
+end without padding (causal attention within each prompt), keeps that prompt cache once for
+all of the prompt's samples (each step reads a prompt's keys once for all its rows), decodes
+with fused QKV and gate/up projections into a preallocated per-row cache written in place,
+and drops finished rows from the batch. LoRA adapters (PEFT) are folded into the fused
+weights with PEFT's own ``get_delta_weight``, so no merged checkpoint is ever written. The
+arithmetic is the model's (RMSNorm in float32, the model's rotary embedding, SiLU MLP,
+softmax attention): greedy decoding gives transformers' tokens, and sampled texts come from
+the same distribution.
 """
 
 from __future__ import annotations
@@ -108,8 +111,8 @@ class LlamaDecoder:
             out=_Linear(weights["o_proj"]), mlp_norm=layer.post_attention_layernorm.weight,
             gate_up=_Linear(torch.cat([weights["gate_proj"], weights["up_proj"]])), down=_Linear(weights["down_proj"]))
 
-    def decode(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, pad_id: int,
-               eos_ids: Sequence[int], draw: Callable, finished: Callable | None = None) -> list[list[int]]:
+    def decode(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, eos_ids: Sequence[int],
+               draw: Callable, finished: Callable | None = None) -> list[list[int]]:
         """New tokens for each prompt (EOS included when drawn; nothing after it).
 
         ``draw(logits)`` -> one token per row (float32 logits of the active rows);
@@ -118,25 +121,19 @@ class LlamaDecoder:
         import torch
 
         distinct = list(dict.fromkeys(tuple(p) for p in prompts))
-        cache, mask, logits = self._prefill(distinct, pad_id)
-        row_of = {p: i for i, p in enumerate(distinct)}
-        rows = torch.tensor([row_of[tuple(p)] for p in prompts])
-        batch, width = len(prompts), mask.shape[1]
-        total, device = width + max_new_tokens, logits.device
-        keys, values = [], []  # float32, as attention kernels accumulate: one rounding fewer than bf16
-        for layer in cache.layers:
-            shape = (batch, self.kv_heads, total, self.head_dim)
-            k, v = torch.empty(shape, device=device), torch.empty(shape, device=device)
-            k[:, :, :width], v[:, :, :width] = layer.keys[rows], layer.values[rows]
-            keys.append(k)
-            values.append(v)
-        visible = torch.zeros(batch, 1, 1, total, dtype=torch.bool, device=device)
-        visible[:, 0, 0, :width] = mask[rows].bool()
-        positions = mask[rows].sum(-1)  # each row's prompt length: the next token's position
-        active = torch.arange(batch)  # original index of each row still decoding
+        prefix = self._prefill(distinct)
+        index_of = {p: i for i, p in enumerate(distinct)}
+        source = torch.tensor([index_of[tuple(p)] for p in prompts])  # each row's prompt
+        device = prefix.logits.device
+        shape = (len(prompts), self.kv_heads, max_new_tokens, self.head_dim)
+        keys = [torch.empty(shape, device=device) for _ in self.layers]  # the rows' own tokens, float32
+        values = [torch.empty(shape, device=device) for _ in self.layers]
+        positions = prefix.lengths[source]  # the next token's position
+        active = torch.arange(len(prompts))  # original index of each row still decoding
+        groups = _Groups(source, len(distinct))
         out: list[list[int]] = [[] for _ in prompts]
         eos = torch.tensor(list(eos_ids), device=device)
-        logits = logits[rows]
+        logits = prefix.logits[source]
         for step in range(max_new_tokens):
             tokens = draw(logits)
             done = torch.isin(tokens, eos)
@@ -150,41 +147,75 @@ class LlamaDecoder:
                 break
             if done.any():
                 keep = (~done).nonzero().view(-1)
-                active, tokens, positions, visible = active[keep], tokens[keep], positions[keep], visible[keep]
+                active, tokens, positions, source = active[keep], tokens[keep], positions[keep], source[keep]
                 keys, values = [k[keep] for k in keys], [v[keep] for v in values]
-            logits = self._step(tokens, positions, keys, values, width + step, visible)
+                live = torch.unique(source)
+                if len(live) <= 3 * len(prefix) // 4:  # drop finished prompts' caches now and then
+                    prefix, source = prefix.select(live), torch.searchsorted(live, source)
+                groups = _Groups(source, len(prefix))
+            logits = self._step(tokens, positions, prefix, groups, keys, values, step)
             positions = positions + 1
         return out
 
-    def _prefill(self, prompts: Sequence[tuple[int, ...]], pad_id: int):
-        """The model's own forward over the left-padded distinct prompts: its KV cache, the
-        prompts' attention mask and each prompt's next-token logits."""
-        from transformers import DynamicCache
-
-        ids, mask = left_padded(prompts, pad_id, device=next(self.base.parameters()).device)
-        cache = DynamicCache(config=self.base.config)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0),
-                            cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
-        return cache, mask, logits
-
-    def _step(self, tokens, positions, keys, values, index: int, visible):
-        """One decode step: write each layer's new key/value at ``index``, return float32 logits."""
+    def _prefill(self, prompts: Sequence[tuple[int, ...]]) -> _Prefix:
+        """Every distinct prompt through the model once, packed end to end without padding
+        (attention stays within each prompt): the prompts' keys, values and next-token logits."""
         import torch
+        from torch.nn.functional import scaled_dot_product_attention, silu
+
+        device = self.base.model.embed_tokens.weight.device
+        lengths = torch.tensor([len(p) for p in prompts], device=device)
+        count, width, total = len(prompts), int(lengths.max()), int(lengths.sum())
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        starts = lengths.cumsum(0) - lengths
+        prompt_of = torch.repeat_interleave(torch.arange(count, device=device), lengths)
+        positions = torch.arange(total, device=device) - starts[prompt_of]
+        slots = prompt_of * width + positions  # each token's place in the [prompt, position] cache
+        bounds = list(zip(starts.tolist(), (starts + lengths).tolist(), strict=True))
+        hidden = self.base.model.embed_tokens(torch.tensor([t for p in prompts for t in p], device=device))
+        cos, sin = self.base.model.rotary_emb(hidden, positions.view(1, total))
+        cos, sin = cos.view(total, 1, dim), sin.view(total, 1, dim)
+        keys, values = [], []
+        for layer in self.layers:
+            qkv = layer.qkv(self._norm(hidden, layer.attention_norm))
+            q = _rotate(qkv[:, : heads * dim].view(total, heads, dim), cos, sin).transpose(0, 1)
+            k = _rotate(qkv[:, heads * dim : (heads + kv_heads) * dim].view(total, kv_heads, dim), cos, sin)
+            v = qkv[:, (heads + kv_heads) * dim :].view(total, kv_heads, dim)
+            k_cache = torch.zeros(count * width, kv_heads, dim, device=device)
+            v_cache = torch.zeros(count * width, kv_heads, dim, device=device)
+            k_cache[slots], v_cache[slots] = k.float(), v.float()
+            keys.append(k_cache.view(count, width, kv_heads, dim).permute(0, 2, 3, 1).contiguous())
+            values.append(v_cache.view(count, width, kv_heads, dim).transpose(1, 2).contiguous())
+            k, v = k.transpose(0, 1), v.transpose(0, 1)
+            attended = torch.cat([scaled_dot_product_attention(q[None, :, a:b], k[None, :, a:b], v[None, :, a:b],
+                                                               is_causal=True, enable_gqa=True)[0]
+                                  for a, b in bounds], dim=1)
+            hidden = hidden + layer.out(attended.transpose(0, 1).reshape(total, heads * dim))
+            gate, up = layer.gate_up(self._norm(hidden, layer.mlp_norm)).chunk(2, dim=-1)
+            hidden = hidden + layer.down(silu(gate) * up)
+        last = hidden[starts + lengths - 1]
+        logits = self.head(self._norm(last, self.base.model.norm.weight)).float()
+        bias = torch.zeros(count, 1, 1, width, device=device).masked_fill_(
+            (torch.arange(width, device=device) >= lengths[:, None]).view(count, 1, 1, width), -math.inf)
+        return _Prefix(keys, values, bias, lengths, logits)
+
+    def _step(self, tokens, positions, prefix: _Prefix, groups: _Groups, keys, values, index: int):
+        """One decode step: write each layer's new key/value at ``index``, return float32 logits."""
         from torch.nn.functional import silu
 
         batch, heads, kv_heads, dim = len(tokens), self.heads, self.kv_heads, self.head_dim
-        visible[..., index] = True
-        bias = torch.zeros(batch, 1, 1, index + 1, device=visible.device).masked_fill_(
-            ~visible[..., : index + 1], -math.inf)
         hidden = self.base.model.embed_tokens(tokens)
         cos, sin = self.base.model.rotary_emb(hidden, positions.view(batch, 1))
-        for layer, k_cache, v_cache in zip(self.layers, keys, values, strict=True):
+        bias = prefix.bias[groups.source]
+        for layer, prompt_k, prompt_v, k_cache, v_cache in zip(self.layers, prefix.keys, prefix.values, keys, values,
+                                                               strict=True):
             qkv = layer.qkv(self._norm(hidden, layer.attention_norm))
             q = qkv[:, : heads * dim].view(batch, heads, dim)
             k_cache[:, :, index] = _rotate(qkv[:, heads * dim : (heads + kv_heads) * dim].view(batch, kv_heads, dim),
                                            cos, sin)
             v_cache[:, :, index] = qkv[:, (heads + kv_heads) * dim :].view(batch, kv_heads, dim)
-            attended = _attend(_rotate(q, cos, sin), k_cache[:, :, : index + 1], v_cache[:, :, : index + 1], bias)
+            attended = _attend(_rotate(q, cos, sin), groups, prompt_k, prompt_v, bias,
+                               k_cache[:, :, : index + 1], v_cache[:, :, : index + 1])
             hidden = hidden + layer.out(attended.reshape(batch, heads * dim))
             gate, up = layer.gate_up(self._norm(hidden, layer.mlp_norm)).chunk(2, dim=-1)
             hidden = hidden + layer.down(silu(gate) * up)
@@ -199,19 +230,80 @@ class LlamaDecoder:
         return weight * x.to(hidden.dtype)
 
 
-def _attend(query, keys, values, bias):
-    """Attention of one new query per row over the float32 cache: queries ``[B, H, D]``, keys
-    and values ``[B, KV, T, D]`` (query head ``h`` reads key/value head ``h // (H / KV)``, as
-    Llama's ``repeat_kv``), ``bias`` ``[B, 1, 1, T]`` (-inf at padding); all in float32, the
-    result in the query's dtype. Two small batched matrix products: at one query per row this
-    is several times faster on a CPU than ``scaled_dot_product_attention`` with a mask."""
+@dataclass(frozen=True)
+class _Prefix:
+    """The distinct prompts' part of the KV cache, shared by every row sampled from a prompt:
+    per layer keys ``[P, KV, D, W]`` (transposed, as attention multiplies by them) and values
+    ``[P, KV, W, D]``, contiguous, in float32 (as attention kernels accumulate), each prompt
+    from position 0, right-padded to the longest; ``bias`` ``[P, 1, 1, W]`` (-inf at padding),
+    ``lengths`` and the next-token ``logits`` ``[P, V]``."""
+
+    keys: list
+    values: list
+    bias: Any
+    lengths: Any
+    logits: Any
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def select(self, prompts) -> _Prefix:
+        """Only ``prompts`` (indices), in that order."""
+        return _Prefix([k[prompts] for k in self.keys], [v[prompts] for v in self.values], self.bias[prompts],
+                       self.lengths[prompts], self.logits[prompts])
+
+
+class _Groups:
+    """The active rows laid out by prompt: ``slot[r]`` is row ``r``'s cell in a ``[P, S]`` grid
+    (``S``: the most rows any prompt has), so each prompt's cached keys are read once for all
+    of its rows."""
+
+    def __init__(self, source, prompts: int):
+        import torch
+
+        self.source, self.prompts = source, prompts
+        counts = torch.bincount(source, minlength=prompts)
+        self.width = max(int(counts.max()), 1)
+        order = torch.argsort(source, stable=True)
+        rank = torch.empty_like(source)
+        rank[order] = torch.arange(len(source)) - (counts.cumsum(0) - counts)[source[order]]
+        self.slot = source * self.width + rank
+
+    def to_grid(self, rows):
+        """``[B, KV, G, X]`` per row -> ``[P, KV, S * G, X]`` per prompt (zeros in empty cells)."""
+        batch, kv_heads, group, size = rows.shape
+        grid = rows.new_zeros(self.prompts * self.width, kv_heads, group, size)
+        grid[self.slot] = rows
+        return grid.view(self.prompts, self.width, kv_heads, group, size).transpose(1, 2).reshape(
+            self.prompts, kv_heads, self.width * group, size)
+
+    def to_rows(self, grid, group: int):
+        """The inverse of ``to_grid``."""
+        prompts, kv_heads, _, size = grid.shape
+        cells = grid.view(prompts, kv_heads, self.width, group, size).transpose(1, 2)
+        return cells.reshape(prompts * self.width, kv_heads, group, size)[self.slot]
+
+
+def _attend(query, groups: _Groups, prompt_keys, prompt_values, prompt_bias, keys, values):
+    """Attention of one new query per row over its prompt's cached keys and its own: queries
+    ``[B, H, D]``, the prompts' keys ``[P, KV, D, W]`` and values ``[P, KV, W, D]`` (with
+    ``prompt_bias`` ``[B, 1, 1, W]``, -inf at padding), the rows' ``[B, KV, T, D]``; query head
+    ``h`` reads key/value head ``h // (H / KV)``, as Llama's ``repeat_kv``. One softmax over both
+    parts, all in float32, the result in the query's dtype. Small batched matrix products: at one
+    query per row this is several times faster on a CPU than ``scaled_dot_product_attention``
+    with a mask, and the prompt part reads each prompt's keys once for all of its rows."""
     import torch
 
     batch, heads, dim = query.shape
-    kv_heads = keys.shape[1]
-    grouped = query.float().reshape(batch, kv_heads, heads // kv_heads, dim)
-    weights = torch.softmax(torch.matmul(grouped, keys.transpose(-1, -2)) * dim**-0.5 + bias, dim=-1)
-    return torch.matmul(weights, values).reshape(batch, heads, dim).to(query.dtype)
+    kv_heads, width = prompt_keys.shape[1], prompt_keys.shape[3]
+    group, scale = heads // kv_heads, dim**-0.5
+    grouped = query.float().reshape(batch, kv_heads, group, dim)
+    on_prompt = groups.to_rows(torch.matmul(groups.to_grid(grouped), prompt_keys), group)
+    on_own = torch.matmul(grouped, keys.transpose(-1, -2))
+    weights = torch.softmax(torch.cat([on_prompt * scale + prompt_bias, on_own * scale], dim=-1), dim=-1)
+    from_prompt = groups.to_rows(torch.matmul(groups.to_grid(weights[..., :width]), prompt_values), group)
+    attended = from_prompt + torch.matmul(weights[..., width:], values)
+    return attended.reshape(batch, heads, dim).to(query.dtype)
 
 
 def left_padded(sequences: Sequence[Sequence[int]], pad_id: int, *, device):

@@ -215,8 +215,8 @@ class TransformersGenerator(Generator):
 
         def decode(chunk, sampler):
             draw = sampler.tokens if sampler is not None else _greedy
-            new = decoder.decode(chunk, max_new_tokens=params.max_new_tokens, pad_id=self._pad_id(),
-                                 eos_ids=eos_ids, draw=draw, finished=finished if params.stop else None)
+            new = decoder.decode(chunk, max_new_tokens=params.max_new_tokens, eos_ids=eos_ids, draw=draw,
+                                 finished=finished if params.stop else None)
             return tok.batch_decode(new, skip_special_tokens=True)
 
         return decode
@@ -279,14 +279,16 @@ class NucleusSampler:
     sampler's, at a fraction of its cost on a CPU: a partial sort of the ``candidates`` most
     likely tokens instead of sorting the whole vocabulary (a full sort only for rows whose
     nucleus is larger), and one uniform draw per row through the cumulative distribution
-    instead of an exponential draw for every token."""
+    (``_draw``, by blocks of ``block`` tokens) instead of an exponential draw for every token."""
 
-    def __init__(self, *, temperature: float, top_p: float, generator, candidates: int = 1024):
+    def __init__(self, *, temperature: float, top_p: float, generator, candidates: int = 1024, block: int = 1024):
         check_positive("temperature", temperature)
         if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
             raise ConfigError("top_p", top_p, "a number in (0, 1]")
         check_int("candidates", candidates, minimum=1)
-        self.temperature, self.top_p, self.generator, self.candidates = temperature, top_p, generator, candidates
+        check_int("block", block, minimum=1)
+        self.temperature, self.top_p, self.generator = temperature, top_p, generator
+        self.candidates, self.block = candidates, block
 
     def __call__(self, input_ids, scores):
         """transformers' logits-processor form: scores with only the drawn token finite."""
@@ -321,15 +323,31 @@ class NucleusSampler:
         return torch.where(above < self.top_p, values, torch.zeros_like(values))
 
     def _draw(self, weights):
-        """One index per row, with probability proportional to ``weights`` (inverse CDF in
-        float64; a zero weight is never drawn)."""
+        """One index per row, with probability proportional to ``weights``: inverse CDF in
+        float64, in two levels (the block of ``block`` tokens, then the token within it), so
+        only block sums and one block per row are accumulated, not the whole vocabulary. A zero
+        weight is never drawn."""
         import torch
 
-        cumulative = weights.double().cumsum(dim=-1)
-        u = torch.rand(len(weights), 1, generator=self.generator, dtype=torch.float64,
+        rows, size = weights.shape
+        block = min(self.block, size)
+        blocks = -(-size // block)
+        padded = torch.nn.functional.pad(weights, (0, blocks * block - size)).view(rows, blocks, block)
+        sums = padded.sum(-1, dtype=torch.float64)
+        cumulative = sums.cumsum(-1)
+        u = torch.rand(rows, 1, generator=self.generator, dtype=torch.float64,
                        device=weights.device) * cumulative[:, -1:]
-        last_positive = weights.shape[-1] - 1 - (weights.flip(-1) > 0).int().argmax(dim=-1, keepdim=True)
-        return torch.minimum(torch.searchsorted(cumulative, u, right=True), last_positive)
+        chosen = torch.minimum(torch.searchsorted(cumulative, u, right=True), _last_positive(sums))
+        before = torch.where(chosen > 0, cumulative.gather(-1, (chosen - 1).clamp_min(0)), 0.0)
+        inside = padded[torch.arange(rows, device=weights.device), chosen.view(-1)]
+        index = torch.minimum(torch.searchsorted(inside.double().cumsum(-1), u - before, right=True),
+                              _last_positive(inside))
+        return chosen * block + index
+
+
+def _last_positive(weights):
+    """Each row's last index with a positive weight, ``[rows, 1]``."""
+    return weights.shape[-1] - 1 - (weights.flip(-1) > 0).int().argmax(dim=-1, keepdim=True)
 
 
 def _greedy(logits):

@@ -57,29 +57,37 @@ def test_greedy_with_stop_strings_and_adapter(tiny_lm_dir, tiny_adapter_dir):
 
 
 def test_logits_equal_the_models_forward(gqa_lm_dir):
-    """Each step's logits are the model's own for the same left-padded sequence."""
+    """Each step's logits are the model's own for the same sequence, for every row still
+    decoding, while samples of one prompt (which share its cached keys) diverge and stop at
+    different steps."""
     import torch
 
     from dpbench.models.decoding import LlamaDecoder
 
     reference, _ = pair(gqa_lm_dir)
     model, tok = reference.model, reference.tokenizer
-    prompts = [reference.prompt_ids(p) for p in ("the cat sat on", "it", "the dog ran on and on")]
-    seen, sequences = [], [list(p) for p in prompts]
+    texts = ("the cat sat on", "it", "the cat sat on", "the dog ran on and on", "the cat sat on", "it")
+    prompts = [reference.prompt_ids(p) for p in texts]
+    stop = tok.eos_token_id
+    ends = {(1, 2), (2, 0), (3, 3)}  # (step, active row) that draws EOS
+    seen = []
 
     def draw(logits):
         seen.append(logits.clone())
-        return torch.tensor([(7 * len(seen) + 3 * i) % len(tok) for i in range(len(logits))])
+        step = len(seen) - 1
+        return torch.tensor([stop if (step, i) in ends else (7 * step + 3 * i + 1) % (len(tok) - 1)
+                             for i in range(len(logits))])
 
     with torch.inference_mode():
-        new = LlamaDecoder(model).decode(prompts, max_new_tokens=5, pad_id=tok.pad_token_id, eos_ids=[-1], draw=draw)
+        new = LlamaDecoder(model).decode(prompts, max_new_tokens=6, eos_ids=[stop], draw=draw)
+        assert sorted(map(len, new)) == [2, 3, 4, 6, 6, 6]  # rows stopped at steps 1, 2 and 3
         for step, logits in enumerate(seen):
+            sequences = [p + n[:step] for p, n in zip(prompts, new, strict=True) if len(n) > step]
             width = max(map(len, sequences))
             ids = torch.tensor([[tok.pad_token_id] * (width - len(s)) + s for s in sequences])
             mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences])
             want = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
             torch.testing.assert_close(logits, want[:, -1].float(), rtol=1e-4, atol=1e-4)
-            sequences = [s + [n[step]] for s, n in zip(sequences, new, strict=True)]
 
 
 def test_rows_stop_at_eos_others_continue(gqa_lm_dir):
@@ -88,13 +96,13 @@ def test_rows_stop_at_eos_others_continue(gqa_lm_dir):
     from dpbench.models.decoding import LlamaDecoder
 
     reference, _ = pair(gqa_lm_dir)
-    model, tok = reference.model, reference.tokenizer
+    model = reference.model
     prompts = [reference.prompt_ids(p) for p in ("the cat sat", "the dog ran on and on and then it", "number")]
     with torch.inference_mode():
-        free = LlamaDecoder(model).decode(prompts, max_new_tokens=10, pad_id=tok.pad_token_id, eos_ids=[-1],
+        free = LlamaDecoder(model).decode(prompts, max_new_tokens=10, eos_ids=[-1],
                                           draw=lambda logits: logits.argmax(-1))
         eos = free[0][2]  # the first row's third token ends it; the others run on unchanged
-        cut = LlamaDecoder(model).decode(prompts, max_new_tokens=10, pad_id=tok.pad_token_id, eos_ids=[eos],
+        cut = LlamaDecoder(model).decode(prompts, max_new_tokens=10, eos_ids=[eos],
                                          draw=lambda logits: logits.argmax(-1))
     for whole, stopped in zip(free, cut, strict=True):
         end = whole.index(eos) + 1 if eos in whole else len(whole)
@@ -141,7 +149,7 @@ def test_sampled_tokens_have_the_reference_likelihood(gqa_lm_dir):
         return out
 
     def looped(temperature):
-        new = LlamaDecoder(model).decode(prompts, max_new_tokens=new_tokens, pad_id=tok.pad_token_id, eos_ids=[],
+        new = LlamaDecoder(model).decode(prompts, max_new_tokens=new_tokens, eos_ids=[],
                                          draw=sampler(temperature).tokens)
         return list(zip(prompts, new, strict=True))
 

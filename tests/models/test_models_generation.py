@@ -45,11 +45,13 @@ def _transformers_nucleus(logits, top_p):
     return torch.softmax(TopPLogitsWarper(top_p=top_p)(None, logits.clone()), dim=-1)
 
 
-@pytest.mark.parametrize("top_p, candidates", [(0.9, 4), (0.9, 64), (1.0, 64)],
-                         ids=["nucleus past the candidates", "nucleus within them", "whole vocabulary"])
-def test_nucleus_sampler_draws_from_the_transformers_nucleus(top_p, candidates):
+@pytest.mark.parametrize("top_p, candidates, block", [(0.9, 4, 1024), (0.9, 64, 1024), (1.0, 64, 1024), (1.0, 64, 4)],
+                         ids=["nucleus past the candidates", "nucleus within them", "whole vocabulary",
+                              "whole vocabulary in blocks"])
+def test_nucleus_sampler_draws_from_the_transformers_nucleus(top_p, candidates, block):
     """Same support and same frequencies as transformers' top-p sampling, whether or not a
-    row's nucleus fits in the partially sorted candidates, and at top-p 1."""
+    row's nucleus fits in the partially sorted candidates, at top-p 1, and when the draw goes
+    through several blocks (the last one padded, one holding a token of probability 0)."""
     import torch
 
     from dpbench.models.generation import NucleusSampler
@@ -58,7 +60,7 @@ def test_nucleus_sampler_draws_from_the_transformers_nucleus(top_p, candidates):
     logits[:, 7] = -math.inf  # a token another processor ruled out (e.g. EOS before min_new_tokens)
     want = _transformers_nucleus(logits, top_p) if top_p < 1 else torch.softmax(logits, dim=-1)
     sampler = NucleusSampler(temperature=1.0, top_p=top_p, generator=torch.Generator().manual_seed(1),
-                             candidates=candidates)
+                             candidates=candidates, block=block)
     draws = 20_000
     for row in range(3):
         scores = sampler(None, logits[row].repeat(draws, 1))

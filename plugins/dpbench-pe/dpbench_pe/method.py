@@ -36,7 +36,7 @@ from dpbench_pe.votes import select, vote_batches
 class PrivateEvolution(Method):
     """Federated Private Evolution for text (see the module docstring)."""
 
-    version = "3"  # 3: texts drawn by dpbench's decode loop (decode_loop: dpbench)
+    version = "4"  # 4: the decode loop's packed prefill and shared prompt cache (same distribution, other draws)
     config_class = PeOptions
 
     def mechanism(self, data: MethodData) -> MechanismSpec:

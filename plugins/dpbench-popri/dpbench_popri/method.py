@@ -50,7 +50,7 @@ from dpbench_popri.scoring import client_sums, score_batches
 class Popri(Method):
     """POPri as a dpbench method (see the module docstring)."""
 
-    version = "4"  # 4: dpbench's decode loop; DPO with each prompt run once per pair
+    version = "5"  # 5: the decode loop's packed prefill and shared prompt cache (same distribution, other draws)
     config_class = PopriOptions
 
     def mechanism(self, data: MethodData) -> MechanismSpec:
