@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +28,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite", nargs="?", default="suites/quickstart.yaml")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for dpbench run")
+    parser.add_argument("--runs-dir", default=None, help="where the suite's run folders are (as for dpbench run)")
     parser.add_argument("--out", default="benchmarks/results/popri_rounds.json")
     args = parser.parse_args()
 
     from dpbench.suite import load_suite
 
-    suite = load_suite(args.suite, args.overrides)
+    suite = load_suite(args.suite, args.overrides, runs_dir=args.runs_dir)
     runs = []
     for folder in [suite.folder / s.run_id for s in suite.runs if s.method.plugin == "popri"]:
         rounds = [json.loads(p.read_text()) for p in sorted(folder.glob("state/round*/round.json"))]
@@ -49,6 +51,7 @@ def main() -> None:
             "mean_seconds": {part: round(float(np.mean(v)), 2) for part, v in seconds.items()},
         })
     report = {"benchmark": "popri_rounds", "suite": suite.name, "overrides": args.overrides,
+              "date": time.strftime("%Y-%m-%d %H:%M"),
               "machine": platform.machine(), "cpus": os.cpu_count(), "runs": runs}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))

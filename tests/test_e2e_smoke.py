@@ -21,6 +21,7 @@ def test_smoke_suite_end_to_end(tmp_path):
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1500, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "6 completed, 0 already complete, 0 failed" in out.stdout
+    assert "start sampling 8 texts from public prompts" in out.stdout + out.stderr  # the row's progress in a log
 
     board = json.loads((tmp_path / "boards" / "smoke.json").read_text())
     rows = {row["method"]: row for row in board["rows"]}
@@ -56,7 +57,6 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert [json.loads(line)["key"] for line in (fedavg_run / "ledger.jsonl").read_text().splitlines()] == [
         "dp-fedavg-round-0", "dp-fedavg-round-1"]
 
-    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     (public_run,) = (tmp_path / "runs" / "smoke").glob("sotu__synthetic_public__*")
     assert json.loads((public_run / "artifact.json").read_text())["count"] == 8  # POPri's M
     assert rows["popri"]["over_synthetic_public"]["against"] == "synthetic_public"

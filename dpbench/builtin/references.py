@@ -62,8 +62,9 @@ class SyntheticPublic(Method):
         prompts = o.public_prompts(data.public, count=o.samples, rng=ctx.rng("synthetic-public-prompts"))
         generator = o.generator(ctx.device)
         try:
-            texts = o.complete(generator, prompts, stop=stop_strings(o.prompt_style),
-                               seed=ctx.seed_for("synthetic-public-generate"))
+            with ctx.phase(f"sampling {o.samples} texts from public prompts"):
+                texts = o.complete(generator, prompts, stop=stop_strings(o.prompt_style),
+                                   seed=ctx.seed_for("synthetic-public-generate"))
         finally:
             generator.close()
         return SyntheticTexts(texts=tuple(texts))
