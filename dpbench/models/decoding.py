@@ -120,16 +120,18 @@ class LlamaDecoder:
         """
         import torch
 
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("a prompt without tokens has no next-token distribution to decode from")
         distinct = list(dict.fromkeys(tuple(p) for p in prompts))
         prefix = self._prefill(distinct)
-        index_of = {p: i for i, p in enumerate(distinct)}
-        source = torch.tensor([index_of[tuple(p)] for p in prompts])  # each row's prompt
         device = prefix.logits.device
+        index_of = {p: i for i, p in enumerate(distinct)}
+        source = torch.tensor([index_of[tuple(p)] for p in prompts], device=device)  # each row's prompt
         shape = (len(prompts), self.kv_heads, max_new_tokens, self.head_dim)
         keys = [torch.empty(shape, device=device) for _ in self.layers]  # the rows' own tokens, float32
         values = [torch.empty(shape, device=device) for _ in self.layers]
         positions = prefix.lengths[source]  # the next token's position
-        active = torch.arange(len(prompts))  # original index of each row still decoding
+        active = torch.arange(len(prompts))  # original index of each row still decoding (on the CPU)
         groups = _Groups(source, len(distinct))
         out: list[list[int]] = [[] for _ in prompts]
         eos = torch.tensor(list(eos_ids), device=device)
@@ -142,12 +144,12 @@ class LlamaDecoder:
             if finished is not None:
                 stopped = finished(active.tolist(), [out[i] for i in active.tolist()])
                 if stopped:
-                    done |= torch.isin(active, torch.tensor(sorted(stopped)))
+                    done |= torch.isin(active, torch.tensor(sorted(stopped))).to(device)
             if step == max_new_tokens - 1 or bool(done.all()):
                 break
             if done.any():
                 keep = (~done).nonzero().view(-1)
-                active, tokens, positions, source = active[keep], tokens[keep], positions[keep], source[keep]
+                active, tokens, positions, source = active[keep.cpu()], tokens[keep], positions[keep], source[keep]
                 keys, values = [k[keep] for k in keys], [v[keep] for v in values]
                 live = torch.unique(source)
                 if len(live) <= 3 * len(prefix) // 4:  # drop finished prompts' caches now and then
@@ -266,7 +268,7 @@ class _Groups:
         self.width = max(int(counts.max()), 1)
         order = torch.argsort(source, stable=True)
         rank = torch.empty_like(source)
-        rank[order] = torch.arange(len(source)) - (counts.cumsum(0) - counts)[source[order]]
+        rank[order] = torch.arange(len(source), device=source.device) - (counts.cumsum(0) - counts)[source[order]]
         self.slot = source * self.width + rank
 
     def to_grid(self, rows):

@@ -342,7 +342,7 @@ class NucleusSampler:
         inside = padded[torch.arange(rows, device=weights.device), chosen.view(-1)]
         index = torch.minimum(torch.searchsorted(inside.double().cumsum(-1), u - before, right=True),
                               _last_positive(inside))
-        return chosen * block + index
+        return (chosen * block + index).clamp_max(size - 1)  # a row without positive weight (NaN) stays in range
 
 
 def _last_positive(weights):

@@ -59,17 +59,21 @@ def test_greedy_with_stop_strings_and_adapter(tiny_lm_dir, tiny_adapter_dir):
 def test_logits_equal_the_models_forward(gqa_lm_dir):
     """Each step's logits are the model's own for the same sequence, for every row still
     decoding, while samples of one prompt (which share its cached keys) diverge and stop at
-    different steps."""
+    different steps, a prompt is left with no row, and finished prompts' caches are dropped."""
     import torch
 
     from dpbench.models.decoding import LlamaDecoder
 
     reference, _ = pair(gqa_lm_dir)
     model, tok = reference.model, reference.tokenizer
-    texts = ("the cat sat on", "it", "the cat sat on", "the dog ran on and on", "the cat sat on", "it")
+    texts = ("the cat sat on", "the cat sat on", "it", "the dog ran on and on", "the dog ran on and on", "number",
+             "a b c")  # five distinct prompts: A A B C C D E
     prompts = [reference.prompt_ids(p) for p in texts]
     stop = tok.eos_token_id
-    ends = {(1, 2), (2, 0), (3, 3)}  # (step, active row) that draws EOS
+    # (step, active row) drawing EOS: B's only row (B keeps its cache with no row left), then both
+    # A rows and D (the caches of A, B and D are dropped: C and E remain, not contiguous), then
+    # one C row (C goes on with one row)
+    ends = {(1, 2), (2, 0), (2, 1), (2, 4), (3, 1)}
     seen = []
 
     def draw(logits):
@@ -80,7 +84,7 @@ def test_logits_equal_the_models_forward(gqa_lm_dir):
 
     with torch.inference_mode():
         new = LlamaDecoder(model).decode(prompts, max_new_tokens=6, eos_ids=[stop], draw=draw)
-        assert sorted(map(len, new)) == [2, 3, 4, 6, 6, 6]  # rows stopped at steps 1, 2 and 3
+        assert [len(n) for n in new] == [3, 3, 2, 6, 4, 3, 6]
         for step, logits in enumerate(seen):
             sequences = [p + n[:step] for p, n in zip(prompts, new, strict=True) if len(n) > step]
             width = max(map(len, sequences))
@@ -88,6 +92,14 @@ def test_logits_equal_the_models_forward(gqa_lm_dir):
             mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences])
             want = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
             torch.testing.assert_close(logits, want[:, -1].float(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_prompt_without_tokens_is_refused(gqa_lm_dir):
+    from dpbench.models.decoding import LlamaDecoder
+
+    reference, _ = pair(gqa_lm_dir)
+    with pytest.raises(ValueError, match="without tokens"):
+        LlamaDecoder(reference.model).decode([[5, 6], []], max_new_tokens=2, eos_ids=[], draw=lambda x: x.argmax(-1))
 
 
 def test_rows_stop_at_eos_others_continue(gqa_lm_dir):

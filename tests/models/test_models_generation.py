@@ -71,6 +71,20 @@ def test_nucleus_sampler_draws_from_the_transformers_nucleus(top_p, candidates, 
         assert torch.allclose(freq, want[row].double(), atol=0.015), (row, freq, want[row])
 
 
+def test_nucleus_sampler_stays_in_the_vocabulary_on_rows_without_probability():
+    """A row of NaN logits (no positive weight anywhere) still yields a token id of the
+    vocabulary, also when the vocabulary is not a whole number of blocks."""
+    import torch
+
+    from dpbench.models.generation import NucleusSampler
+
+    logits = torch.randn(3, 30, generator=torch.Generator().manual_seed(4))
+    logits[1] = math.nan
+    sampler = NucleusSampler(temperature=1.0, top_p=1.0, generator=torch.Generator().manual_seed(5), block=8)
+    for _ in range(20):
+        assert all(0 <= t < 30 for t in sampler.tokens(logits).tolist())
+
+
 def test_nucleus_sampler_on_a_batch_mixing_small_and_large_nuclei():
     import torch
 
