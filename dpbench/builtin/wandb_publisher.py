@@ -24,6 +24,7 @@ from pathlib import Path
 
 from dpbench.errors import DpbenchError
 from dpbench.hookspecs import hookimpl
+from dpbench.results import flatten, monitor_history, release_notes
 
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
 SECRET_ENV = re.compile(r"API_KEY|SECRET|PASSWORD|_TOKEN$", re.IGNORECASE)
@@ -161,8 +162,6 @@ def _finite(x):
 def _history(folder: Path) -> dict[int, dict]:
     """Per round: the method's monitor entry (``state/monitor.json``'s ``history``, index =
     checkpoint) as ``monitor/*`` and that round's release diagnostics as ``release/*``; numbers only."""
-    from dpbench.results import monitor_history, release_notes
-
     rows: dict[int, dict] = {}
     for step, entry in enumerate(monitor_history(folder)):
         rows.setdefault(step, {}).update(_numbers(entry, "monitor"))
@@ -173,13 +172,8 @@ def _history(folder: Path) -> dict[int, dict]:
 
 def _numbers(entry, prefix: str) -> dict[str, float]:
     """``{prefix/key: number}`` of a (nested) dict, e.g. ``release/agreement/chosen_as_noise_free``."""
-    out = {}
-    for key, value in (entry or {}).items():
-        if isinstance(value, dict):
-            out.update(_numbers(value, f"{prefix}/{key}"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out[f"{prefix}/{key}"] = value
-    return out
+    return {key: value for key, value in flatten(entry or {}, f"{prefix}/").items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}
 
 
 def _scrubbed_text(path: Path) -> str:
