@@ -192,6 +192,9 @@ class Runner:
                          cache=self.cache, device=_device(spec.device), log=log, progress=self.progress)
         if method_cls.trains_downstream_model:
             ctx.downstream_model = _downstream_model(evaluators, method_data, ctx)
+        if evaluators:
+            scorer = evaluators[0][1]
+            ctx.validation_scorer = lambda texts: scorer.validation_score(texts, method_data, ctx)
         privacy, session = self._privacy(spec, method, method.mechanism(method_data), data, folder, ctx)
 
         artifact = load_artifact(folder)

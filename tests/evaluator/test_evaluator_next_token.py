@@ -78,6 +78,31 @@ def test_selection_uses_validation_and_scores_test_once(tiny_data, tiny_options,
     assert details["selected_step"] in (0, 2, 4, 6)
 
 
+def test_validation_score_is_evaluates_validation_accuracy_without_test(tiny_data, tiny_options, make_ctx,
+                                                                        monkeypatch):
+    """What a method sees (no test split) scores a set as ``evaluate`` selects it: same
+    fine-tuning, same validation accuracy; test is never scored; a second call is cached."""
+    evaluator = NextTokenEvaluator(tiny_options)
+    texts = tiny_data.training_texts()
+    full = evaluator.evaluate(SyntheticTexts(texts), tiny_data, make_ctx(seed=3, cache_dir="full"))
+    ctx = make_ctx(seed=3, cache_dir="method")
+    evaluator.initial_model(tiny_data, ctx)
+    scored = []
+    real_score = lm.score
+    monkeypatch.setattr(lm, "score", lambda model, encoded, **kw: (scored.append(len(encoded)),
+                                                                    real_score(model, encoded, **kw))[1])
+    method_data = tiny_data.for_method()
+    assert evaluator.validation_score(texts, method_data, ctx) == full["validation_accuracy"]
+    assert scored == [len(tiny_data.validation)] * 4  # the candidates only, never the test split
+    other_seed = evaluator.validation_score(texts, method_data, make_ctx(seed=4, cache_dir="method"))
+    assert len(scored) == 8 and 0 <= other_seed <= 1  # another fine-tuning seed is another evaluation
+    assert evaluator.validation_score(texts, method_data, ctx) == full["validation_accuracy"] and len(scored) == 8
+    assert (evaluator.validation_score((), method_data, ctx)
+            == evaluator.evaluate(SyntheticTexts(()), tiny_data, ctx)["validation_accuracy"])
+    with pytest.raises(EvaluationError, match="validation split is empty"):
+        evaluator.validation_score(texts, dataclasses.replace(method_data, validation=()), ctx)
+
+
 def test_pretrained_model_is_a_candidate(tiny_data, tiny_options, make_ctx, monkeypatch):
     """Training that only harms selects step 0: the set scores exactly the ε = 0 row."""
     import torch
