@@ -42,8 +42,8 @@ def test_validation_score_goes_to_the_scorer_the_runner_handed_over(ctx):
             return {}
 
     ctx.validation_scorer = lambda texts: TestOnly().validation_score(texts, MethodData(clients={}), ctx)
-    with pytest.raises(DpbenchError, match="TestOnly cannot score texts on the validation split"):
+    with pytest.raises(DpbenchError, match="TestOnly cannot score on the validation split"):
         ctx.validation_score(["a"])
     seen = []
-    ctx.validation_scorer = lambda texts: seen.append(texts) or 0.25
+    ctx.validation_scorer = lambda artifact: seen.append(artifact.texts) or 0.25
     assert ctx.validation_score(t for t in ("a", "b")) == 0.25 and seen == [("a", "b")]

@@ -15,6 +15,7 @@ import numpy as np
 from dpbench.files import read_json, write_json
 
 if TYPE_CHECKING:
+    from dpbench.api.artifacts import SyntheticTexts
     from dpbench.api.privacy import PrivacyBudget, PrivacySession
     from dpbench.cache import SuiteCache
     from dpbench.progress import Progress
@@ -49,7 +50,7 @@ class RunContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("dpbench.run"))
     progress: Progress | None = None
     downstream_model: Path | None = None
-    validation_scorer: Callable[[tuple[str, ...]], float] | None = None
+    validation_scorer: Callable[[SyntheticTexts], float] | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -96,7 +97,9 @@ class RunContext:
         if self.validation_scorer is None:
             raise DpbenchError("no validation scorer was handed to this run: the runner sets one from the suite's "
                                "first evaluator")
-        return float(self.validation_scorer(tuple(texts)))
+        from dpbench.api.artifacts import SyntheticTexts
+
+        return float(self.validation_scorer(SyntheticTexts(texts=tuple(texts))))
 
     def seed_for(self, stream: str) -> int:
         return derive_seed(self.seed, stream)

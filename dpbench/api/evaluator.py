@@ -40,13 +40,13 @@ class Evaluator(ABC):
     def evaluate(self, artifact: Artifact, data: FederatedTextData, ctx: RunContext) -> dict[str, float]:
         """Score ``artifact`` on ``data.test`` (select checkpoints on ``data.validation`` only)."""
 
-    def validation_score(self, texts: tuple[str, ...], data: MethodData, ctx: RunContext) -> float:
-        """The primary metric of ``texts`` measured on ``data.validation`` (test is never
-        read), oriented so that higher is better: what a method may choose among its own
-        candidate outputs by (``RunContext.validation_score``)."""
+    def validation_score(self, artifact: Artifact, data: MethodData, ctx: RunContext) -> float:
+        """The primary metric of ``artifact`` measured on ``data.validation`` (test is never
+        read), oriented so that higher is better: what a method chooses among its own
+        candidates by (``RunContext.validation_score``) and what ``dpbench tune`` ranks settings by."""
         from dpbench.errors import DpbenchError
 
-        raise DpbenchError(f"evaluator {type(self).__name__} cannot score texts on the validation split "
+        raise DpbenchError(f"evaluator {type(self).__name__} cannot score on the validation split "
                            "(it does not implement Evaluator.validation_score)")
 
     def initial_model(self, data, ctx: RunContext) -> Path | None:

@@ -221,19 +221,28 @@ class NextTokenEvaluator(Evaluator):
                      result["details"].get("selected_step"))
         return dict(result["metrics"])
 
-    def validation_score(self, texts: tuple[str, ...], data: MethodData, ctx: RunContext) -> float:
-        """Validation accuracy of the checkpoint that fine-tuning on ``texts`` selects: the
-        same fine-tuning as ``evaluate`` (same seed), without the test split; cached alike."""
+    def validation_score(self, artifact, data: MethodData, ctx: RunContext) -> float:
+        """Validation accuracy of what ``evaluate`` would score, without the test split: for
+        ``SyntheticTexts`` the checkpoint its fine-tuning selects (same seed; cached alike),
+        for a ``TrainedModel`` the model itself."""
         if not data.validation:
             raise EvaluationError("next_token: the dataset's validation split is empty")
         model_dir = self.initial_model(data, ctx)
+        if isinstance(artifact, TrainedModel):
+            model, tokenizer = self._load_trained(Path(artifact.path), model_dir, ctx)
+            return self._score(model, self._pick_encoded(data.validation, "validation", tokenizer), tokenizer,
+                               ctx)["accuracy"]
+        if not isinstance(artifact, SyntheticTexts):
+            raise EvaluationError(f"next_token: cannot score a {type(artifact).__name__}; "
+                                  "expected SyntheticTexts or TrainedModel")
+        texts = tuple(artifact.texts)
         key = {"evaluator": "next_token", "version": self.version, "model": model_dir.name,
                "validation": texts_key(tuple(data.validation)), "options": config_dict(self.config),
                "bf16": self._bf16(ctx), "texts": texts_key(texts) if texts else None,
                "seed": ctx.seed if texts else None}
 
         def score() -> dict:
-            _, _, val, details = self._fine_tune(tuple(texts), model_dir, data, ctx)
+            _, _, val, details = self._fine_tune(texts, model_dir, data, ctx)
             return {"validation_accuracy": val["accuracy"], "selected_step": details["selected_step"]}
 
         result = ctx.cache.json("next_token/validation_scores", key, score)
@@ -352,6 +361,17 @@ class NextTokenEvaluator(Evaluator):
         return model, tokenizer, best["val"], details
 
     def _score_trained(self, path: Path, model_dir: Path, data, ctx: RunContext) -> dict:
+        model, tokenizer = self._load_trained(path, model_dir, ctx)
+        validation, test = self._splits(data, tokenizer, ctx)
+        val = self._score(model, validation, tokenizer, ctx) if validation else {}
+        metrics = self._score(model, test, tokenizer, ctx)
+        details = {"trained_model": str(path), "selected_step": None,
+                   "test_tokens": metrics.pop("tokens"), "validation_tokens": val.get("tokens", 0)}
+        metrics["validation_accuracy"] = val.get("accuracy", float("nan"))
+        return {"metrics": metrics, "details": details}
+
+    def _load_trained(self, path: Path, model_dir: Path, ctx: RunContext):
+        """A federated method's ``TrainedModel`` and the evaluator's tokenizer, checked to match."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if not (path / "config.json").is_file():
@@ -362,13 +382,7 @@ class NextTokenEvaluator(Evaluator):
         if model.config.vocab_size != len(tokenizer):
             raise EvaluationError(f"next_token: {path} has vocabulary size {model.config.vocab_size}, the "
                                   f"evaluator's tokenizer {len(tokenizer)}; train from initial_model()")
-        validation, test = self._splits(data, tokenizer, ctx)
-        val = self._score(model, validation, tokenizer, ctx) if validation else {}
-        metrics = self._score(model, test, tokenizer, ctx)
-        details = {"trained_model": str(path), "selected_step": None,
-                   "test_tokens": metrics.pop("tokens"), "validation_tokens": val.get("tokens", 0)}
-        metrics["validation_accuracy"] = val.get("accuracy", float("nan"))
-        return {"metrics": metrics, "details": details}
+        return model, tokenizer
 
     def _write_details(self, details: dict, ctx: RunContext) -> None:
         try:

@@ -120,8 +120,8 @@ class NextWord(Evaluator):
     def evaluate(self, artifact, data, ctx):
         return self._score(artifact.texts, data.public, data.test)
 
-    def validation_score(self, texts, data, ctx):
-        return self._score(texts, data.public, data.validation)["accuracy"]
+    def validation_score(self, artifact, data, ctx):
+        return self._score(artifact.texts, data.public, data.validation)["accuracy"]
 
     @staticmethod
     def _score(texts, public, held_out) -> dict[str, float]:

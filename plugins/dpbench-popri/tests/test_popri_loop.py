@@ -194,9 +194,9 @@ def test_downstream_rule_scores_every_checkpoint_on_validation_and_resumes(tmp_p
     scored = []
     returned = [0.2, None, 0.5, 0.4]  # checkpoint 0; checkpoint 1 killed, then scored; checkpoint 2
 
-    def validation_score(self, texts, data, ctx):
+    def validation_score(self, artifact, data, ctx):
         assert not hasattr(data, "test")  # what a method sees
-        scored.append(tuple(texts))
+        scored.append(artifact.texts)
         if len(scored) == 2:
             raise KeyboardInterrupt
         return returned[len(scored) - 1]
