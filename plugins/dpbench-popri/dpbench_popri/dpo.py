@@ -135,7 +135,9 @@ class _Shared:
 def _held_out(trainer) -> dict[str, float]:
     """The carried policy's DPO loss and reward accuracy on this round's pairs before it trains
     on them: whether what earlier rounds learnt carries to new prompts (ln 2 and 0 for a policy
-    no different from the reference). No gradient, no random draw: training is unchanged."""
+    no different from the reference). No gradient and no random draw, so training is unchanged
+    (under bf16 ``evaluate`` leaves the model's forward in accelerate's autocast wrapper, which
+    ``train`` applies anyway)."""
     trainer.eval_dataset = trainer.train_dataset  # with its precomputed reference log-probs
     metrics = trainer.evaluate()
     return {"held_out_loss": metrics["eval_loss"], "held_out_reward_accuracy": metrics["eval_rewards/accuracies"]}

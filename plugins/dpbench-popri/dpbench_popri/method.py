@@ -82,7 +82,7 @@ class Popri(Method):
             record = f"{folder.name}/round.json"
             done = ctx.load_state(record)
             if done is not None:
-                history.append(done["monitor"])
+                history.append(_with_held_out(done["monitor"], done["dpo"]))
                 continue
             t0 = time.perf_counter()
             with ctx.phase(f"round {r + 1}/{o.rounds}: sampling {o.prompts_per_round * o.samples_per_prompt} "
@@ -113,7 +113,7 @@ class Popri(Method):
             seconds = {"generation": t1 - t0, "scoring": t2 - t1, "dpo": time.perf_counter() - t2}
             ctx.log.info("POPri round %d: %s; DPO %s; seconds %s", r, _short(monitor), _short(dpo), _short(seconds))
             ctx.save_state(record, {"monitor": monitor, "dpo": dpo, "seconds": seconds})
-            history.append(monitor)
+            history.append(_with_held_out(monitor, dpo))
 
         final_folder = state / "final"
         final_folder.mkdir(exist_ok=True)
@@ -250,6 +250,12 @@ def _adapter(state: Path, checkpoint: int) -> Path | None:
     """The LoRA adapter of checkpoint ``checkpoint`` (None: the base model)."""
     folder = _adapter_round(state, checkpoint)
     return None if folder is None else folder / "adapter"
+
+
+def _with_held_out(monitor: dict, dpo: dict) -> dict:
+    """Checkpoint r's monitor entry with round r's held-out DPO check (checkpoint r's policy on
+    pairs it has not trained on), when the round made one."""
+    return {**monitor, **{f"dpo_{k}": dpo[k] for k in ("held_out_loss", "held_out_reward_accuracy") if k in dpo}}
 
 
 def _checkpoint_texts_name(checkpoint: int) -> str:

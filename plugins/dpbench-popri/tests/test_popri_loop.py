@@ -11,7 +11,7 @@ from dpbench.runner import Runner
 from dpbench.suite import load_suite
 
 
-def _suite(tmp_path, model, rounds=2, max_length=128, select="last"):
+def _suite(tmp_path, model, rounds=2, max_length=128, select="last", bf16="auto"):
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "popri_tiny.yaml"
     path.write_text(f"""
@@ -35,6 +35,7 @@ methods:
     max_length: {max_length}
     generation_batch_size: 8
     select: {select}
+    bf16: {bf16}
 evaluators: {{next_word: {{}}}}
 """)
     return load_suite(path, runs_dir=tmp_path / "runs")
@@ -67,6 +68,8 @@ def test_rounds_are_on_policy_and_privacy_is_ledgered(tmp_path, tiny_llama, hash
     held_out = json.loads((state / "round001" / "dpo.json").read_text())  # round 1's pairs, before training
     assert 0 < held_out["held_out_loss"] and 0 <= held_out["held_out_reward_accuracy"] <= 1
     assert "held_out_loss" not in json.loads((state / "round000" / "dpo.json").read_text())  # policy = reference
+    assert monitor["history"][1]["dpo_held_out_loss"] == held_out["held_out_loss"]  # checkpoint 1's policy
+    assert "dpo_held_out_loss" not in monitor["history"][0]
     pairs = json.loads((state / "round000" / "pairs.json").read_text())
     assert [p["chosen"] // 3 for p in pairs] == [0, 1, 2, 3] and all(p["chosen"] != p["rejected"] for p in pairs)
 
@@ -137,7 +140,7 @@ def test_reference_is_the_base_model_and_adapter_carries_over(tmp_path, tiny_lla
         return original_train(self, *args, **kwargs)
 
     monkeypatch.setattr(DPOTrainer, "train", train)
-    suite = _suite(tmp_path, tiny_llama)
+    suite = _suite(tmp_path, tiny_llama, bf16=False)  # fp32 logits to compare (on any machine)
     assert not Runner(suite).run().failed
     state = suite.folder / suite.runs[0].run_id / "state"
     for reference, _, ref_model in seen:
