@@ -318,6 +318,8 @@ def show(name):
         console.print(f"{kind} {name} ({cls.__module__}.{cls.__qualname__}, plugin {registry.origin(name)})",
                       markup=False, highlight=False)
         console.print(inspect.cleandoc(cls.__doc__ or ""), markup=False, highlight=False)
+        if citation := getattr(cls, "citation", "").strip():
+            console.print("Cite:\n" + citation, markup=False, highlight=False)
         options = option_docs(cls.config_class)
         if not options:
             console.print("(no options)")

@@ -58,6 +58,16 @@ class DpFedAvg(Method):
     """DP-FedAvg as a dpbench method (see the module docstring)."""
 
     version = "1"
+    citation = """\
+@inproceedings{mcmahan2018learning,
+  title = {Learning Differentially Private Recurrent Language Models},
+  author = {McMahan, H. Brendan and Ramage, Daniel and Talwar, Kunal and Zhang, Li},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year = {2018},
+  eprint = {1710.06963},
+  archivePrefix = {arXiv}
+}
+"""
     config_class = DpFedAvgOptions
     trains_downstream_model = True
 

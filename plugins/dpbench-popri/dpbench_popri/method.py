@@ -51,6 +51,19 @@ class Popri(Method):
     """POPri as a dpbench method (see the module docstring)."""
 
     version = "5"  # 5: the decode loop's packed prefill and shared prompt cache (same distribution, other draws)
+    citation = """\
+@inproceedings{pmlr-v267-hou25g,
+  title = {Private Federated Learning using Preference-Optimized Synthetic Data},
+  author = {Hou, Charlie and Wang, Mei-Yu and Zhu, Yige and Lazar, Daniel and Fanti, Giulia},
+  booktitle = {Proceedings of the 42nd International Conference on Machine Learning},
+  series = {Proceedings of Machine Learning Research},
+  volume = {267},
+  pages = {24025--24044},
+  year = {2025},
+  eprint = {2504.16438},
+  archivePrefix = {arXiv}
+}
+"""
     config_class = PopriOptions
 
     def mechanism(self, data: MethodData) -> MechanismSpec:
