@@ -63,6 +63,7 @@ from dpbench.privacy.noise import (
     gaussian_noise,
     noise_generator,
     release_diagnostics,
+    tree_increment,
 )
 
 SAMPLING_STREAM = "privacy-sampling"
@@ -201,13 +202,8 @@ class Session:
             raise PrivacyMisuseError(
                 f"release {key!r}: every release of a tree has the clip norm and shape of the first "
                 f"({first['clip_norm']}, {tuple(first['shape'])}); got ({clip_norm}, {shape})")
-        now, before = tree_nodes(index + 1), tree_nodes(index)
-        increment = np.zeros(shape)
-        for node in now - before:
-            increment += self._tree_node(node, std=self.noise_multiplier * clip_norm, shape=shape)
-        for node in before - now:
-            increment -= self._tree_node(node, std=self.noise_multiplier * clip_norm, shape=shape)
-        return increment
+        std = self.noise_multiplier * clip_norm
+        return tree_increment(index, lambda node: self._tree_node(node, std=std, shape=shape), shape=shape)
 
     def _tree_node(self, node: tuple[int, int], *, std: float, shape: tuple[int, ...]) -> np.ndarray:
         """Node ``(level, j)``'s noise: drawn once per run (seeded: from its key; secure: kept
@@ -329,17 +325,6 @@ def open_session(
     return Session(spec, noise_multiplier=noise_multiplier, budget=budget, run_dir=run_dir, clients=population,
                    seed=seed, accountant=accountant, records=read_ledger(run_dir / LEDGER_NAME),
                    agreement=agreement)
-
-
-def tree_nodes(prefix: int) -> set[tuple[int, int]]:
-    """The completed tree nodes ``(level, j)`` (node ``(l, j)`` covers releases
-    ``j·2^l … (j+1)·2^l − 1``) whose sum is the first ``prefix`` releases: one per set bit."""
-    nodes, start = set(), 0
-    for level in reversed(range(prefix.bit_length())):
-        if prefix >> level & 1:
-            nodes.add((level, start >> level))
-            start += 1 << level
-    return nodes
 
 
 def _tree_round(salt, client_id, rounds: int) -> int:

@@ -14,7 +14,8 @@ from dpbench.errors import ConfigError, PrivacyMisuseError
 from dpbench.privacy import compute_epsilon, epsilon_from_ledger, open_session
 from dpbench.privacy.accountant import tree_depth
 from dpbench.privacy.ledger import check_ledger
-from dpbench.privacy.session import TREE_NOISE, tree_nodes
+from dpbench.privacy.noise import tree_nodes
+from dpbench.privacy.session import TREE_NOISE
 
 CLIENTS = tuple(f"c{i:03d}" for i in range(60))
 BUDGET = PrivacyBudget(epsilon=1000.0, delta=1e-5)
@@ -55,18 +56,17 @@ def test_each_client_takes_part_in_exactly_one_round_chosen_by_its_own_id(tmp_pa
 
 
 def test_prefix_sums_carry_the_noise_of_their_nodes_only(tmp_path):
-    """With zero contributions the prefix sums are pure tree noise: prefix t has the variance of
-    its popcount(t) nodes (noise at the leaves alone would give t), and prefixes 2 and 3 share
-    node (1, 0) (node noise drawn afresh at each use would make them independent)."""
+    """With zero contributions the prefix sums are pure tree noise, and their covariance is the
+    tree's: prefixes a and b share exactly the nodes both are made of (noise at the leaves alone
+    would give prefix t variance t; a node drawn afresh at each use, or nodes sharing a draw,
+    would break the off-diagonal)."""
     d, sigma, clip = 40_000, 2.0, 0.5
     session = tree_session(tmp_path, sigma=sigma)
     increments = [release(session, r, d=d, clip_norm=clip) for r in range(7)]
     prefixes = np.cumsum(increments, axis=0)
-    node_var = (sigma * clip) ** 2
-    for t in range(1, 8):
-        assert prefixes[t - 1].var() == pytest.approx(bin(t).count("1") * node_var, rel=0.05)
-    assert np.mean(prefixes[1] * prefixes[2]) == pytest.approx(node_var, rel=0.05)
-    assert abs(np.mean(prefixes[0] * prefixes[1])) < 0.05 * node_var  # nodes (0, 0) and (1, 0): independent
+    measured = prefixes @ prefixes.T / d / (sigma * clip) ** 2
+    expected = [[len(tree_nodes(a) & tree_nodes(b)) for b in range(1, 8)] for a in range(1, 8)]
+    np.testing.assert_allclose(measured, expected, atol=0.05)
 
 
 def test_the_signal_is_the_clipped_sum_of_the_round(tmp_path):

@@ -207,8 +207,11 @@ class DpFtrl(DpFedAvg):
         return MechanismSpec(rounds=self.config.rounds, kind="tree_aggregation")
 
     def audit_mechanism(self):
-        raise DpbenchError("dp_ftrl: an audit of the whole tree release is not written yet; the session's tree "
-                           "arithmetic is tested in tests/privacy/test_privacy_tree.py")
+        """The whole tree release (every round's clipped sum and prefix-noise increment) for
+        ``dpbench audit``, with the score's direction learnt, since the rounds' noise is correlated."""
+        from dpbench.toolkit import tree_aggregation_mechanism
+
+        return tree_aggregation_mechanism(clip_norm=self.config.clip_norm, name="dp_ftrl tree release")
 
 
 def local_update(model, weights, encoded, *, pad_id: int, epochs: int, batch_size: int, lr: float, seed: int,

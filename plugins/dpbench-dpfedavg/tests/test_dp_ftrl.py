@@ -48,3 +48,13 @@ def test_it_cites_its_paper_and_declares_a_tree():
     spec = DpFtrl().mechanism(MethodData(clients={"a": ("x",)}))
     assert (spec.kind, spec.sampling_rate) == ("tree_aggregation", 1.0)
     assert "Kairouz, Peter and McMahan, Brendan" in DpFtrl.citation and "2103.00039" in DpFtrl.citation
+
+
+def test_the_audit_covers_the_whole_tree_and_stays_within_the_claim():
+    from dpbench.privacy.audit import run_audit
+    from dpbench_dpfedavg.config import DpFtrlOptions
+
+    mechanism = DpFtrl(DpFtrlOptions(clip_norm=0.3)).audit_mechanism()
+    assert (mechanism.kind, mechanism.rounds, mechanism.clip_norm) == ("tree_aggregation", 7, 0.3)
+    result = run_audit(mechanism, trials=2000, seed=2)
+    assert not result.violated and 0 < result.epsilon_lower_bound
