@@ -88,14 +88,9 @@ def _fail(err) -> None:
 @click.option("--dry-run", is_flag=True, help="Validate and list the runs without running them.")
 def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wandb, dry_run):
     """Run SUITE (a YAML file) with optional Hydra-style OVERRIDES, e.g. privacy.epsilon=[1,7] seeds=3."""
-    import os
-
     from dpbench.errors import DpbenchError
 
-    # dpbench draws its own progress bars; silence the libraries' tqdm bars and info chatter
-    for var, value in (("TQDM_DISABLE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-                       ("TRANSFORMERS_VERBOSITY", "error")):
-        os.environ.setdefault(var, value)
+    _quiet_libraries()
     if use_wandb:
         from dpbench.suite import PUBLISH_OVERRIDE
 
@@ -124,6 +119,60 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
     except DpbenchError as err:
         click.echo(f"no leaderboard written: {err}", err=True)
     if report.failed:
+        sys.exit(1)
+
+
+def _quiet_libraries() -> None:
+    """dpbench draws its own progress bars: silence the libraries' tqdm bars and info chatter."""
+    import os
+
+    for var, value in (("TQDM_DISABLE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                       ("TRANSFORMERS_VERBOSITY", "error")):
+        os.environ.setdefault(var, value)
+
+
+@cli.command()
+@click.argument("tuning", type=click.Path(dir_okay=False))
+@click.option("--runs-dir", type=click.Path(file_okay=False),
+              help="Where run folders go (default: the suite's runs_dir or ./runs).")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="The record's path without suffix (default: tuning in the tuning runs' folder); "
+                   "e.g. leaderboards/tuning/quickstart-eps7 to commit it beside the boards.")
+@click.option("--dry-run", is_flag=True, help="Validate and list the settings without running them.")
+def tune(tuning, runs_dir, out, dry_run):
+    """Tune each method of a suite with the same budget, on the validation split only.
+
+    TUNING is a YAML file naming the suite, the ε and seed, the budget (settings per method, the
+    suite's own included) and each method's search space; see ``dpbench.tuning``."""
+    from pathlib import Path
+
+    from dpbench.errors import DpbenchError
+    from dpbench.suite import check_machine
+    from dpbench.tuning import load_tuning, tuning_suites, write_record
+    from dpbench.tuning import tune as run_tuning
+
+    _quiet_libraries()
+    try:
+        plan = load_tuning(tuning)
+        planned = tuning_suites(plan, runs_dir=runs_dir)
+        for _, suite in planned:
+            check_machine(suite)
+    except DpbenchError as err:
+        _fail(err)
+    if dry_run:
+        for setting, suite in planned:
+            mark = " (the suite's setting)" if setting.own else ""
+            click.echo(f"{setting.method}: {dict(setting.values)}{mark}: {len(suite.runs)} run(s) in {suite.folder}")
+        return
+    from dpbench.progress import Progress
+
+    with Progress(_console()) as progress:
+        record = run_tuning(plan, runs_dir=runs_dir, progress=progress)
+    target = Path(out) if out else Path(record["runs_folder"]) / "tuning"
+    paths = write_record(record, target)
+    click.echo(paths[1].read_text(encoding="utf-8"))
+    click.echo("record: " + ", ".join(str(p) for p in paths))
+    if any("error" in row for row in record["settings"]):
         sys.exit(1)
 
 
@@ -269,6 +318,8 @@ def show(name):
         console.print(f"{kind} {name} ({cls.__module__}.{cls.__qualname__}, plugin {registry.origin(name)})",
                       markup=False, highlight=False)
         console.print(inspect.cleandoc(cls.__doc__ or ""), markup=False, highlight=False)
+        if citation := getattr(cls, "citation", "").strip():
+            console.print("Cite:\n" + citation, markup=False, highlight=False)
         options = option_docs(cls.config_class)
         if not options:
             console.print("(no options)")

@@ -92,11 +92,14 @@ class Leaderboard:
     """dataset -> its split sizes and privacy unit, as the runs recorded them"""
     command: str | None = None
     """the ``dpbench run`` command line that produces (or resumes) the board's runs"""
+    references: dict[str, str] = field(default_factory=dict)
+    """method plugin -> the BibTeX entry of its paper (``Method.citation``)"""
 
     def to_dict(self) -> dict:
         return {"suite": self.suite, "command": self.command, "metric": self.metric,
                 "columns": [{"name": n, "higher_is_better": h} for n, h in self.columns],
-                "rows": [asdict(r) for r in self.rows], "incomplete": dict(self.incomplete), "data": dict(self.data)}
+                "rows": [asdict(r) for r in self.rows], "incomplete": dict(self.incomplete), "data": dict(self.data),
+                "references": dict(self.references)}
 
 
 def collect(folder: Path, run_ids: set[str] | None = None) -> list[tuple[Path, RunResult]]:
@@ -165,7 +168,19 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
     for _, result in runs:
         data.setdefault(result.spec["dataset"]["label"], result.data)
     return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows, incomplete=incomplete, data=data,
-                       command=command)
+                       command=command, references=_citations(rows))
+
+
+def _citations(rows: list[Row]) -> dict[str, str]:
+    """The citation of each registered method plugin on the board that declares one."""
+    from dpbench.plugins import get_registry
+
+    registry = get_registry("method")
+    cited = {}
+    for plugin in sorted({r.plugin for r in rows}):
+        if plugin in registry and (citation := registry.get(plugin).citation.strip()):
+            cited[plugin] = citation
+    return cited
 
 
 def summary(values: list[float]) -> dict:
@@ -412,6 +427,10 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
         if shares:
             lines += [f"Paired 95 % half-widths are {100 * shares[0]:.1f}–{100 * shares[-1]:.1f} % of the ε = 0 → ∞ "
                       f"gap (median {100 * statistics.median(shares):.1f} %).", ""]
+    if board.references:
+        lines += ["## References", ""]
+        for plugin, citation in board.references.items():
+            lines += [f"`{plugin}`:", "", "```bibtex", citation, "```", ""]
     if board.incomplete:
         lines += ["## Incomplete runs (not on the board)", "",
                   "Their ledgers are damaged or short, so their ε cannot be trusted; `dpbench run` redoes them.", ""]

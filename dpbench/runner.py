@@ -51,6 +51,8 @@ log = logging.getLogger("dpbench")
 SAMPLES_SHOWN = 20
 CANARY_REFERENCES = 999  # a canary is ranked among 1,000 candidates: ranked 1st by chance 0.1% of the time
 LOCKED = "locked"
+SCORINGS = ("test", "validation")
+VALIDATION_SCORE = "validation_score"
 
 
 @dataclass
@@ -61,11 +63,15 @@ class SuiteReport:
 
 
 class Runner:
-    """Runs a suite's grid; shares loaded datasets and the runs folder's cache across runs."""
+    """Runs a suite's grid; shares loaded datasets and the runs folder's cache across runs.
+    ``scoring="validation"`` (``dpbench tune``) scores each run with the first evaluator's
+    ``validation_score`` instead of its test metrics: the test split is never read."""
 
     def __init__(self, suite: Suite, *, progress: Progress | None = None, force: bool = False,
-                 fail_fast: bool = False):
-        self.suite, self.force, self.fail_fast = suite, force, fail_fast
+                 fail_fast: bool = False, scoring: str = "test"):
+        if scoring not in SCORINGS:
+            raise ValueError(f"scoring: {scoring!r} is not one of {', '.join(SCORINGS)}")
+        self.suite, self.force, self.fail_fast, self.scoring = suite, force, fail_fast, scoring
         self.progress = progress
         self.cache = SuiteCache(suite.cache_dir)
         self._datasets: dict[str, FederatedTextData] = {}
@@ -128,7 +134,8 @@ class Runner:
         folder = self.suite.folder / spec.run_id
         done = load_result(folder)
         fresh = done is not None and (folder / "result.json").stat().st_mtime >= self._started
-        if done is not None and (not self.force or fresh) and done.spec.get("config_hash") == spec.config_hash:
+        scored_alike = done is not None and _scoring(done) == self.scoring
+        if scored_alike and (not self.force or fresh) and done.spec.get("config_hash") == spec.config_hash:
             problems = run_ledger_problems(folder, done.privacy)
             if not problems:
                 log.info("skipping %s: already complete%s", spec.run_id, " (by another process)" if fresh else "")
@@ -192,6 +199,9 @@ class Runner:
                          cache=self.cache, device=_device(spec.device), log=log, progress=self.progress)
         if method_cls.trains_downstream_model:
             ctx.downstream_model = _downstream_model(evaluators, method_data, ctx)
+        if evaluators:
+            scorer = evaluators[0][1]
+            ctx.validation_scorer = lambda texts: scorer.validation_score(texts, method_data, ctx)
         privacy, session = self._privacy(spec, method, method.mechanism(method_data), data, folder, ctx)
 
         artifact = load_artifact(folder)
@@ -223,12 +233,18 @@ class Runner:
 
         metrics, metric_specs, versions = {}, {}, {
             f"dataset/{spec.dataset.label}": spec.dataset.version, f"method/{spec.method.label}": spec.method.version}
-        for choice, evaluator in evaluators:
+        notes = []
+        for choice, evaluator in evaluators[:1] if self.scoring == "validation" else evaluators:
             t0 = time.perf_counter()
-            scores = evaluator.evaluate(artifact, data, ctx)
-            metrics[choice.label] = _check_scores(choice.label, evaluator, scores)
-            metric_specs[choice.label] = {m.name: {"higher_is_better": m.higher_is_better, "description": m.description}
-                                          for m in evaluator.metrics}
+            if self.scoring == "validation":
+                metrics[choice.label] = {VALIDATION_SCORE: evaluator.validation_score(artifact, method_data, ctx)}
+                metric_specs[choice.label] = {VALIDATION_SCORE: {
+                    "higher_is_better": True, "description": f"{evaluator.primary_metric} on the validation split"}}
+                notes.append("scored on the validation split only (dpbench tune): the test split was not read")
+            else:
+                metrics[choice.label] = _check_scores(choice.label, evaluator, evaluator.evaluate(artifact, data, ctx))
+                metric_specs[choice.label] = {m.name: {"higher_is_better": m.higher_is_better,
+                                                       "description": m.description} for m in evaluator.metrics}
             versions[f"evaluator/{choice.label}"] = choice.version
             timings[f"evaluate_{choice.label}_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - start
@@ -236,7 +252,7 @@ class Runner:
             run_id=spec.run_id, suite=spec.suite, spec=spec.to_dict(), metrics=metrics, metric_specs=metric_specs,
             versions=versions, privacy=asdict(privacy), timings=timings, data=data.summary(), checks=checks,
             finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            output_texts=len(artifact.texts) if isinstance(artifact, SyntheticTexts) else None,
+            output_texts=len(artifact.texts) if isinstance(artifact, SyntheticTexts) else None, notes=notes,
         )
 
     def _privacy(self, spec, method, mechanism, data, folder, ctx) -> tuple[PrivacyRecord, Session | None]:
@@ -305,6 +321,12 @@ class Runner:
                                                "traceback": traceback.format_exc()})
         except OSError as write_err:  # a full disk must not stop the other runs
             log.error("could not write %s: %s", folder / "error.json", write_err)
+
+
+def _scoring(result: RunResult) -> str:
+    """How a finished run was scored: ``validation`` (``dpbench tune``) or ``test``. A run scored
+    the other way is evaluated again from its saved output (the method does not run again)."""
+    return "validation" if any(VALIDATION_SCORE in m for m in result.metrics.values()) else "test"
 
 
 def _instance(kind: str, choice: PluginChoice):

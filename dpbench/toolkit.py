@@ -26,7 +26,7 @@ The evaluator's language-model helpers, for methods that train the downstream mo
 ``encode_texts``, ``collate``, ``score``.
 
 The audit (``dpbench audit``) of a method's release: ``AuditMechanism``,
-``clipped_sum_mechanism``, ``noisy_clipped_sum``, ``clip_rows``, ``gaussian_noise``.
+``clipped_sum_mechanism``, ``tree_aggregation_mechanism``, ``noisy_clipped_sum``, ``clip_rows``, ``gaussian_noise``.
 
 Names are looked up in their home module on each access, so importing this module loads
 neither numpy nor torch, and a test that patches a name there (``dpbench.testing``'s embedder)
@@ -63,6 +63,7 @@ _EXPORTS = {
     "score": "dpbench.evaluation.lm",
     "AuditMechanism": "dpbench.privacy.audit",
     "clipped_sum_mechanism": "dpbench.privacy.audit",
+    "tree_aggregation_mechanism": "dpbench.privacy.audit",
     "clip_rows": "dpbench.privacy.noise",
     "gaussian_noise": "dpbench.privacy.noise",
     "noisy_clipped_sum": "dpbench.privacy.noise",

@@ -141,6 +141,28 @@ def test_show_lists_each_option_with_type_default_and_meaning(toy_plugin):
     assert rows["round_seconds"] == ["float", "0.0", "sleep per round, so tests can kill a run between rounds"]
 
 
+def test_show_prints_the_method_s_paper(toy_plugin, monkeypatch):
+    monkeypatch.setattr(toy_plugin.NoisyUnigram, "citation", "@misc{toy2026,\n  title = {A Toy Method}\n}\n")
+    out = CliRunner().invoke(cli, ["show", "noisy_unigram"], env={"COLUMNS": "400"})
+    assert out.exit_code == 0, out.output
+    assert "Cite:\n@misc{toy2026,\n  title = {A Toy Method}\n}\n" in out.output
+
+
+@pytest.mark.parametrize(("module", "name", "authors", "eprint"), [
+    ("dpbench_popri.method", "Popri",
+     "Hou, Charlie and Wang, Mei-Yu and Zhu, Yige and Lazar, Daniel and Fanti, Giulia", "2504.16438"),
+    ("dpbench_pe.method", "PrivateEvolution", "Xie, Chulin and Lin, Zinan", "2403.01749"),
+    ("dpbench_dpfedavg.method", "DpFedAvg",
+     "McMahan, H. Brendan and Ramage, Daniel and Talwar, Kunal and Zhang, Li", "1710.06963"),
+])
+def test_each_bundled_method_cites_its_paper(module, name, authors, eprint):
+    import importlib
+
+    cited = getattr(importlib.import_module(module), name).citation
+    assert cited.startswith("@inproceedings{") and authors in cited and f"eprint = {{{eprint}}}" in cited
+    assert cited.count("{") == cited.count("}")  # a well-formed entry
+
+
 def test_show_answers_an_unknown_name_with_did_you_mean(toy_plugin):
     out = CliRunner().invoke(cli, ["show", "noisy_unigam"])
     assert out.exit_code == 2

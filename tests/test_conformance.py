@@ -49,6 +49,14 @@ def test_dp_fedavg_conforms(toy_data, tiny_gpt2, tmp_path):
     assert check_method(method, toy_data, folder=tmp_path, downstream=tiny_gpt2) == []
 
 
+def test_dp_ftrl_conforms(toy_data, tiny_gpt2, tmp_path):
+    from dpbench_dpfedavg.config import DpFtrlOptions
+    from dpbench_dpfedavg.method import DpFtrl
+
+    method = DpFtrl(DpFtrlOptions(rounds=3, clients_per_round=7, bf16=False))
+    assert check_method(method, toy_data, folder=tmp_path, downstream=tiny_gpt2) == []
+
+
 class DeclaresNothing(toy.NoisyUnigram):
     def mechanism(self, data):
         return None

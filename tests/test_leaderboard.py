@@ -59,6 +59,20 @@ def test_leaderboard_files(finished_suite, tmp_path):
         "dataset,method,plugin,epsilon,delta,epsilon_ledger,next_word/accuracy_mean")
 
 
+def test_a_cited_method_s_paper_is_printed_under_the_board(finished_suite, tmp_path, monkeypatch):
+    from dpbench.testing.toy import NoisyUnigram
+
+    board = leaderboard.build(finished_suite.name, leaderboard.collect(finished_suite.folder), finished_suite.metric)
+    assert board.references == {} and "## References" not in leaderboard.render_markdown(board)
+    entry = "@misc{toy2026,\n  title = {A Toy Method}\n}"
+    monkeypatch.setattr(NoisyUnigram, "citation", entry + "\n")
+    board = leaderboard.build(finished_suite.name, leaderboard.collect(finished_suite.folder), finished_suite.metric)
+    assert board.references == {"noisy_unigram": entry}  # the reference rows cite nothing
+    md, js, _ = leaderboard.write(board, tmp_path / "boards")
+    assert f"## References\n\n`noisy_unigram`:\n\n```bibtex\n{entry}\n```" in md.read_text()
+    assert read_json(js)["references"] == {"noisy_unigram": entry}
+
+
 def test_unequal_output_sizes_are_flagged():
     def row(method, reference, m):
         return leaderboard.Row(dataset="d", method=method, plugin=method, reference=reference, epsilon=1.0,

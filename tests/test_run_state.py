@@ -29,3 +29,21 @@ def test_state_stays_inside_the_checkpoint_folder(ctx):
     for folder_itself in ("", "."):
         with pytest.raises(ValueError, match="outside the checkpoint folder"):
             ctx.save_state(folder_itself, {})
+
+
+def test_validation_score_goes_to_the_scorer_the_runner_handed_over(ctx):
+    from dpbench.api import DpbenchError, Evaluator, MethodData
+
+    with pytest.raises(DpbenchError, match="no validation scorer"):
+        ctx.validation_score(["a"])
+
+    class TestOnly(Evaluator):
+        def evaluate(self, artifact, data, ctx):
+            return {}
+
+    ctx.validation_scorer = lambda texts: TestOnly().validation_score(texts, MethodData(clients={}), ctx)
+    with pytest.raises(DpbenchError, match="TestOnly cannot score on the validation split"):
+        ctx.validation_score(["a"])
+    seen = []
+    ctx.validation_scorer = lambda artifact: seen.append(artifact.texts) or 0.25
+    assert ctx.validation_score(t for t in ("a", "b")) == 0.25 and seen == [("a", "b")]

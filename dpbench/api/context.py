@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +15,7 @@ import numpy as np
 from dpbench.files import read_json, write_json
 
 if TYPE_CHECKING:
+    from dpbench.api.artifacts import SyntheticTexts
     from dpbench.api.privacy import PrivacyBudget, PrivacySession
     from dpbench.cache import SuiteCache
     from dpbench.progress import Progress
@@ -35,6 +36,8 @@ class RunContext:
     ``privacy`` is ``None`` for the reference rows, which make no noisy release.
     ``downstream_model`` is the evaluator's model folder, resolved by the runner before the
     method runs when the method trains it itself (see ``initial_model``).
+    ``validation_scorer`` scores a method's candidate texts with the suite's first evaluator
+    on the validation split (see ``validation_score``).
     """
 
     run_id: str
@@ -47,6 +50,7 @@ class RunContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("dpbench.run"))
     progress: Progress | None = None
     downstream_model: Path | None = None
+    validation_scorer: Callable[[SyntheticTexts], float] | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -83,6 +87,19 @@ class RunContext:
                                "Method.trains_downstream_model, and the suite needs an evaluator that provides one "
                                "(initial_model, such as next_token)")
         return self.downstream_model
+
+    def validation_score(self, texts) -> float:
+        """The suite's evaluator's primary metric of ``texts`` on the validation split (higher
+        is better), for choosing among a method's own candidates; never reads test. Costs what
+        one evaluation of that many texts costs (a fine-tuning for ``next_token``)."""
+        from dpbench.errors import DpbenchError
+
+        if self.validation_scorer is None:
+            raise DpbenchError("no validation scorer was handed to this run: the runner sets one from the suite's "
+                               "first evaluator")
+        from dpbench.api.artifacts import SyntheticTexts
+
+        return float(self.validation_scorer(SyntheticTexts(texts=tuple(texts))))
 
     def seed_for(self, stream: str) -> int:
         return derive_seed(self.seed, stream)

@@ -12,7 +12,7 @@ from dpbench.api.config import NoOptions
 if TYPE_CHECKING:
     from dpbench.api.artifacts import Artifact
     from dpbench.api.context import RunContext
-    from dpbench.api.dataset import FederatedTextData
+    from dpbench.api.dataset import FederatedTextData, MethodData
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,15 @@ class Evaluator(ABC):
     @abstractmethod
     def evaluate(self, artifact: Artifact, data: FederatedTextData, ctx: RunContext) -> dict[str, float]:
         """Score ``artifact`` on ``data.test`` (select checkpoints on ``data.validation`` only)."""
+
+    def validation_score(self, artifact: Artifact, data: MethodData, ctx: RunContext) -> float:
+        """The primary metric of ``artifact`` measured on ``data.validation`` (test is never
+        read), oriented so that higher is better: what a method chooses among its own
+        candidates by (``RunContext.validation_score``) and what ``dpbench tune`` ranks settings by."""
+        from dpbench.errors import DpbenchError
+
+        raise DpbenchError(f"evaluator {type(self).__name__} cannot score on the validation split "
+                           "(it does not implement Evaluator.validation_score)")
 
     def initial_model(self, data, ctx: RunContext) -> Path | None:
         """The downstream model a federated method starts from and returns as a

@@ -34,6 +34,9 @@ class Method(ABC):
     version: ClassVar[str] = "1"
     config_class: ClassVar[type] = NoOptions
     reference: ClassVar[str | None] = None
+    citation: ClassVar[str] = ""
+    """the BibTeX entry of the paper the method implements: ``dpbench show`` and the boards
+    print it"""
     trains_downstream_model: ClassVar[bool] = False
     """True for a method that trains the evaluator's own model and returns ``TrainedModel``: the
     runner resolves that model before ``run`` and hands it over as ``ctx.initial_model()``."""

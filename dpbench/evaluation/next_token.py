@@ -221,6 +221,35 @@ class NextTokenEvaluator(Evaluator):
                      result["details"].get("selected_step"))
         return dict(result["metrics"])
 
+    def validation_score(self, artifact, data: MethodData, ctx: RunContext) -> float:
+        """Validation accuracy of what ``evaluate`` would score, without the test split: for
+        ``SyntheticTexts`` the checkpoint its fine-tuning selects (same seed; cached alike),
+        for a ``TrainedModel`` the model itself."""
+        if not data.validation:
+            raise EvaluationError("next_token: the dataset's validation split is empty")
+        model_dir = self.initial_model(data, ctx)
+        if isinstance(artifact, TrainedModel):
+            model, tokenizer = self._load_trained(Path(artifact.path), model_dir, ctx)
+            return self._score(model, self._pick_encoded(data.validation, "validation", tokenizer), tokenizer,
+                               ctx)["accuracy"]
+        if not isinstance(artifact, SyntheticTexts):
+            raise EvaluationError(f"next_token: cannot score a {type(artifact).__name__}; "
+                                  "expected SyntheticTexts or TrainedModel")
+        texts = tuple(artifact.texts)
+        key = {"evaluator": "next_token", "version": self.version, "model": model_dir.name,
+               "validation": texts_key(tuple(data.validation)), "options": config_dict(self.config),
+               "bf16": self._bf16(ctx), "texts": texts_key(texts) if texts else None,
+               "seed": ctx.seed if texts else None}
+
+        def score() -> dict:
+            _, _, val, details = self._fine_tune(texts, model_dir, data, ctx)
+            return {"validation_accuracy": val["accuracy"], "selected_step": details["selected_step"]}
+
+        result = ctx.cache.json("next_token/validation_scores", key, score)
+        ctx.log.info("next_token: validation accuracy %.4f of %d texts (selected step %s)",
+                     result["validation_accuracy"], len(texts), result["selected_step"])
+        return result["validation_accuracy"]
+
     # -- steps ---------------------------------------------------------------------------------
 
     def _bf16(self, ctx: RunContext) -> bool:
@@ -258,20 +287,20 @@ class NextTokenEvaluator(Evaluator):
         return model.eval(), tokenizer
 
     def _splits(self, data: FederatedTextData, tokenizer, ctx: RunContext):
+        return (self._pick_encoded(data.validation, "validation", tokenizer),
+                self._pick_encoded(data.test, "test", tokenizer))
+
+    def _pick_encoded(self, texts: tuple[str, ...], split: str, tokenizer):
+        """``texts`` encoded, at most ``max_eval_texts`` of them (a subset seeded by ``split``)."""
         from dpbench.evaluation import lm
 
-        def pick(texts: tuple[str, ...], stream: str) -> list[str]:
-            cap = self.config.max_eval_texts
-            if cap is None or len(texts) <= cap:
-                return list(texts)
+        cap = self.config.max_eval_texts
+        if cap is not None and len(texts) > cap:
             import numpy as np
 
-            rng = np.random.default_rng(int(hashlib.sha256(stream.encode()).hexdigest()[:8], 16))
-            return [texts[i] for i in sorted(rng.choice(len(texts), cap, replace=False))]
-
-        validation = lm.encode_texts(tokenizer, pick(data.validation, "validation"), self.config.max_length)
-        test = lm.encode_texts(tokenizer, pick(data.test, "test"), self.config.max_length)
-        return validation, test
+            rng = np.random.default_rng(int(hashlib.sha256(split.encode()).hexdigest()[:8], 16))
+            texts = [texts[i] for i in sorted(rng.choice(len(texts), cap, replace=False))]
+        return lm.encode_texts(tokenizer, list(texts), self.config.max_length)
 
     def _score(self, model, encoded, tokenizer, ctx) -> dict[str, float]:
         from dpbench.evaluation import lm
@@ -280,53 +309,69 @@ class NextTokenEvaluator(Evaluator):
                         bf16=self._bf16(ctx), device=ctx.device)
 
     def _evaluate_texts(self, texts: tuple[str, ...], model_dir: Path, data, ctx: RunContext) -> dict:
+        model, tokenizer, val, details = self._fine_tune(texts, model_dir, data, ctx)
+        metrics = self._score(model, self._pick_encoded(data.test, "test", tokenizer), tokenizer, ctx)
+        details.update(test_tokens=metrics.pop("tokens"), validation_tokens=val.get("tokens", 0))
+        metrics["validation_accuracy"] = val.get("accuracy", float("nan"))
+        return {"metrics": metrics, "details": details}
+
+    def _fine_tune(self, texts: tuple[str, ...], model_dir: Path, data, ctx: RunContext):
+        """Fine-tune on ``texts`` and select a checkpoint on validation (protocol steps 2–3):
+        ``(model at the selected checkpoint, tokenizer, its validation scores, details)``."""
         from dpbench.evaluation import lm
 
         c = self.config
         model, tokenizer = self._load(model_dir, ctx)
-        validation, test = self._splits(data, tokenizer, ctx)
+        validation = self._pick_encoded(data.validation, "validation", tokenizer)
         details: dict = {"synthetic_texts": len(texts), "train_steps": 0 if not texts else c.train_steps,
                          "batch_size": c.batch_size}
         if not texts:
             val = self._score(model, validation, tokenizer, ctx) if validation else {}
             details.update(selected_step=0, curve=[[0, val.get("accuracy")]])
-        else:
-            encoded = lm.encode_texts(tokenizer, texts, c.max_length)
-            curve: list[list] = []
-            best = {"accuracy": -math.inf, "step": None, "state": None, "val": {}}
-            checkpoints = set(c.candidate_steps())
+            return model, tokenizer, val, details
+        encoded = lm.encode_texts(tokenizer, texts, c.max_length)
+        curve: list[list] = []
+        best = {"accuracy": -math.inf, "step": None, "state": None, "val": {}}
+        checkpoints = set(c.candidate_steps())
 
-            def consider(step: int, loss: float | None) -> None:
-                if not validation:  # nothing to select on: keep the final model
-                    best.update(step=step)
-                    return
-                val = self._score(model, validation, tokenizer, ctx)
-                curve.append([step, val["accuracy"], None if loss is None else round(loss, 4)])
-                if val["accuracy"] > best["accuracy"]:
-                    best.update(accuracy=val["accuracy"], step=step, val=val,
-                                state={k: v.detach().clone() for k, v in model.state_dict().items()})
+        def consider(step: int, loss: float | None) -> None:
+            if not validation:  # nothing to select on: keep the final model
+                best.update(step=step)
+                return
+            val = self._score(model, validation, tokenizer, ctx)
+            curve.append([step, val["accuracy"], None if loss is None else round(loss, 4)])
+            if val["accuracy"] > best["accuracy"]:
+                best.update(accuracy=val["accuracy"], step=step, val=val,
+                            state={k: v.detach().clone() for k, v in model.state_dict().items()})
 
-            consider(0, None)  # the pretrained model is a candidate
+        consider(0, None)  # the pretrained model is a candidate
 
-            def on_step(step: int, loss: float) -> None:
-                if step in checkpoints:
-                    consider(step, loss)
+        def on_step(step: int, loss: float) -> None:
+            if step in checkpoints:
+                consider(step, loss)
 
-            lm.train(model, encoded, pad_id=tokenizer.pad_token_id, steps=c.train_steps, batch_size=c.batch_size,
-                     lr=c.lr, seed=ctx.seed_for("next_token/finetune"), schedule="constant",
-                     bf16=self._bf16(ctx),
-                     device=ctx.device, on_step=on_step,
-                     steps_iter=lambda it: ctx.track(it, "next_token: fine-tune", total=c.train_steps))
-            if best["state"] is not None:
-                model.load_state_dict(best["state"])
-            val = best["val"]
-            details.update(selected_step=best["step"], curve=curve)
+        lm.train(model, encoded, pad_id=tokenizer.pad_token_id, steps=c.train_steps, batch_size=c.batch_size,
+                 lr=c.lr, seed=ctx.seed_for("next_token/finetune"), schedule="constant",
+                 bf16=self._bf16(ctx),
+                 device=ctx.device, on_step=on_step,
+                 steps_iter=lambda it: ctx.track(it, "next_token: fine-tune", total=c.train_steps))
+        if best["state"] is not None:
+            model.load_state_dict(best["state"])
+        details.update(selected_step=best["step"], curve=curve)
+        return model, tokenizer, best["val"], details
+
+    def _score_trained(self, path: Path, model_dir: Path, data, ctx: RunContext) -> dict:
+        model, tokenizer = self._load_trained(path, model_dir, ctx)
+        validation, test = self._splits(data, tokenizer, ctx)
+        val = self._score(model, validation, tokenizer, ctx) if validation else {}
         metrics = self._score(model, test, tokenizer, ctx)
-        details.update(test_tokens=metrics.pop("tokens"), validation_tokens=val.get("tokens", 0))
+        details = {"trained_model": str(path), "selected_step": None,
+                   "test_tokens": metrics.pop("tokens"), "validation_tokens": val.get("tokens", 0)}
         metrics["validation_accuracy"] = val.get("accuracy", float("nan"))
         return {"metrics": metrics, "details": details}
 
-    def _score_trained(self, path: Path, model_dir: Path, data, ctx: RunContext) -> dict:
+    def _load_trained(self, path: Path, model_dir: Path, ctx: RunContext):
+        """A federated method's ``TrainedModel`` and the evaluator's tokenizer, checked to match."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if not (path / "config.json").is_file():
@@ -337,13 +382,7 @@ class NextTokenEvaluator(Evaluator):
         if model.config.vocab_size != len(tokenizer):
             raise EvaluationError(f"next_token: {path} has vocabulary size {model.config.vocab_size}, the "
                                   f"evaluator's tokenizer {len(tokenizer)}; train from initial_model()")
-        validation, test = self._splits(data, tokenizer, ctx)
-        val = self._score(model, validation, tokenizer, ctx) if validation else {}
-        metrics = self._score(model, test, tokenizer, ctx)
-        details = {"trained_model": str(path), "selected_step": None,
-                   "test_tokens": metrics.pop("tokens"), "validation_tokens": val.get("tokens", 0)}
-        metrics["validation_accuracy"] = val.get("accuracy", float("nan"))
-        return {"metrics": metrics, "details": details}
+        return model, tokenizer
 
     def _write_details(self, details: dict, ctx: RunContext) -> None:
         try:

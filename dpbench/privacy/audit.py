@@ -3,8 +3,12 @@
 The audit runs one release of a method's mechanism many times on D and on D′ = D + a canary
 client, scores each output by its projection on the canary's direction, and asks how well a
 threshold on that score tells D′ from D (Jagielski et al. 2020, arXiv 2006.07709; Nasr et al.
-2021, arXiv 2101.04535). The threshold and its orientation are chosen on one half of the trials
-and certified on the other: with Clopper–Pearson upper bounds FPR⁺, FNR⁺ (α/2 each),
+2021, arXiv 2101.04535). A mechanism without a fixed direction (a release of several correlated
+parts, such as a tree's) has it learnt: the linear discriminant of the selection half's outputs
+(their mean difference against their pooled covariance), which finds any combination of the
+outputs that carries the canary with less noise than claimed. The direction, threshold and
+orientation are chosen on one half of the trials and certified on the other: with
+Clopper–Pearson upper bounds FPR⁺, FNR⁺ (α/2 each),
 
     ε_LB = max(ln((1 − δ − FNR⁺) / FPR⁺), ln((1 − δ − FPR⁺) / FNR⁺))
 
@@ -23,11 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpbench.api.config import check_fraction, check_int, check_positive
+from dpbench.api.config import check_choice, check_fraction, check_int, check_positive
 from dpbench.api.context import derive_seed
+from dpbench.api.privacy import MECHANISM_KINDS
 from dpbench.errors import ConfigError, DpbenchError
 from dpbench.privacy.accountant import compute_epsilon
-from dpbench.privacy.noise import noisy_clipped_sum
+from dpbench.privacy.noise import clipped_sum, gaussian_noise, noisy_clipped_sum, tree_increment
 
 DEFAULT_TRIALS = 2000
 DEFAULT_DELTA = 1e-5
@@ -40,17 +45,20 @@ class AuditMechanism:
 
     ``release(clients, rng)`` returns the released vector for the client contributions
     ``clients`` (a list), drawing all noise from ``rng``. The audit compares ``clients`` (D) with
-    ``clients + [canary]`` (D′) through the score ⟨release, direction⟩. ``noise_multiplier`` and
-    ``clip_norm`` are the method's claim: one release is a Gaussian mechanism at that σ.
+    ``clients + [canary]`` (D′) through the score ⟨release, direction⟩ (``direction=None``: learnt
+    on the selection half). ``noise_multiplier``, ``clip_norm``, ``rounds`` and ``kind`` are the
+    method's claim: the release is the ``MechanismSpec`` of that kind and rounds at that σ.
     """
 
     name: str
     release: Callable[[list, np.random.Generator], np.ndarray]
     clients: tuple
     canary: object
-    direction: np.ndarray
+    direction: np.ndarray | None
     noise_multiplier: float
     clip_norm: float
+    rounds: int = 1
+    kind: str = "gaussian"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -59,13 +67,17 @@ class AuditMechanism:
             raise ConfigError("release", self.release, "a callable release(clients, rng) -> np.ndarray")
         check_positive("noise_multiplier", self.noise_multiplier, allow_zero=True)
         check_positive("clip_norm", self.clip_norm)
-        u = np.asarray(self.direction, dtype=np.float64)
-        if u.ndim != 1 or not np.isfinite(u).all() or not math.isclose(np.linalg.norm(u), 1.0, rel_tol=1e-9):
-            raise ConfigError("direction", self.direction, "a finite 1-D unit vector")
+        check_int("rounds", self.rounds, minimum=1)
+        check_choice("kind", self.kind, MECHANISM_KINDS)
+        if self.direction is not None:
+            u = np.asarray(self.direction, dtype=np.float64)
+            if u.ndim != 1 or not np.isfinite(u).all() or not math.isclose(np.linalg.norm(u), 1.0, rel_tol=1e-9):
+                raise ConfigError("direction", self.direction, "a finite 1-D unit vector, or None to learn one")
 
     def claimed_epsilon(self, *, delta: float) -> float:
-        """ε of one release at ``delta`` as dpbench accounts it (PLD, near-exact for a Gaussian)."""
-        return compute_epsilon(noise_multiplier=self.noise_multiplier, sampling_rate=1.0, rounds=1, delta=delta)
+        """ε of the release at ``delta`` as dpbench accounts it (PLD, near-exact for a Gaussian)."""
+        return compute_epsilon(noise_multiplier=self.noise_multiplier, sampling_rate=1.0, rounds=self.rounds,
+                               delta=delta, mechanism=self.kind)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,9 +142,12 @@ def run_audit(
     start = time.perf_counter()
     rng = np.random.default_rng(derive_seed(seed, "privacy-audit"))
     without = list(mechanism.clients)
-    out_scores = _scores(mechanism, without, trials, rng)
-    in_scores = _scores(mechanism, [*without, mechanism.canary], trials, rng)
+    out_values = _outputs(mechanism, without, trials, rng)
+    in_values = _outputs(mechanism, [*without, mechanism.canary], trials, rng)
     half = trials // 2
+    direction = (mechanism.direction if mechanism.direction is not None
+                 else discriminant(in_values[:half], out_values[:half]))
+    in_scores, out_scores = _scores(in_values, direction), _scores(out_values, direction)
     sign, threshold = choose_threshold(in_scores[:half], out_scores[:half], delta=delta, alpha=alpha)
     bound = epsilon_lower_bound(sign * in_scores[half:], sign * out_scores[half:], threshold=threshold,
                                 delta=delta, alpha=alpha)
@@ -170,16 +185,76 @@ def _release_clipped_sum(clients: Sequence, rng: np.random.Generator, *, dimensi
     return noisy_clipped_sum(rows, clip_norm=clip_norm, noise_multiplier=noise_multiplier, rng=rng)
 
 
-def _scores(mechanism: AuditMechanism, clients: list, trials: int, rng: np.random.Generator) -> np.ndarray:
-    u = np.asarray(mechanism.direction, dtype=np.float64)
-    scores = np.empty(trials)
+def discriminant(in_values: np.ndarray, out_values: np.ndarray) -> np.ndarray:
+    """The unit direction that best separates two sets of outputs under Gaussian noise: their
+    mean difference against the pooled covariance (ridge 1e-9 of its mean variance, so a
+    noise-free combination is found rather than refused)."""
+    centred = np.vstack([in_values - in_values.mean(0), out_values - out_values.mean(0)])
+    covariance = np.atleast_2d(np.cov(centred.T))
+    covariance += 1e-9 * max(np.trace(covariance) / len(covariance), 1e-300) * np.eye(len(covariance))
+    w = np.linalg.solve(covariance, in_values.mean(0) - out_values.mean(0))
+    norm = np.linalg.norm(w)
+    return w / norm if norm > 0 and np.isfinite(norm) else np.eye(len(w))[0]
+
+
+def tree_aggregation_mechanism(
+    *,
+    noise_multiplier: float = 2.0,
+    clip_norm: float = 1.0,
+    rounds: int = 7,
+    num_clients: int = 10,
+    canary_scale: float = 50.0,
+    name: str = "tree aggregation release",
+) -> AuditMechanism:
+    """The session's tree-aggregation release (``tree_increment``) over ``rounds`` rounds, all of
+    them: each client a (round, value) pair, the canary ``canary_scale`` clip norms in round 0
+    (the round in the most tree nodes), the output every round's clipped sum plus its prefix-noise
+    increment, each node drawn once per trial. The score's direction is learnt (the rounds'
+    noise is correlated), so a node whose noise is reused for another node, or a noise-free
+    combination of the releases, shows up as a lower bound above the tree's claimed ε."""
+    check_int("rounds", rounds, minimum=1)
+    check_int("num_clients", num_clients)
+    values = np.random.default_rng(0).normal(size=num_clients)
+    clients = tuple((i % rounds, float(v)) for i, v in enumerate(values))
+    release = functools.partial(_release_tree, rounds=rounds, clip_norm=clip_norm, noise_multiplier=noise_multiplier)
+    return AuditMechanism(name=name, release=release, clients=clients, canary=(0, canary_scale * clip_norm),
+                          direction=None, noise_multiplier=noise_multiplier, clip_norm=clip_norm, rounds=rounds,
+                          kind="tree_aggregation")
+
+
+def _release_tree(clients: Sequence, rng: np.random.Generator, *, rounds: int, clip_norm: float,
+                  noise_multiplier: float) -> np.ndarray:
+    draws: dict[tuple[int, int], np.ndarray] = {}
+
+    def node(key: tuple[int, int]) -> np.ndarray:
+        if key not in draws:
+            draws[key] = gaussian_noise(rng, std=noise_multiplier * clip_norm, shape=(1,))
+        return draws[key]
+
+    out = np.empty(rounds)
+    for r in range(rounds):
+        rows = np.array([[value] for round_, value in clients if round_ == r]).reshape(-1, 1)
+        out[r] = (clipped_sum(rows, clip_norm=clip_norm) + tree_increment(r, node, shape=(1,)))[0]
+    return out
+
+
+def _outputs(mechanism: AuditMechanism, clients: list, trials: int, rng: np.random.Generator) -> np.ndarray:
+    """``trials`` releases on ``clients``, one row each."""
+    first = np.asarray(mechanism.release(list(clients), rng), dtype=np.float64)
+    expected = first.shape if mechanism.direction is None else np.shape(mechanism.direction)
+    values = np.empty((trials, *expected))
     for i in range(trials):
-        value = np.asarray(mechanism.release(list(clients), rng), dtype=np.float64)
-        if value.shape != u.shape:
-            raise DpbenchError(f"audit mechanism {mechanism.name!r} released shape {value.shape}, expected {u.shape}")
-        with np.errstate(invalid="ignore", over="ignore"):
-            scores[i] = value @ u
-    scores[np.isnan(scores)] = np.inf
+        value = first if i == 0 else np.asarray(mechanism.release(list(clients), rng), dtype=np.float64)
+        if value.shape != expected:
+            raise DpbenchError(f"audit mechanism {mechanism.name!r} released shape {value.shape}, expected {expected}")
+        values[i] = value
+    return values
+
+
+def _scores(values: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", over="ignore"):
+        scores = values @ np.asarray(direction, dtype=np.float64)
+    scores[np.isnan(scores)] = np.inf  # a non-finite release is an unbounded leak
     return scores
 
 

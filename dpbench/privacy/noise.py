@@ -14,7 +14,7 @@ al. 2022, arXiv 2207.10635).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -130,3 +130,28 @@ def release_diagnostics(total: np.ndarray, noise: np.ndarray) -> dict[str, float
     if value.size >= 3 and np.ptp(total) > 0 and np.ptp(value) > 0:
         spearman = float(spearmanr(value, total).statistic)
     return {"signal_norm": signal, "noise_norm": noise_norm, "cosine": cosine, "spearman": spearman}
+
+
+def tree_nodes(prefix: int) -> set[tuple[int, int]]:
+    """The completed tree nodes ``(level, j)`` (node ``(l, j)`` covers releases
+    ``j·2^l … (j+1)·2^l − 1``) whose sum is the first ``prefix`` releases: one per set bit."""
+    nodes, start = set(), 0
+    for level in reversed(range(prefix.bit_length())):
+        if prefix >> level & 1:
+            nodes.add((level, start >> level))
+            start += 1 << level
+    return nodes
+
+
+def tree_increment(index: int, node_noise: Callable[[tuple[int, int]], np.ndarray], *,
+                   shape: tuple[int, ...]) -> np.ndarray:
+    """Release ``index``'s share of a tree's prefix noise: the noise of the nodes covering the
+    first ``index + 1`` releases minus that of the nodes covering the first ``index``, each
+    node's noise from ``node_noise(node)`` (which must give a node the same draw every time)."""
+    now, before = tree_nodes(index + 1), tree_nodes(index)
+    increment = np.zeros(shape)
+    for node in sorted(now - before):
+        increment += node_noise(node)
+    for node in sorted(before - now):
+        increment -= node_noise(node)
+    return increment

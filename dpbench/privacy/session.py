@@ -7,6 +7,16 @@ release is written to ``run_dir/releases/`` and charged in ``run_dir/ledger.json
 before it is returned, so nothing unledgered can be used or logged. A key already in the
 ledger (a resumed run) returns the stored value: no new noise, no new charge.
 
+Tree aggregation (``kind="tree_aggregation"``, DP-FTRL; Kairouz et al., ICML 2021): each
+client takes part in exactly one round of the tree (a keyed hash of its id picks the round: no
+sampling, and no client's round depends on another's), and release ``t`` is round ``t``'s
+clipped sum plus the *increment* of the tree's prefix noise: the prefix sums of the releases are
+then the true prefix sums plus the noise of the ⌈log₂⌉ completed tree nodes that cover them, each
+node N(0, (σ·clip_norm)²) drawn once from the session's noise stream (keyed by node). Every
+release of a tree has the same clip norm and shape. Seeded nodes are re-derived from the seed;
+secure ones are kept in ``TREE_NOISE`` until the tree's last release, so a killed run resumes with
+the nodes it already used.
+
 Noise modes: ``seeded`` keys the noise by run seed and release, so runs reproduce and a
 resumed run draws what an uninterrupted one would — a simulation mode, since anyone with the
 seed and a stored release can subtract the noise. A seeded session also writes, per release,
@@ -23,6 +33,7 @@ import json
 import math
 import re
 import secrets
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,9 +57,18 @@ from dpbench.privacy.ledger import (
     release_charges,
     release_digest,
 )
-from dpbench.privacy.noise import clipped_sum_and_noise, noise_generator, release_diagnostics
+from dpbench.privacy.noise import (
+    clipped_sum,
+    clipped_sum_and_noise,
+    gaussian_noise,
+    noise_generator,
+    release_diagnostics,
+    tree_increment,
+)
 
 SAMPLING_STREAM = "privacy-sampling"
+TREE_NOISE = "tree-noise"
+"""secure tree nodes not yet fully used (deleted with the tree's last release): secret noise at rest"""
 DIAGNOSTICS_NAME = "diagnostics.jsonl"
 """per release of a seeded run, how much of the noise-free sum it carries (benchmark only)"""
 
@@ -88,6 +108,9 @@ class Session:
         check_int("round_index", round_index, minimum=0)
         if round_index >= self.spec.rounds:
             raise PrivacyMisuseError(f"round_index {round_index}: the mechanism declared {self.spec.rounds} rounds")
+        if self.spec.kind == "tree_aggregation":  # every client in exactly one round of the tree
+            return [cid for cid in self._population
+                    if _tree_round(self._sampling_salt, cid, self.spec.rounds) == round_index]
         rate = self.spec.sampling_rate
         if rate == 1:
             return list(self._population)
@@ -116,12 +139,18 @@ class Session:
             )
         contributors = self._check_contributors(key, index, clients)
         counted = _CountedRows(contributions)
-        total, noise = clipped_sum_and_noise(counted, clip_norm=clip_norm, noise_multiplier=self.noise_multiplier,
-                                             rng=noise_generator(self._seed, key))
-        value = total + noise
+        tree = self.spec.kind == "tree_aggregation"
+        if tree:
+            total, noise = clipped_sum(counted, clip_norm=clip_norm), None
+        else:
+            total, noise = clipped_sum_and_noise(counted, clip_norm=clip_norm, noise_multiplier=self.noise_multiplier,
+                                                 rng=noise_generator(self._seed, key))
         if counted.rows != len(contributors):
             raise PrivacyMisuseError(f"release {key!r}: {counted.rows} rows for {len(contributors)} clients; "
                                      f"pass one row per client, in the order of clients=")
+        if tree:
+            noise = self._tree_increment(key, index, clip_norm=clip_norm, shape=total.shape)
+        value = total + noise
         file = f"{RELEASES}/{_file_stem(key)}.npy"
         with atomic_write(self.run_dir / file, "wb") as handle:
             np.save(handle, value)
@@ -141,6 +170,8 @@ class Session:
         append_record(self.run_dir / LEDGER_NAME, record, expected=self._records)
         self._records.append(record)
         self._releases[key] = record
+        if tree and index == self.spec.rounds - 1:  # no later release needs a node: drop the secret ones
+            shutil.rmtree(self.run_dir / TREE_NOISE, ignore_errors=True)
         if self._seed is not None:  # seeded runs are simulations; a secure run keeps nothing of the clean sum
             line = {"key": key, "index": index, "clients": len(contributors), **release_diagnostics(total, noise)}
             if self._agreement is not None:
@@ -163,6 +194,31 @@ class Session:
         path = self.run_dir / self._releases[key]["file"]
         path.with_name(path.name + TOMBSTONE).touch()
         path.unlink(missing_ok=True)
+
+    def _tree_increment(self, key: str, index: int, *, clip_norm: float, shape: tuple[int, ...]) -> np.ndarray:
+        """The tree's prefix noise after release ``index`` minus the one before it."""
+        first = next((r for r in self._records if r["kind"] == "tree_aggregation"), None)
+        if first is not None and (first["clip_norm"], tuple(first["shape"])) != (clip_norm, shape):
+            raise PrivacyMisuseError(
+                f"release {key!r}: every release of a tree has the clip norm and shape of the first "
+                f"({first['clip_norm']}, {tuple(first['shape'])}); got ({clip_norm}, {shape})")
+        std = self.noise_multiplier * clip_norm
+        return tree_increment(index, lambda node: self._tree_node(node, std=std, shape=shape), shape=shape)
+
+    def _tree_node(self, node: tuple[int, int], *, std: float, shape: tuple[int, ...]) -> np.ndarray:
+        """Node ``(level, j)``'s noise: drawn once per run (seeded: from its key; secure: kept
+        under ``TREE_NOISE`` from its first use on)."""
+        name = f"tree-node-{node[0]}-{node[1]}"
+        if self._seed is not None:
+            return gaussian_noise(noise_generator(self._seed, name), std=std, shape=shape)
+        path = self.run_dir / TREE_NOISE / f"{name}.npy"
+        if path.exists():
+            return np.load(path)
+        value = gaussian_noise(noise_generator(None, name), std=std, shape=shape)
+        path.parent.mkdir(exist_ok=True)
+        with atomic_write(path, "wb") as handle:
+            np.save(handle, value)
+        return value
 
     def _check_contributors(self, key: str, index: int, clients) -> list[str]:
         if isinstance(clients, (str, bytes)) or not isinstance(clients, Sequence):
@@ -235,8 +291,9 @@ def open_session(
     """
     if not isinstance(spec, MechanismSpec):
         raise ConfigError("spec", spec, "a MechanismSpec")
-    if spec.kind != "gaussian":
-        raise ConfigError("mechanism", spec.kind, "'gaussian' (sessions do not release tree-aggregation noise yet)")
+    if spec.kind == "tree_aggregation" and spec.sampling_rate != 1:
+        raise ConfigError("sampling_rate", spec.sampling_rate, "1 for tree aggregation: each client takes part in "
+                          "exactly one round of the tree, chosen by the session (no sampling amplification)")
     if not isinstance(budget, PrivacyBudget):
         raise ConfigError("budget", budget, "a PrivacyBudget")
     check_positive("noise_multiplier", noise_multiplier, allow_zero=True)
@@ -270,7 +327,12 @@ def open_session(
                    agreement=agreement)
 
 
-def _uniform(salt: int, round_index: int, client_id) -> float:
+def _tree_round(salt, client_id, rounds: int) -> int:
+    """The one round of the tree client ``client_id`` takes part in: a keyed hash of its id."""
+    return min(int(_uniform(salt, "tree", client_id) * rounds), rounds - 1)
+
+
+def _uniform(salt: int, round_index, client_id) -> float:
     digest = hashlib.sha256(f"{salt}:{round_index}:{client_id}".encode()).digest()
     return (int.from_bytes(digest[:8], "little") >> 11) / 2.0**53
 

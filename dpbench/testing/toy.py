@@ -118,16 +118,23 @@ class NextWord(Evaluator):
     primary_metric = "accuracy"
 
     def evaluate(self, artifact, data, ctx):
+        return self._score(artifact.texts, data.public, data.test)
+
+    def validation_score(self, artifact, data, ctx):
+        return self._score(artifact.texts, data.public, data.validation)["accuracy"]
+
+    @staticmethod
+    def _score(texts, public, held_out) -> dict[str, float]:
         follows = defaultdict(Counter)
         unigram = Counter()
-        for text in (*data.public, *artifact.texts):
+        for text in (*public, *texts):
             words = text.split()
             unigram.update(words)
             for a, b in zip(words, words[1:], strict=False):
                 follows[a][b] += 1
         fallback = unigram.most_common(1)[0][0]
         hits = unseen = total = 0
-        for text in data.test:
+        for text in held_out:
             words = text.split()
             for a, b in zip(words, words[1:], strict=False):
                 guess = follows[a].most_common(1)[0][0] if follows[a] else fallback

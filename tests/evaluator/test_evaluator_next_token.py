@@ -78,6 +78,32 @@ def test_selection_uses_validation_and_scores_test_once(tiny_data, tiny_options,
     assert details["selected_step"] in (0, 2, 4, 6)
 
 
+def test_validation_score_is_evaluates_validation_accuracy_without_test(tiny_data, tiny_options, make_ctx,
+                                                                        monkeypatch):
+    """What a method sees (no test split) scores a set as ``evaluate`` selects it: same
+    fine-tuning, same validation accuracy; test is never scored; a second call is cached."""
+    evaluator = NextTokenEvaluator(tiny_options)
+    texts = tiny_data.training_texts()
+    full = evaluator.evaluate(SyntheticTexts(texts), tiny_data, make_ctx(seed=3, cache_dir="full"))
+    ctx = make_ctx(seed=3, cache_dir="method")
+    evaluator.initial_model(tiny_data, ctx)
+    scored = []
+    real_score = lm.score
+    monkeypatch.setattr(lm, "score", lambda model, encoded, **kw: (scored.append(len(encoded)),
+                                                                    real_score(model, encoded, **kw))[1])
+    method_data, synthetic = tiny_data.for_method(), SyntheticTexts(texts)
+    assert evaluator.validation_score(synthetic, method_data, ctx) == full["validation_accuracy"]
+    assert scored == [len(tiny_data.validation)] * 4  # the candidates only, never the test split
+    other_seed = evaluator.validation_score(synthetic, method_data, make_ctx(seed=4, cache_dir="method"))
+    assert len(scored) == 8 and 0 <= other_seed <= 1  # another fine-tuning seed is another evaluation
+    assert evaluator.validation_score(synthetic, method_data, ctx) == full["validation_accuracy"]
+    assert len(scored) == 8
+    assert (evaluator.validation_score(SyntheticTexts(()), method_data, ctx)
+            == evaluator.evaluate(SyntheticTexts(()), tiny_data, ctx)["validation_accuracy"])
+    with pytest.raises(EvaluationError, match="validation split is empty"):
+        evaluator.validation_score(synthetic, dataclasses.replace(method_data, validation=()), ctx)
+
+
 def test_pretrained_model_is_a_candidate(tiny_data, tiny_options, make_ctx, monkeypatch):
     """Training that only harms selects step 0: the set scores exactly the ε = 0 row."""
     import torch
@@ -158,8 +184,11 @@ def test_trained_model_round_trip(tiny_data, tiny_options, make_ctx, tmp_path):
     trained = evaluator.evaluate(TrainedModel(copy), tiny_data, ctx)
     base = evaluator.evaluate(SyntheticTexts(()), tiny_data, ctx)
     assert trained == pytest.approx(base)
-    with pytest.raises(EvaluationError, match="config.json"):
-        evaluator.evaluate(TrainedModel(tmp_path), tiny_data, ctx)
+    assert evaluator.validation_score(TrainedModel(copy), tiny_data.for_method(), ctx) == pytest.approx(
+        base["validation_accuracy"])
+    for score in (evaluator.evaluate, evaluator.validation_score):
+        with pytest.raises(EvaluationError, match="config.json"):
+            score(TrainedModel(tmp_path), tiny_data, ctx)
 
 
 def test_errors(tiny_data, tiny_options, make_ctx):

@@ -81,6 +81,25 @@ def test_tree_aggregation_is_a_gaussian_of_sensitivity_sqrt_depth():
     assert tree == pytest.approx(gaussian, rel=1e-12)
 
 
+def test_the_tree_under_pld_is_the_analytic_gaussian_of_its_depth():
+    """Golden check by an independent formula: one tree over 2,000 rounds at z = 10 is the
+    Gaussian mechanism of sensitivity √11 (Balle & Wang 2018, δ(ε) = Φ(μ/2 − ε/μ) − e^ε Φ(−μ/2 − ε/μ),
+    μ = √depth / z), solved here with scipy rather than dp_accounting."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    mu = math.sqrt(math.ceil(math.log2(2000 + 1))) / 10
+
+    def delta_at(eps):
+        return norm.cdf(mu / 2 - eps / mu) - math.exp(eps) * norm.cdf(-mu / 2 - eps / mu)
+
+    analytic = brentq(lambda eps: delta_at(eps) - 1e-6, 1e-6, 50)
+    pld = compute_epsilon(noise_multiplier=10, sampling_rate=1, rounds=2000, delta=1e-6,
+                          mechanism="tree_aggregation", accountant="pld")
+    assert analytic == pytest.approx(1.4401, abs=1e-4)
+    assert pld == pytest.approx(analytic, rel=1e-6) and pld >= analytic  # PLD rounds up, never down
+
+
 @pytest.mark.parametrize("accountant", ACCOUNTANTS)
 @pytest.mark.parametrize("mechanism", ["gaussian", "tree_aggregation"])
 def test_accountant_edge_cases(accountant, mechanism):

@@ -344,12 +344,6 @@ def test_replay_checks_the_stored_release(tmp_path):
         session.release_clipped_sum("a", rows(), clip_norm=C)
 
 
-def test_tree_aggregation_sessions_are_refused(tmp_path):
-    spec = MechanismSpec(rounds=4, kind="tree_aggregation")
-    with pytest.raises(ConfigError, match="mechanism"):
-        open_session(spec, noise_multiplier=5.0, budget=INF_BUDGET, run_dir=tmp_path, clients=CLIENTS, seed=0)
-
-
 def test_epsilon_from_ledger_edge_cases(tmp_path):
     assert epsilon_from_ledger(tmp_path / "missing.jsonl", delta=1e-5) == 0.0
     (tmp_path / "empty.jsonl").write_text("")

@@ -50,3 +50,13 @@ class DpFedAvgOptions:
         check_fraction("server_momentum", self.server_momentum, allow_zero=True, allow_one=False)
         check_choice("select", self.select, SELECTIONS)
         check_bf16("bf16", self.bf16)
+
+
+@dataclass(frozen=True)
+class DpFtrlOptions(DpFedAvgOptions):
+    """DP-FTRL's options: DP-FedAvg's, with each client in exactly one of the ``rounds`` rounds
+    (no sampling), so a round has about N/rounds clients."""
+
+    clients_per_round: int = 25
+    """m̃, the public divisor of each round's noisy sum: about N/rounds (a round holds the clients
+    the session assigned to it, ~N/rounds of them); a public constant, never the realised count"""

@@ -49,7 +49,7 @@ from dpbench.api import (
     write_json,
     write_sealed,
 )
-from dpbench_dpfedavg.config import DpFedAvgOptions
+from dpbench_dpfedavg.config import DpFedAvgOptions, DpFtrlOptions
 
 STATE_FILE = "dp_fedavg.pt"
 
@@ -58,8 +58,22 @@ class DpFedAvg(Method):
     """DP-FedAvg as a dpbench method (see the module docstring)."""
 
     version = "1"
+    citation = """\
+@inproceedings{mcmahan2018learning,
+  title = {Learning Differentially Private Recurrent Language Models},
+  author = {McMahan, H. Brendan and Ramage, Daniel and Talwar, Kunal and Zhang, Li},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year = {2018},
+  eprint = {1710.06963},
+  archivePrefix = {arXiv}
+}
+"""
     config_class = DpFedAvgOptions
     trains_downstream_model = True
+    label = "DP-FedAvg"
+    """in logs, progress and errors"""
+    release_key = "dp-fedavg-round"
+    """round r's release is ``f"{release_key}-{r}"``"""
 
     def mechanism(self, data: MethodData) -> MechanismSpec:
         return MechanismSpec(rounds=self.config.rounds, sampling_rate=self.sampling_rate(data.num_clients))
@@ -77,7 +91,7 @@ class DpFedAvg(Method):
         o = self.config
         bf16 = use_bf16(o.bf16, ctx.device)
         if o.select == "best_validation" and not data.validation:
-            raise DpbenchError("DP-FedAvg: select=best_validation needs a validation split, which is empty")
+            raise DpbenchError(f"{self.label}: select=best_validation needs a validation split, which is empty")
         source = ctx.initial_model()
         tokenizer = AutoTokenizer.from_pretrained(str(source))
         model = AutoModelForCausalLM.from_pretrained(str(source)).to(ctx.device).eval()
@@ -100,7 +114,7 @@ class DpFedAvg(Method):
             assign(params, weights)
             metrics = score(model, validation, pad_id=tokenizer.pad_token_id, bf16=bf16, device=ctx.device)
             state["history"].append({"checkpoint": checkpoint, **metrics})
-            ctx.log.info("DP-FedAvg checkpoint %d/%d: validation accuracy %.4f, cross-entropy %.4f",
+            ctx.log.info("%s checkpoint %d/%d: validation accuracy %.4f, cross-entropy %.4f", self.label,
                          checkpoint, o.rounds, metrics["accuracy"], metrics["cross_entropy"])
             best = state["best"]
             if o.select == "best_validation" and (best is None or metrics["accuracy"] > best["accuracy"]):
@@ -118,17 +132,18 @@ class DpFedAvg(Method):
                                      seed=ctx.seed_for(f"dp-fedavg-client-{r}-{cid}"), device=ctx.device)
                 yield (local - global_weights).double().cpu().numpy()[None, :]
 
-        for r in ctx.track(range(o.rounds), "DP-FedAvg rounds"):
+        for r in ctx.track(range(o.rounds), f"{self.label} rounds"):
             if r < state["next_round"]:
                 continue
             participants = ctx.privacy.cohort(r)
             rows = (ctx.track(deltas(participants, r, weights), f"round {r + 1}/{o.rounds}: local training",
                               total=len(participants))
                     if participants else np.zeros((0, weights.numel())))
-            noisy_sum = ctx.privacy.release_clipped_sum(f"dp-fedavg-round-{r}", rows, clip_norm=o.clip_norm,
+            key = f"{self.release_key}-{r}"
+            noisy_sum = ctx.privacy.release_clipped_sum(key, rows, clip_norm=o.clip_norm,
                                                         clients=participants)
             if noisy_sum.shape != (weights.numel(),):
-                raise DpbenchError(f"DP-FedAvg: release dp-fedavg-round-{r} has shape {noisy_sum.shape}, the model "
+                raise DpbenchError(f"{self.label}: release {key} has shape {noisy_sum.shape}, the model "
                                    f"{weights.numel()} parameters; resume with the same model")
             average = torch.from_numpy(noisy_sum / expected).to(weights)
             state["momentum"] = o.server_momentum * state["momentum"] + average
@@ -140,7 +155,7 @@ class DpFedAvg(Method):
                        {"select": o.select, "chosen_checkpoint": chosen, "history": state["history"]})
             state["next_round"] = r + 1
             save_atomic(state, path)
-            ctx.privacy.discard_release(f"dp-fedavg-round-{r}")  # now in the checkpoint; model-sized on disk
+            ctx.privacy.discard_release(key)  # now in the checkpoint; model-sized on disk
 
         assign(params, state["best"]["weights"] if o.select == "best_validation" else weights)
         out = ctx.checkpoint_dir / "model"
@@ -155,6 +170,48 @@ class DpFedAvg(Method):
         from dpbench.toolkit import clipped_sum_mechanism
 
         return clipped_sum_mechanism(clip_norm=self.config.clip_norm, name="dp_fedavg round release")
+
+
+class DpFtrl(DpFedAvg):
+    """DP-FTRL: DP-FedAvg's client loop and server step on a tree-aggregated release.
+
+    Kairouz, McMahan, Song, Thakkar, Thakurta, Xu, "Practical and Private (Deep) Learning
+    without Sampling or Shuffling" (ICML 2021, arXiv 2103.00039). No sampling: the session puts
+    each client in exactly one of the ``rounds`` rounds (one pass over the clients, one tree) and
+    noises each round's clipped sum with the increment of the tree's prefix noise, so the running
+    sum of the updates carries the noise of ⌈log₂⌉ tree nodes rather than one draw per round. The
+    server's momentum step (the paper's DP-FTRLM) acts on the released increments only, so it is
+    post-processing. One tree per run: the paper's restarts (a new tree each pass over the
+    clients) are not needed for a single pass.
+    """
+
+    version = "1"
+    citation = """\
+@inproceedings{kairouz2021practical,
+  title = {Practical and Private (Deep) Learning Without Sampling or Shuffling},
+  author = {Kairouz, Peter and McMahan, Brendan and Song, Shuang and Thakkar, Om and Thakurta, Abhradeep and
+            Xu, Zheng},
+  booktitle = {Proceedings of the 38th International Conference on Machine Learning},
+  series = {Proceedings of Machine Learning Research},
+  volume = {139},
+  year = {2021},
+  eprint = {2103.00039},
+  archivePrefix = {arXiv}
+}
+"""
+    config_class = DpFtrlOptions
+    label = "DP-FTRL"
+    release_key = "dp-ftrl-round"
+
+    def mechanism(self, data: MethodData) -> MechanismSpec:
+        return MechanismSpec(rounds=self.config.rounds, kind="tree_aggregation")
+
+    def audit_mechanism(self):
+        """The whole tree release (every round's clipped sum and prefix-noise increment) for
+        ``dpbench audit``, with the score's direction learnt, since the rounds' noise is correlated."""
+        from dpbench.toolkit import tree_aggregation_mechanism
+
+        return tree_aggregation_mechanism(clip_norm=self.config.clip_norm, name="dp_ftrl tree release")
 
 
 def local_update(model, weights, encoded, *, pad_id: int, epochs: int, batch_size: int, lr: float, seed: int,

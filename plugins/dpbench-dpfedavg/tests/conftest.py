@@ -37,15 +37,17 @@ def fed_data() -> MethodData:
 
 @pytest.fixture
 def run_method(tiny_gpt2, fed_data):
-    """``run_method(run_dir, seed=..., noise_multiplier=..., **options)`` runs DP-FedAvg on
-    ``fed_data`` through a real privacy session on ``run_dir`` (a fresh session each call,
-    as after a restart) and returns the artifact and the context."""
+    """``run_method(run_dir, seed=..., noise_multiplier=..., **options)`` runs DP-FedAvg (with
+    ``ftrl=True``: DP-FTRL) on ``fed_data`` through a real privacy session on ``run_dir`` (a
+    fresh session each call, as after a restart) and returns the artifact and the context."""
     from dpbench.privacy import open_session
-    from dpbench_dpfedavg.config import DpFedAvgOptions
-    from dpbench_dpfedavg.method import DpFedAvg
+    from dpbench_dpfedavg.config import DpFedAvgOptions, DpFtrlOptions
+    from dpbench_dpfedavg.method import DpFedAvg, DpFtrl
 
-    def run(run_dir: Path, *, seed: int = 0, noise_multiplier: float = 0.0, session_hook=None, **options):
-        method = DpFedAvg(DpFedAvgOptions(**{"bf16": False, **options}))
+    def run(run_dir: Path, *, seed: int = 0, noise_multiplier: float = 0.0, session_hook=None, ftrl=False,
+            **options):
+        cls, options_cls = (DpFtrl, DpFtrlOptions) if ftrl else (DpFedAvg, DpFedAvgOptions)
+        method = cls(options_cls(**{"bf16": False, **options}))
         budget = PrivacyBudget(epsilon=math.inf, delta=1e-5)
         session = open_session(method.mechanism(fed_data), noise_multiplier=noise_multiplier, budget=budget,
                                run_dir=run_dir, clients=sorted(fed_data.clients), seed=seed, accountant="rdp")

@@ -37,6 +37,19 @@ class PrivateEvolution(Method):
     """Federated Private Evolution for text (see the module docstring)."""
 
     version = "4"  # 4: the decode loop's packed prefill and shared prompt cache (same distribution, other draws)
+    citation = """\
+@inproceedings{xie2024augpe,
+  title = {Differentially Private Synthetic Data via Foundation Model {APIs} 2: Text},
+  author = {Xie, Chulin and Lin, Zinan and Backurs, Arturs and Gopi, Sivakanth and Yu, Da and Inan, Huseyin A. and
+            Nori, Harsha and Jiang, Haotian and Zhang, Huishuai and Lee, Yin Tat and Li, Bo and Yekhanin, Sergey},
+  booktitle = {Proceedings of the 41st International Conference on Machine Learning},
+  series = {Proceedings of Machine Learning Research},
+  volume = {235},
+  year = {2024},
+  eprint = {2403.01749},
+  archivePrefix = {arXiv}
+}
+"""
     config_class = PeOptions
 
     def mechanism(self, data: MethodData) -> MechanismSpec:

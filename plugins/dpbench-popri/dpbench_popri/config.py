@@ -11,7 +11,7 @@ from dpbench.api import ConfigError
 from dpbench.api.config import check_choice, check_fraction, check_int, check_positive
 from dpbench.toolkit import GeneratorOptions
 
-SELECTIONS = ("last", "best_validation_fid", "best_validation_centroid")
+SELECTIONS = ("last", "best_validation_fid", "best_validation_centroid", "best_validation_downstream")
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,10 @@ class PopriOptions(GeneratorOptions):
 
     # monitoring and output
     select: str = "last"
-    """checkpoint for the final data: last, best_validation_fid or best_validation_centroid"""
+    """checkpoint for the final data: last, best_validation_fid, best_validation_centroid (embedding
+    statistics of the monitor candidates) or best_validation_downstream (each checkpoint's
+    ``final_samples`` texts scored on validation by the suite's evaluator: one generation and
+    one evaluation per checkpoint; the per-checkpoint curve is kept in monitor.json)"""
     final_samples: int = 256
     """M synthetic texts from the chosen checkpoint; paper: ~1M"""
 

@@ -51,7 +51,8 @@ def dpo_config(options: PopriOptions, *, output_dir: Path, first_round: bool, se
     from dpbench.toolkit import use_bf16
 
     return DPOConfig(
-        output_dir=str(output_dir), per_device_train_batch_size=options.pairs_per_step, gradient_accumulation_steps=1,
+        output_dir=str(output_dir), per_device_train_batch_size=options.pairs_per_step,
+        per_device_eval_batch_size=options.pairs_per_step, gradient_accumulation_steps=1,
         num_train_epochs=options.epochs_per_round, learning_rate=options.learning_rate,
         lr_scheduler_type="constant_with_warmup", warmup_steps=options.warmup_steps if first_round else 0,
         beta=options.beta, loss_type=["sigmoid"], max_length=options.max_length,
@@ -131,6 +132,17 @@ class _Shared:
         return shared_prompt_forward(self.model, **kwargs) if fused_lm_head else self.model(**kwargs)
 
 
+def _held_out(trainer) -> dict[str, float]:
+    """The carried policy's DPO loss and reward accuracy on this round's pairs before it trains
+    on them: whether what earlier rounds learnt carries to new prompts (ln 2 and 0 for a policy
+    no different from the reference). No gradient and no random draw, so training is unchanged
+    (under bf16 ``evaluate`` leaves the model's forward in accelerate's autocast wrapper, which
+    ``train`` applies anyway)."""
+    trainer.eval_dataset = trainer.train_dataset  # with its precomputed reference log-probs
+    metrics = trainer.evaluate()
+    return {"held_out_loss": metrics["eval_loss"], "held_out_reward_accuracy": metrics["eval_rewards/accuracies"]}
+
+
 def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dict], previous: Path | None,
                 out_dir: Path, seed: int, device: str, stock: bool = False) -> dict:
     """Train the adapter one round on ``pairs``; save ``adapter/`` and ``optimizer.pt`` in ``out_dir``.
@@ -156,6 +168,7 @@ def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dic
         set_peft_model_state_dict(trainer.model, load_file(previous / "adapter" / "adapter_model.safetensors"))
         trainer.create_optimizer()
         trainer.optimizer.load_state_dict(torch.load(previous / "optimizer.pt", weights_only=True))
+    held_out = _held_out(trainer) if previous is not None else {}
     trainer.train()
     trainer.model.save_pretrained(out_dir / "adapter")
     with atomic_write(out_dir / "optimizer.pt", "wb") as handle:
@@ -166,6 +179,6 @@ def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dic
              "loss_last": losses[-1] if losses else None,
              "reward_accuracy_last": accuracies[-1] if accuracies else None,
              "pairs_dropped": len(pairs) - len(kept), "pairs_cut": sum(n > options.max_length for n in lengths),
-             "longest_pair_tokens": max(lengths, default=0)}
+             "longest_pair_tokens": max(lengths, default=0), **held_out}
     write_json(out_dir / "dpo.json", stats)
     return stats

@@ -51,6 +51,19 @@ class Popri(Method):
     """POPri as a dpbench method (see the module docstring)."""
 
     version = "5"  # 5: the decode loop's packed prefill and shared prompt cache (same distribution, other draws)
+    citation = """\
+@inproceedings{pmlr-v267-hou25g,
+  title = {Private Federated Learning using Preference-Optimized Synthetic Data},
+  author = {Hou, Charlie and Wang, Mei-Yu and Zhu, Yige and Lazar, Daniel and Fanti, Giulia},
+  booktitle = {Proceedings of the 42nd International Conference on Machine Learning},
+  series = {Proceedings of Machine Learning Research},
+  volume = {267},
+  pages = {24025--24044},
+  year = {2025},
+  eprint = {2504.16438},
+  archivePrefix = {arXiv}
+}
+"""
     config_class = PopriOptions
 
     def mechanism(self, data: MethodData) -> MechanismSpec:
@@ -82,7 +95,7 @@ class Popri(Method):
             record = f"{folder.name}/round.json"
             done = ctx.load_state(record)
             if done is not None:
-                history.append(done["monitor"])
+                history.append(_with_held_out(done["monitor"], done["dpo"]))
                 continue
             t0 = time.perf_counter()
             with ctx.phase(f"round {r + 1}/{o.rounds}: sampling {o.prompts_per_round * o.samples_per_prompt} "
@@ -113,7 +126,7 @@ class Popri(Method):
             seconds = {"generation": t1 - t0, "scoring": t2 - t1, "dpo": time.perf_counter() - t2}
             ctx.log.info("POPri round %d: %s; DPO %s; seconds %s", r, _short(monitor), _short(dpo), _short(seconds))
             ctx.save_state(record, {"monitor": monitor, "dpo": dpo, "seconds": seconds})
-            history.append(monitor)
+            history.append(_with_held_out(monitor, dpo))
 
         final_folder = state / "final"
         final_folder.mkdir(exist_ok=True)
@@ -124,10 +137,14 @@ class Popri(Method):
             metrics = round_metrics(normalise_rows(embedder.encode(candidates)), validation)
             ctx.save_state("final/monitor.json", {"checkpoint": o.rounds, **metrics})
         history.append(ctx.load_state("final/monitor.json"))
+        downstream = o.select == "best_validation_downstream"
+        if downstream:
+            self._score_checkpoints(history, sample, state, ctx)
         chosen = pick_checkpoint(history, o.select)
         ctx.save_state("monitor.json", {"history": history, "chosen_checkpoint": chosen, "rule": o.select})
+        saved = final_folder / (_checkpoint_texts_name(chosen) if downstream else "synthetic.json")
         with ctx.phase(f"sampling {o.final_samples} texts from checkpoint {chosen}"):
-            _, texts = sample("final", o.final_samples, 1, _adapter(state, chosen), final_folder / "synthetic.json")
+            _, texts = sample("final", o.final_samples, 1, _adapter(state, chosen), saved)
         generator.close()
         return SyntheticTexts(texts=tuple(texts))
 
@@ -142,6 +159,27 @@ class Popri(Method):
                                 _adapter(state, checkpoint), saved)[1]
         finally:
             generator.close()
+
+    def _score_checkpoints(self, history: list[dict], sample, state: Path, ctx: RunContext) -> None:
+        """Add ``validation_downstream`` to each checkpoint's entry of ``history``: its final
+        texts (the final sample's prompts and seeds) scored on validation by the suite's
+        evaluator. Kept per checkpoint in ``final/downstream.json``, so a killed run resumes."""
+        o = self.config
+        scores = ctx.load_state("final/downstream.json", {})
+        for stats in history:
+            k = stats["checkpoint"]
+            if str(k) not in scores:
+                with ctx.phase(f"checkpoint {k}: {o.final_samples} texts scored on validation"):
+                    t0 = time.perf_counter()
+                    _, texts = sample("final", o.final_samples, 1, _adapter(state, k),
+                                      state / "final" / _checkpoint_texts_name(k))
+                    t1 = time.perf_counter()
+                    score = ctx.validation_score(texts)
+                scores[str(k)] = {"validation_downstream": score, "seconds": {
+                    "generation": t1 - t0, "evaluation": time.perf_counter() - t1}}
+                ctx.save_state("final/downstream.json", scores)
+                ctx.log.info("POPri checkpoint %d: validation %.4g", k, score)
+            stats["validation_downstream"] = scores[str(k)]["validation_downstream"]
 
     def _sample(self, generator, public, ctx, stream, prompts, per_prompt, adapter, saved: Path):
         """``per_prompt`` completions for each of ``prompts`` fresh prompts; cached in ``saved``."""
@@ -208,6 +246,8 @@ def pick_checkpoint(history: list[dict[str, float]], rule: str) -> int:
     """Index of the checkpoint (0 = base) the final data comes from, by the configured rule."""
     if rule == "last":
         return len(history) - 1
+    if rule == "best_validation_downstream":
+        return int(np.argmax([h["validation_downstream"] for h in history]))
     if rule == "best_validation_fid":
         return int(np.argmin([h["validation_fid"] for h in history]))
     return int(np.argmax([h["validation_centroid_cosine"] for h in history]))
@@ -223,6 +263,18 @@ def _adapter(state: Path, checkpoint: int) -> Path | None:
     """The LoRA adapter of checkpoint ``checkpoint`` (None: the base model)."""
     folder = _adapter_round(state, checkpoint)
     return None if folder is None else folder / "adapter"
+
+
+def _with_held_out(monitor: dict, dpo: dict) -> dict:
+    """Checkpoint r's monitor entry with round r's held-out DPO check (checkpoint r's policy on
+    pairs it has not trained on), when the round made one."""
+    return {**monitor, **{f"dpo_{k}": dpo[k] for k in ("held_out_loss", "held_out_reward_accuracy") if k in dpo}}
+
+
+def _checkpoint_texts_name(checkpoint: int) -> str:
+    """The file under ``final/`` that keeps checkpoint ``checkpoint``'s final texts when every
+    checkpoint's are sampled (``best_validation_downstream``)."""
+    return f"checkpoint{checkpoint}.json"
 
 
 def _short(stats: dict) -> str:

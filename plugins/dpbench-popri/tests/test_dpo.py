@@ -157,3 +157,37 @@ def test_with_bf16_every_pass_runs_under_the_trainers_autocast(tiny_llama, tmp_p
     train_round(options=options, base_model=base, tokenizer=load_tokenizer(str(tiny_llama)), pairs=_pairs(),
                 previous=None, out_dir=tmp_path, seed=0, device="cpu")
     assert dtypes == [torch.bfloat16] * 4  # reference (prompt, completions), then one training step
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_held_out_check_scores_the_carried_policy_and_changes_no_training(tiny_llama, tmp_path, monkeypatch,
+                                                                             bf16):
+    """From round 1 on, the carried policy's DPO loss on the round's pairs is measured before it
+    trains on them: with one step over all the pairs that is the step's own loss; the adapter
+    trained after the check is the one trained without it (in bf16 too, where the check's
+    ``evaluate`` leaves accelerate's autocast wrapper on the model)."""
+    import math
+
+    from safetensors.torch import load_file
+
+    import dpbench_popri.dpo as dpo
+    from dpbench.models.resolve import load_tokenizer
+    from dpbench_popri.config import PopriOptions
+
+    options = PopriOptions(model=str(tiny_llama), lora_r=2, lora_alpha=4, pairs_per_step=3, max_length=128,
+                           learning_rate=1e-2, bf16=bf16)
+
+    def train(previous, out_dir):
+        return dpo.train_round(options=options, base_model=_base(tiny_llama), tokenizer=load_tokenizer(str(tiny_llama)),
+                               pairs=_pairs(), previous=previous, out_dir=out_dir, seed=0, device="cpu")
+
+    assert "held_out_loss" not in train(None, tmp_path / "round0")  # its policy is the reference
+    checked = train(tmp_path / "round0", tmp_path / "checked")
+    assert checked["held_out_loss"] == pytest.approx(checked["loss_first"], rel=1e-2 if bf16 else 1e-5)
+    assert abs(checked["held_out_loss"] - math.log(2)) > 1e-4 and 0 <= checked["held_out_reward_accuracy"] <= 1
+    monkeypatch.setattr(dpo, "_held_out", lambda trainer: {})
+    plain = train(tmp_path / "round0", tmp_path / "plain")
+    assert plain["loss_last"] == checked["loss_last"]
+    weights = [load_file(tmp_path / name / "adapter" / "adapter_model.safetensors") for name in ("checked", "plain")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -11,7 +11,7 @@ from dpbench.runner import Runner
 from dpbench.suite import load_suite
 
 
-def _suite(tmp_path, model, rounds=2, max_length=128):
+def _suite(tmp_path, model, rounds=2, max_length=128, select="last", bf16="auto"):
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "popri_tiny.yaml"
     path.write_text(f"""
@@ -34,6 +34,8 @@ methods:
     lora_alpha: 4
     max_length: {max_length}
     generation_batch_size: 8
+    select: {select}
+    bf16: {bf16}
 evaluators: {{next_word: {{}}}}
 """)
     return load_suite(path, runs_dir=tmp_path / "runs")
@@ -63,6 +65,11 @@ def test_rounds_are_on_policy_and_privacy_is_ledgered(tmp_path, tiny_llama, hash
     for r in (0, 1):  # every pair reached DPO whole
         dpo = json.loads((state / f"round{r:03d}" / "dpo.json").read_text())
         assert dpo["pairs_dropped"] == dpo["pairs_cut"] == 0 and 0 < dpo["longest_pair_tokens"] <= 128
+    held_out = json.loads((state / "round001" / "dpo.json").read_text())  # round 1's pairs, before training
+    assert 0 < held_out["held_out_loss"] and 0 <= held_out["held_out_reward_accuracy"] <= 1
+    assert "held_out_loss" not in json.loads((state / "round000" / "dpo.json").read_text())  # policy = reference
+    assert monitor["history"][1]["dpo_held_out_loss"] == held_out["held_out_loss"]  # checkpoint 1's policy
+    assert "dpo_held_out_loss" not in monitor["history"][0]
     pairs = json.loads((state / "round000" / "pairs.json").read_text())
     assert [p["chosen"] // 3 for p in pairs] == [0, 1, 2, 3] and all(p["chosen"] != p["rejected"] for p in pairs)
 
@@ -133,7 +140,7 @@ def test_reference_is_the_base_model_and_adapter_carries_over(tmp_path, tiny_lla
         return original_train(self, *args, **kwargs)
 
     monkeypatch.setattr(DPOTrainer, "train", train)
-    suite = _suite(tmp_path, tiny_llama)
+    suite = _suite(tmp_path, tiny_llama, bf16=False)  # fp32 logits to compare (on any machine)
     assert not Runner(suite).run().failed
     state = suite.folder / suite.runs[0].run_id / "state"
     for reference, _, ref_model in seen:
@@ -177,6 +184,42 @@ def test_killed_between_rounds_resumes_to_the_same_result(tmp_path, tiny_llama, 
     assert ledger_b == ["popri-round-0", "popri-round-1"]
     assert load_result(a).privacy["epsilon_spent"] == load_result(b).privacy["epsilon_spent"]
     assert load_artifact(a).texts == load_artifact(b).texts
+
+
+def test_downstream_rule_scores_every_checkpoint_on_validation_and_resumes(tmp_path, tiny_llama, hashing_embedder,
+                                                                          toy_plugin, popri_plugin, generation_calls,
+                                                                          monkeypatch):
+    """``best_validation_downstream``: each checkpoint's final texts scored by the suite's
+    evaluator on validation, the best one returned without sampling it again; a run killed
+    while scoring keeps the checkpoints scored before."""
+    from dpbench.testing.toy import NextWord
+
+    scored = []
+    returned = [0.2, None, 0.5, 0.4]  # checkpoint 0; checkpoint 1 killed, then scored; checkpoint 2
+
+    def validation_score(self, artifact, data, ctx):
+        assert not hasattr(data, "test")  # what a method sees
+        scored.append(artifact.texts)
+        if len(scored) == 2:
+            raise KeyboardInterrupt
+        return returned[len(scored) - 1]
+
+    monkeypatch.setattr(NextWord, "validation_score", validation_score)
+    suite = _suite(tmp_path, tiny_llama, select="best_validation_downstream")
+    with pytest.raises(KeyboardInterrupt):
+        Runner(suite).run()
+    assert not Runner(suite).run().failed
+    assert len(scored) == 4 and scored[1] == scored[2]  # checkpoint 1 again after the kill, checkpoint 0 not
+    state = suite.folder / suite.runs[0].run_id / "state"
+    monitor = json.loads((state / "monitor.json").read_text())
+    assert [h["validation_downstream"] for h in monitor["history"]] == [0.2, 0.5, 0.4]
+    assert monitor["chosen_checkpoint"] == 1
+    texts = load_artifact(suite.folder / suite.runs[0].run_id).texts
+    assert texts == scored[2] == tuple(json.loads((state / "final" / "checkpoint1.json").read_text()))
+    finals = [c["adapter"] for c in generation_calls if c["n"] == 6]  # one final sample per checkpoint, no more
+    assert finals == [None, str(state / "round000" / "adapter"), str(state / "round001" / "adapter")]
+    downstream = json.loads((state / "final" / "downstream.json").read_text())
+    assert sorted(downstream) == ["0", "1", "2"] and all(v["seconds"]["evaluation"] >= 0 for v in downstream.values())
 
 
 def test_options_are_validated():

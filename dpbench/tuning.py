@@ -1,0 +1,235 @@
+"""``dpbench tune``: the same tuning budget for every method, chosen on validation only.
+
+A tuning file names a suite, the ε and seed to tune at, a ``budget`` (settings tried per
+method, the suite's own setting included) and each method's search space (option -> list of
+values)::
+
+    suite: ../suites/quickstart.yaml   # relative to the tuning file
+    epsilon: 7
+    seed: 0
+    budget: 6
+    methods:
+      popri: {learning_rate: [5.0e-5, 2.0e-4, 5.0e-4], beta: [0.01, 0.1, 0.3]}
+      pe: {variations_per_sample: [1, 2], iterations: [3, 5]}
+
+For each dataset and method the suite's own setting runs first, then ``budget - 1`` other
+points of the space's grid (all of them when there are fewer; otherwise a sample seeded by
+``seed`` and the method's label). Each is an ordinary run (resumable, ledgered) in the suite
+``<suite>-tuning-eps<ε>`` beside the suite's own runs (the evaluator's pretrained model and
+other caches are shared), scored by the suite's first evaluator on the validation split only
+(``Evaluator.validation_score``): the test split is never read. ``tuning.json``/``.md`` name
+every setting with its validation score and cost, and the best per dataset and method.
+
+What tuning spends on the private data is not charged to the board's runs, as in the paper
+and common practice; the comparison is fair because every method gets the same budget on the
+same validation split.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dpbench.api.context import derive_seed
+from dpbench.errors import ConfigError, did_you_mean
+
+TUNING_KEYS = {
+    "suite": "the suite file to tune (relative to the tuning file)",
+    "epsilon": "the ε every setting runs at (a number > 0)",
+    "seed": "the run seed of every setting (default 0)",
+    "budget": "settings tried per method, the suite's own included (an integer >= 1)",
+    "methods": "method label -> {option: [values]}",
+    "description": "one line for the record",
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One method setting tried: the space's options at these values."""
+
+    method: str
+    values: Mapping[str, Any]
+    own: bool
+    """the suite's own setting (the baseline every search includes)"""
+
+
+@dataclass(frozen=True)
+class TuningPlan:
+    """A validated tuning file."""
+
+    path: Path
+    suite: Path
+    epsilon: float
+    seed: int
+    budget: int
+    spaces: Mapping[str, Mapping[str, tuple]]
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        """The suite name the tuning runs are kept under."""
+        return f"{self.suite.stem}-tuning-eps{self.epsilon:g}"
+
+    @property
+    def command(self) -> str:
+        return f"dpbench tune {self.path.as_posix()}"
+
+
+def load_tuning(path: str | Path) -> TuningPlan:
+    """Read and validate a tuning file; every error names the field and what is allowed."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("tuning", str(path), "an existing tuning file")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError("tuning", str(path), "a mapping of " + ", ".join(TUNING_KEYS))
+    for key in raw:
+        if key not in TUNING_KEYS:
+            raise ConfigError(key, raw[key], "one of the tuning keys: " + ", ".join(TUNING_KEYS) + "."
+                              + did_you_mean(str(key), TUNING_KEYS))
+    if not isinstance(raw.get("suite"), str):
+        raise ConfigError("suite", raw.get("suite"), "the path of a suite file, relative to the tuning file")
+    epsilon = raw.get("epsilon")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not 0 < epsilon < math.inf:
+        raise ConfigError("epsilon", epsilon, "a finite number > 0 (tune at one ε of the board)")
+    seed, budget = raw.get("seed", 0), raw.get("budget")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError("seed", seed, "an integer >= 0")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigError("budget", budget, "an integer >= 1: settings tried per method, the suite's own included")
+    methods = raw.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        raise ConfigError("methods", methods, "a non-empty mapping of method label -> {option: [values]}")
+    spaces = {}
+    for label, space in methods.items():
+        if not isinstance(space, dict) or not space:
+            raise ConfigError(f"methods.{label}", space, "a non-empty mapping of option -> list of values")
+        for option, values in space.items():
+            if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
+                raise ConfigError(f"methods.{label}.{option}", values, "a non-empty list of distinct values")
+        spaces[label] = {option: tuple(values) for option, values in space.items()}
+    return TuningPlan(path=path, suite=path.parent / raw["suite"], epsilon=float(epsilon), seed=seed, budget=budget,
+                      spaces=spaces, description=str(raw.get("description", "")))
+
+
+def tuning_suites(plan: TuningPlan, *, runs_dir: str | Path | None = None) -> list[tuple[Setting, Any]]:
+    """``[(setting, suite)]``: one single-method suite per setting tried, its runs at the plan's
+    ε and seed (one per dataset of the tuned suite)."""
+    from dpbench.suite import build_suite, compose
+
+    overrides = [f"privacy.epsilon={plan.epsilon!r}", f"seeds=[{plan.seed}]"]
+    base = compose(plan.suite, overrides)
+    suite = build_suite(base, path=plan.suite, overrides=overrides, runs_dir=runs_dir)
+    choices = {spec.method.label: spec.method for spec in suite.runs}
+    out = []
+    for label, space in plan.spaces.items():
+        if label not in base.get("methods", {}):
+            raise ConfigError(f"methods.{label}", label, f"a method of {plan.suite}: "
+                              + ", ".join(sorted(base.get("methods", {}))) + "." + did_you_mean(label, base["methods"]))
+        choice = choices[label]
+        if _is_reference(choice.plugin):
+            raise ConfigError(f"methods.{label}", label, "a private method: a reference row has nothing to tune")
+        for option in space:
+            if option not in choice.options:
+                raise ConfigError(f"methods.{label}.{option}", option, f"an option of method {choice.plugin!r}: "
+                                  + ", ".join(sorted(choice.options)) + "." + did_you_mean(option, choice.options))
+        for values in settings(plan, label, choice.options):
+            config = copy.deepcopy(base)
+            config["name"] = plan.name
+            config["methods"] = {label: {**base["methods"][label], **values}}
+            config.pop("leaderboard", None)
+            tried = build_suite(config, path=plan.suite, runs_dir=suite.runs_dir,
+                                overrides=overrides + [f"methods.{label}.{k}={v!r}" for k, v in values.items()])
+            out.append((Setting(method=label, values=values, own=all(values[k] == choice.options[k] for k in values)),
+                        tried))
+    return out
+
+
+def settings(plan: TuningPlan, label: str, defaults: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The settings of method ``label`` to try: the suite's own (``defaults``) first, then up to
+    ``budget - 1`` other points of the space's grid, sampled with a seed of their own."""
+    space = plan.spaces[label]
+    names = list(space)
+    own = {name: defaults[name] for name in names}
+    others = [dict(zip(names, values, strict=True)) for values in itertools.product(*(space[n] for n in names))]
+    others = [s for s in others if s != own]
+    if len(others) > plan.budget - 1:
+        import numpy as np
+
+        rng = np.random.default_rng(derive_seed(plan.seed, f"tune/{label}"))
+        others = [others[i] for i in sorted(rng.choice(len(others), plan.budget - 1, replace=False))]
+    return [own, *others]
+
+
+def _is_reference(plugin: str) -> bool:
+    from dpbench.plugins import get_registry
+
+    return get_registry("method").get(plugin).reference is not None
+
+
+def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None) -> dict:
+    """Run every setting (resuming finished ones) and return the record (see ``write_record``)."""
+    from dpbench.results import load_result
+    from dpbench.runner import Runner
+
+    rows, folder = [], None
+    for setting, suite in tuning_suites(plan, runs_dir=runs_dir):
+        failed = Runner(suite, progress=progress, scoring="validation").run().failed
+        folder = suite.folder
+        for spec in suite.runs:
+            result = load_result(suite.folder / spec.run_id)
+            rows.append({
+                "dataset": spec.dataset.label, "method": setting.method, "values": dict(setting.values),
+                "suite_setting": setting.own, "run_id": spec.run_id,
+                "validation_score": None if result is None else next(iter(result.metrics.values()))["validation_score"],
+                "method_minutes": None if result is None else round(result.timings.get("method_s", 0) / 60, 2),
+                "epsilon_spent": None if result is None else result.privacy.get("epsilon_spent"),
+                **({"error": failed[spec.run_id]} if spec.run_id in failed else {})})
+    best = {}
+    for row in rows:
+        key = f"{row['dataset']}/{row['method']}"
+        if row["validation_score"] is not None and (key not in best or row["validation_score"]
+                                                    > best[key]["validation_score"]):
+            best[key] = row
+    return {"tuning": plan.path.as_posix(), "command": plan.command, "suite": plan.suite.as_posix(),
+            "description": plan.description, "epsilon": plan.epsilon, "seed": plan.seed, "budget": plan.budget,
+            "spaces": {k: {o: list(v) for o, v in s.items()} for k, s in plan.spaces.items()},
+            "runs_folder": None if folder is None else folder.as_posix(), "settings": rows,
+            "best": {k: {"values": v["values"], "validation_score": v["validation_score"],
+                         "suite_setting": v["suite_setting"]} for k, v in best.items()}}
+
+
+def write_record(record: dict, out: Path) -> list[Path]:
+    """``out``.json and ``out``.md: every setting's validation score and cost, the best marked."""
+    from dpbench.files import write_json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out.with_suffix(".json"), record)
+    lines = [f"# Tuning: {Path(record['suite']).stem} at ε = {record['epsilon']:g}", "",
+             f"Produced by `{record['command']}`. Budget: {record['budget']} settings per method (the suite's "
+             f"own included), seed {record['seed']}, scored on the validation split only (the test split is "
+             "never read). Bold: the best per dataset and method.", ""]
+    for key in sorted({f"{r['dataset']}/{r['method']}" for r in record["settings"]}):
+        dataset, method = key.split("/", 1)
+        rows = [r for r in record["settings"] if r["dataset"] == dataset and r["method"] == method]
+        options = list(rows[0]["values"])
+        lines += [f"## {method} on {dataset}", "", "| " + " | ".join(options) + " | validation | minutes | |",
+                  "|" + "---|" * (len(options) + 3)]
+        chosen = record["best"].get(key, {}).get("values")
+        for r in rows:
+            cells = [repr(r["values"][o]) for o in options]
+            score = "—" if r["validation_score"] is None else f"{r['validation_score']:.4f}"
+            if r["values"] == chosen:
+                cells, score = [f"**{c}**" for c in cells], f"**{score}**"
+            lines.append("| " + " | ".join(cells) + f" | {score} | {r['method_minutes'] or '—'} | "
+                         + ("suite's setting" if r["suite_setting"] else "") + " |")
+        lines.append("")
+    out.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
+    return [out.with_suffix(".json"), out.with_suffix(".md")]

@@ -1,0 +1,126 @@
+"""``dpbench tune``: every method the same budget of settings, chosen on validation only."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from dpbench.errors import ConfigError
+from dpbench.tuning import load_tuning, settings, tune, tuning_suites, write_record
+
+
+def _tuning(tmp_path, toy_suite, body: str):
+    toy_suite()
+    path = tmp_path / "tune.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+SPACE = """\
+suite: toy.yaml
+epsilon: 8
+seed: 1
+budget: 3
+methods:
+  noisy_unigram: {rounds: [1, 2, 3, 5], num_texts: [20, 50]}
+"""
+
+
+def test_the_suites_setting_and_a_seeded_sample_of_the_rest(tmp_path, toy_suite, toy_plugin):
+    plan = load_tuning(_tuning(tmp_path, toy_suite, SPACE))
+    tried = settings(plan, "noisy_unigram", {"rounds": 3, "num_texts": 50, "sampling_rate": 1.0})
+    assert tried[0] == {"rounds": 3, "num_texts": 50} and len(tried) == 3
+    assert len({json.dumps(t, sort_keys=True) for t in tried}) == 3  # distinct, the suite's own not twice
+    assert settings(plan, "noisy_unigram", {"rounds": 3, "num_texts": 50}) == tried  # seeded
+    whole = settings(load_tuning(_tuning(tmp_path, toy_suite, SPACE.replace("budget: 3", "budget: 20"))),
+                     "noisy_unigram", {"rounds": 3, "num_texts": 50})
+    assert len(whole) == 8 and whole[0] == {"rounds": 3, "num_texts": 50}  # a small grid is tried whole
+    planned = tuning_suites(plan, runs_dir=tmp_path / "runs")
+    assert [s.own for s, _ in planned] == [True, False, False]
+    for setting, suite in planned:  # one run each: the tuned method at the plan's ε and seed, nothing else
+        (spec,) = suite.runs
+        assert (spec.method.label, spec.epsilon, spec.seed) == ("noisy_unigram", 8.0, 1)
+        assert {k: spec.method.options[k] for k in setting.values} == setting.values
+        assert suite.folder == tmp_path / "runs" / "toy-tuning-eps8"
+
+
+def test_runs_score_validation_only_and_the_record_names_the_best(tmp_path, toy_suite, toy_plugin, monkeypatch):
+    from dpbench.testing.toy import NextWord
+
+    def no_test(self, artifact, data, ctx):
+        raise AssertionError("tuning read the test split")
+
+    monkeypatch.setattr(NextWord, "evaluate", no_test)
+    plan = load_tuning(_tuning(tmp_path, toy_suite, SPACE))
+    record = tune(plan, runs_dir=tmp_path / "runs")
+    rows = record["settings"]
+    assert len(rows) == 3 and all(0 <= r["validation_score"] <= 1 and "error" not in r for r in rows)
+    best = max(rows, key=lambda r: r["validation_score"])
+    assert record["best"]["toy_texts/noisy_unigram"]["values"] == best["values"]
+    assert all(0 < r["epsilon_spent"] <= 8 for r in rows)
+    folder = tmp_path / "runs" / "toy-tuning-eps8" / rows[0]["run_id"]
+    result = json.loads((folder / "result.json").read_text())
+    assert set(result["metrics"]["next_word"]) == {"validation_score"} and "validation split only" in result["notes"][0]
+    again = tune(plan, runs_dir=tmp_path / "runs")  # finished settings are not run again
+    assert again["settings"] == rows
+    json_path, md_path = write_record(record, tmp_path / "out" / "record")
+    assert json.loads(json_path.read_text())["best"] == record["best"]
+    table = md_path.read_text()
+    assert "dpbench tune" in table and f"**{best['validation_score']:.4f}**" in table and "suite's setting" in table
+
+
+def test_a_validation_scored_run_is_evaluated_again_for_a_board(tmp_path, toy_suite, toy_plugin):
+    """The same run folder scored for tuning is not taken as a board's finished run: the saved
+    output is scored on test (the method does not run again, no release is drawn again)."""
+    from dpbench.results import load_result
+    from dpbench.runner import Runner
+    from dpbench.suite import load_suite
+
+    suite = load_suite(toy_suite("""\
+        privacy: {epsilon: 8, delta: 1e-5, accountant: rdp}
+        datasets: {toy_texts: {num_clients: 30}}
+        methods: {noisy_unigram: {}}
+        evaluators: {next_word: {}}
+        """), runs_dir=tmp_path / "runs")
+    (spec,) = suite.runs
+    Runner(suite, scoring="validation").run()
+    folder = suite.folder / spec.run_id
+    ledger = (folder / "ledger.jsonl").read_text()
+    report = Runner(suite).run()
+    assert report.completed == [spec.run_id]
+    assert set(load_result(folder).metrics["next_word"]) == {"accuracy", "unseen_rate"}
+    assert (folder / "ledger.jsonl").read_text() == ledger
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("budget: 3", "budget: 0"), "budget: 0 is not allowed; expected an integer >= 1"),
+    (("epsilon: 8", "epsilon: .inf"), "epsilon: inf is not allowed; expected a finite number > 0"),
+    (("seed: 1", "sede: 1"), "one of the tuning keys: .* Did you mean 'seed'"),
+    (("rounds: [1, 2, 3, 5]", "rounds: [1, 1]"), "methods.noisy_unigram.rounds: .* distinct values"),
+    (("rounds: [1, 2, 3, 5]", "round: [1, 2]"), "methods.noisy_unigram.round: .* Did you mean 'rounds'"),
+    (("noisy_unigram:", "noisy_unigrm:"), "methods.noisy_unigrm: .* Did you mean 'noisy_unigram'"),
+    (("noisy_unigram:", "public_only:"), "a reference row has nothing to tune"),
+])
+def test_errors_name_the_field_and_what_is_allowed(tmp_path, toy_suite, toy_plugin, edit, message):
+    with pytest.raises(ConfigError, match=message):
+        tuning_suites(load_tuning(_tuning(tmp_path, toy_suite, SPACE.replace(*edit))), runs_dir=tmp_path / "runs")
+
+
+def test_the_command_lists_then_runs_and_writes_the_record(tmp_path, toy_suite, toy_plugins_dir, monkeypatch):
+    from click.testing import CliRunner
+
+    from dpbench.cli import cli
+
+    path = _tuning(tmp_path, toy_suite, SPACE)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["--plugins-dir", str(toy_plugins_dir), "tune", str(path), "--dry-run"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.count("noisy_unigram: {") == 3 and "(the suite's setting)" in listed.output
+    assert not (tmp_path / "runs").exists()
+    done = runner.invoke(cli, ["--plugins-dir", str(toy_plugins_dir), "tune", str(path), "--out", "rec/toy"])
+    assert done.exit_code == 0, done.output
+    assert "## noisy_unigram on toy_texts" in done.output
+    assert json.loads((tmp_path / "rec" / "toy.json").read_text())["command"] == f"dpbench tune {path.as_posix()}"
