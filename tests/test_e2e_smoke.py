@@ -73,4 +73,4 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert rows["pe"]["diagnostics"]["releases"] == 1 and "top_k_overlap" in rows["pe"]["diagnostics"]["agreement"]
     assert "pairs_as_noise_free" in rows["popri"]["diagnostics"]["agreement"]
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert "0 completed, 6 already complete" in again.stdout
+    assert "0 completed, 8 already complete" in again.stdout
