@@ -5,6 +5,7 @@ no network at view time: styles and images are inside the file."""
 from __future__ import annotations
 
 import base64
+import math
 from pathlib import Path
 
 from dpbench.files import read_json
@@ -26,6 +27,8 @@ img { max-width: 100%; border: 1px solid #ddd; }
 details { margin: 0.3em 0; } summary { cursor: pointer; }
 code { background: #f4f4f4; padding: 0 0.2em; }
 .provenance td:first-child { font-weight: bold; }
+.curves { display: flex; flex-wrap: wrap; gap: 0.6em; } figure.curve { margin: 0; font-size: 0.8em; }
+svg.curve { border: 1px solid #ddd; background: #fff; }
 </style>
 </head>
 <body>
@@ -53,6 +56,12 @@ where the run folder keeps it, and a sample of its output.</p>
 <table><tr>{% for column in table.columns %}<th>{{ column }}</th>{% endfor %}</tr>
 {% for row in table.rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}
 </table>{% endif %}{% endfor %}
+{% if run.curves %}<p>Monitor, per round, as curves (one point per checkpoint; first → last, range)</p>
+<div class="curves">{% for curve in run.curves %}<figure class="curve">
+<svg class="curve" width="160" height="40" viewBox="0 0 160 40" role="img" aria-label="{{ curve.name }}">
+<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{{ curve.points }}"/></svg>
+<figcaption>{{ curve.name }}: {{ curve.first }} → {{ curve.last }} ({{ curve.low }}–{{ curve.high }})</figcaption>
+</figure>{% endfor %}</div>{% endif %}
 {% if run.samples %}<p>Sample of the output</p>
 <ol>{% for text in run.samples %}<li>{{ text }}</li>{% endfor %}</ol>{% endif %}
 </details>
@@ -68,6 +77,8 @@ where the run folder keeps it, and a sample of its output.</p>
 """
 
 SAMPLES_SHOWN = 5
+INDEX_COLUMNS = ("checkpoint", "iteration", "round")
+"""monitor columns that number the rounds rather than measure them"""
 
 
 def render_html(board: dict, markdown: str, runs: list[tuple[Path, RunResult]] = (), *,
@@ -90,8 +101,8 @@ def _run(folder: Path, result: RunResult, metric: str) -> dict:
     privacy = result.privacy or {}
     evaluator, _, name = metric.partition("/")
     score = result.metrics.get(evaluator, {}).get(name)
-    tables = [("Release diagnostics", _table(release_notes(folder))),
-              ("Monitor, per round", _table(monitor_history(folder)))]
+    history = monitor_history(folder)
+    tables = [("Release diagnostics", _table(release_notes(folder))), ("Monitor, per round", _table(history))]
     return {"run_id": result.run_id, "method": result.spec["method"]["label"], "seed": result.spec["seed"],
             "epsilon": _fmt(result.spec["epsilon"]), "epsilon_spent": _fmt(privacy.get("epsilon_spent")),
             "noise_multiplier": _fmt(privacy.get("noise_multiplier")),
@@ -99,7 +110,7 @@ def _run(folder: Path, result: RunResult, metric: str) -> dict:
             "score": f"{metric} {_fmt(score)}",
             "metrics": [(f"{e}/{n}", _fmt(v)) for e, scores in result.metrics.items() for n, v in scores.items()],
             "timings": [(f"cost: {k}", _fmt(v)) for k, v in result.timings.items()],
-            "tables": tables, "samples": _samples(folder)}
+            "tables": tables, "curves": _curves(history), "samples": _samples(folder)}
 
 
 def _table(entries: list[dict]) -> dict:
@@ -107,6 +118,30 @@ def _table(entries: list[dict]) -> dict:
     flat = [flatten(entry) for entry in entries]
     columns = list(dict.fromkeys(key for entry in flat for key in entry))
     return {"columns": columns, "rows": [[_fmt(entry.get(c)) for c in columns] for entry in flat]}
+
+
+def _curves(entries: list[dict]) -> list[dict]:
+    """One sparkline (SVG polyline points in a 160 × 40 box) per numeric column of a run's
+    per-round monitor that has two or more finite values; the round's index columns excluded."""
+    flat = [flatten(entry) for entry in entries]
+    curves = []
+    for column in dict.fromkeys(key for entry in flat for key in entry):
+        if column in INDEX_COLUMNS:
+            continue
+        points = [(i, float(v)) for i, entry in enumerate(flat) if _finite(v := entry.get(column))]
+        if len(points) < 2:
+            continue
+        values = [v for _, v in points]
+        low, high, last = min(values), max(values), max(len(flat) - 1, 1)
+        span = (high - low) or 1.0
+        coords = " ".join(f"{4 + 152 * i / last:.1f},{36 - 32 * (v - low) / span:.1f}" for i, v in points)
+        curves.append({"name": column, "points": coords, "first": _fmt(values[0]), "last": _fmt(values[-1]),
+                       "low": _fmt(low), "high": _fmt(high)})
+    return curves
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _samples(folder: Path) -> list[str]:

@@ -41,6 +41,16 @@ def test_pe_conforms(toy_data, tiny_llama, hashing_embedder, tmp_path):
     assert check_method(method, toy_data, folder=tmp_path) == []
 
 
+def test_pe_sft_conforms(toy_data, tiny_llama, hashing_embedder, tmp_path):
+    from dpbench_pe.config import PeSftOptions
+    from dpbench_pe.sft import PeSft
+
+    method = PeSft(PeSftOptions(model=str(tiny_llama), iterations=2, synthetic_samples=4, variations_per_sample=1,
+                                max_new_tokens=8, truncate_tokens=8, generation_batch_size=8, sft_epochs=1,
+                                sft_batch_size=2, lora_r=2, lora_alpha=4, final_samples=5, bf16=False))
+    assert check_method(method, toy_data, folder=tmp_path) == []
+
+
 def test_dp_fedavg_conforms(toy_data, tiny_gpt2, tmp_path):
     from dpbench_dpfedavg.config import DpFedAvgOptions
     from dpbench_dpfedavg.method import DpFedAvg

@@ -20,14 +20,15 @@ def test_smoke_suite_end_to_end(tmp_path):
                "--runs-dir", str(tmp_path / "runs"), "--leaderboards-dir", str(tmp_path / "boards")]
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1500, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "6 completed, 0 already complete, 0 failed" in out.stdout
+    assert "8 completed, 0 already complete, 0 failed" in out.stdout
     assert "start sampling 8 texts from public prompts" in out.stdout + out.stderr  # the row's progress in a log
 
     board = json.loads((tmp_path / "boards" / "smoke.json").read_text())
     rows = {row["method"]: row for row in board["rows"]}
-    assert set(rows) == {"public_only", "synthetic_public", "nonprivate", "popri", "pe", "dp_fedavg"}
+    assert set(rows) == {"public_only", "synthetic_public", "nonprivate", "popri", "pe", "dp_fedavg", "pe_sft",
+                         "dp_ftrl"}
     assert rows["public_only"]["gap_closed"] == 0 and rows["nonprivate"]["gap_closed"] == 1
-    for method in ("popri", "pe", "dp_fedavg"):
+    for method in ("popri", "pe", "dp_fedavg", "pe_sft", "dp_ftrl"):
         assert 0 < rows[method]["epsilon_ledger"] <= 4
     for row in rows.values():
         accuracy = row["metrics"]["next_token/accuracy"]["mean"]
@@ -38,7 +39,7 @@ def test_smoke_suite_end_to_end(tmp_path):
                for run in (tmp_path / "runs" / "smoke").glob("sotu__*")}
     assert reports["nonprivate"]["verbatim"] == 4 and reports["nonprivate"]["flagged"]  # the private texts themselves
     assert reports["dp_fedavg"]["verbatim"] is None and len(reports["dp_fedavg"]["ranks"]) == 4  # scored by the model
-    assert not any(reports[m]["flagged"] for m in ("public_only", "popri", "pe", "dp_fedavg"))
+    assert not any(reports[m]["flagged"] for m in ("public_only", "popri", "pe", "dp_fedavg", "pe_sft", "dp_ftrl"))
     assert rows["nonprivate"]["leaks_canaries"] == 1
 
     (popri_run,) = (tmp_path / "runs" / "smoke").glob("sotu__popri__*")
@@ -47,8 +48,8 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert [entry["key"] for entry in ledger] == ["popri-round-0"]
     (pe_run,) = (tmp_path / "runs" / "smoke").glob("sotu__pe__*")
     assert json.loads((pe_run / "artifact.json").read_text())["count"] == 8  # POPri's M
-    assert {m: rows[m]["output_texts"] for m in ("synthetic_public", "popri", "pe", "dp_fedavg")} == {
-        "synthetic_public": 8, "popri": 8, "pe": 8, "dp_fedavg": None}
+    assert {m: row["output_texts"] for m, row in rows.items() if m not in ("public_only", "nonprivate")} == {
+        "synthetic_public": 8, "popri": 8, "pe": 8, "dp_fedavg": None, "pe_sft": 8, "dp_ftrl": None}
     assert "different numbers of texts" not in (tmp_path / "boards" / "smoke.md").read_text()
     assert ([json.loads(line)["key"] for line in (pe_run / "ledger.jsonl").read_text().splitlines()]
             == ["pe-iteration-0"])
@@ -57,10 +58,19 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert [json.loads(line)["key"] for line in (fedavg_run / "ledger.jsonl").read_text().splitlines()] == [
         "dp-fedavg-round-0", "dp-fedavg-round-1"]
 
+    (sft_run,) = (tmp_path / "runs" / "smoke").glob("sotu__pe_sft__*")
+    assert ([json.loads(line)["key"] for line in (sft_run / "ledger.jsonl").read_text().splitlines()]
+            == ["pe-iteration-0"])  # the fine-tuning spends nothing
+    assert json.loads((sft_run / "state" / "sft" / "sft.json").read_text())["texts"] == 8
+    (ftrl_run,) = (tmp_path / "runs" / "smoke").glob("sotu__dp_ftrl__*")
+    assert [(r["key"], r["kind"]) for r in map(json.loads, (ftrl_run / "ledger.jsonl").read_text().splitlines())] == [
+        ("dp-ftrl-round-0", "tree_aggregation"), ("dp-ftrl-round-1", "tree_aggregation")]
+    assert "@inproceedings{kairouz2021practical" in (tmp_path / "boards" / "smoke.md").read_text()
+
     (public_run,) = (tmp_path / "runs" / "smoke").glob("sotu__synthetic_public__*")
     assert json.loads((public_run / "artifact.json").read_text())["count"] == 8  # POPri's M
     assert rows["popri"]["over_synthetic_public"]["against"] == "synthetic_public"
     assert rows["pe"]["diagnostics"]["releases"] == 1 and "top_k_overlap" in rows["pe"]["diagnostics"]["agreement"]
     assert "pairs_as_noise_free" in rows["popri"]["diagnostics"]["agreement"]
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert "0 completed, 6 already complete" in again.stdout
+    assert "0 completed, 8 already complete" in again.stdout

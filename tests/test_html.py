@@ -24,6 +24,7 @@ class Page(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
         self.cells, self.images, self.runs, self.external, self._cell = [], [], [], [], None
+        self.curves, self._curve = {}, None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -33,6 +34,10 @@ class Page(html.parser.HTMLParser):
             self.images.append(attrs.get("src", ""))
         if tag == "details":
             self.runs.append(attrs.get("id"))
+        if tag == "svg" and attrs.get("class") == "curve":
+            self._curve = attrs.get("aria-label")
+        if tag == "polyline" and self._curve is not None:
+            self.curves[self._curve] = attrs.get("points")
         for name in ("src", "href"):
             if attrs.get(name, "").startswith(("http:", "https:", "//")):
                 self.external.append(attrs[name])
@@ -54,6 +59,10 @@ def toy_page(toy_plugin, toy_suite, tmp_path):
     assert CliRunner().invoke(cli, ["run", path, *runs]).exit_code == 0
     run = next((tmp_path / "runs" / "toy").glob("*noisy_unigram__eps1__seed0*"))
     (run / "samples.json").write_text(json.dumps(["<script>alert(1)</script> w1 w2"]))
+    (run / "state" / "monitor.json").write_text(json.dumps({"history": [  # a method's per-round monitor
+        {"checkpoint": 0, "validation_accuracy": 0.25, "fid": 3.0, "note": "base"},
+        {"checkpoint": 1, "validation_accuracy": 0.5, "fid": "nan"},
+        {"checkpoint": 2, "validation_accuracy": 0.375, "fid": 1.0}]}))
     out = CliRunner().invoke(cli, ["leaderboard", path, *runs, "--out", str(tmp_path / "boards"), "--html"])
     assert out.exit_code == 0, out.output
     return tmp_path / "boards" / "toy.html"
@@ -72,6 +81,9 @@ def test_the_page_holds_the_tables_plot_runs_and_provenance(toy_page):
     assert any(cell.startswith("dpbench run ") for cell in page.cells)  # the command that produced it
     assert page.external == []  # nothing fetched at view time
     assert "<script>alert(1)</script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    # the monitor as curves: one per numeric column with two finite points, the index excluded
+    assert page.curves == {"validation_accuracy": "4.0,36.0 80.0,4.0 156.0,20.0", "fid": "4.0,4.0 156.0,36.0"}
+    assert "validation_accuracy: 0.25 → 0.375 (0.25–0.5)" in text
 
 
 def _render(page: Path, tmp_path: Path) -> tuple[np.ndarray, str]:

@@ -108,7 +108,7 @@ def test_errors_name_the_field_and_what_is_allowed(tmp_path, toy_suite, toy_plug
         tuning_suites(load_tuning(_tuning(tmp_path, toy_suite, SPACE.replace(*edit))), runs_dir=tmp_path / "runs")
 
 
-def test_the_command_lists_then_runs_and_writes_the_record(tmp_path, toy_suite, toy_plugins_dir, monkeypatch):
+def test_the_command_lists_then_runs_and_writes_the_record(tmp_path, toy_suite, toy_plugin, monkeypatch):
     from click.testing import CliRunner
 
     from dpbench.cli import cli
@@ -116,11 +116,11 @@ def test_the_command_lists_then_runs_and_writes_the_record(tmp_path, toy_suite, 
     path = _tuning(tmp_path, toy_suite, SPACE)
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    listed = runner.invoke(cli, ["--plugins-dir", str(toy_plugins_dir), "tune", str(path), "--dry-run"])
+    listed = runner.invoke(cli, ["tune", str(path), "--dry-run"])
     assert listed.exit_code == 0, listed.output
     assert listed.output.count("noisy_unigram: {") == 3 and "(the suite's setting)" in listed.output
     assert not (tmp_path / "runs").exists()
-    done = runner.invoke(cli, ["--plugins-dir", str(toy_plugins_dir), "tune", str(path), "--out", "rec/toy"])
+    done = runner.invoke(cli, ["tune", str(path), "--out", "rec/toy"])
     assert done.exit_code == 0, done.output
     assert "## noisy_unigram on toy_texts" in done.output
     assert json.loads((tmp_path / "rec" / "toy.json").read_text())["command"] == f"dpbench tune {path.as_posix()}"

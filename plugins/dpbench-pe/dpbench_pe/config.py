@@ -54,3 +54,34 @@ class PeOptions(GeneratorOptions):
                               f"an integer in 1..{candidates} (the candidates per iteration)")
         check_positive("histogram_threshold", self.histogram_threshold, allow_zero=True)
         check_fraction("sampling_rate", self.sampling_rate)
+
+
+@dataclass(frozen=True)
+class PeSftOptions(PeOptions):
+    """PE's options, then PrE-Text's expansion (Hou et al., ICML 2024): LoRA fine-tuning of the
+    generator on PE's DP-selected texts and ``final_samples`` texts sampled from it. The paper
+    expanded with LLaMA-2-7B to 2M samples (50k in its script) and trained its downstream model on
+    them; the POPri paper's PE+SFT baseline fine-tunes the LLM on PE's top-scored data."""
+
+    sft_epochs: int = 2
+    """passes over the selected texts"""
+    sft_learning_rate: float = 2e-4
+    """AdamW, constant"""
+    sft_batch_size: int = 8
+    lora_r: int = 16
+    lora_alpha: int = 32
+    """POPri's adapter shape, so the two methods tune the same parameters"""
+    sft_max_length: int = 512
+    """prompt + completion tokens; longer examples are cut from the end"""
+    final_samples: int = 256
+    """M texts sampled from the fine-tuned generator (POPri's M), one per fresh public prompt"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("sft_epochs", "sft_batch_size", "lora_r", "lora_alpha", "sft_max_length", "final_samples"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_positive("sft_learning_rate", self.sft_learning_rate)
+
+    def generator(self, device: str, *, max_lora_rank: int | None = None):
+        """The generator, serving the rank-``lora_r`` adapter."""
+        return super().generator(device, max_lora_rank=max_lora_rank or self.lora_r)

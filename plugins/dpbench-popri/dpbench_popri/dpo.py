@@ -19,7 +19,6 @@ from pathlib import Path
 from dpbench.api import atomic_write, write_json
 from dpbench_popri.config import PopriOptions
 
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 COMPLETION_MARGIN = 4
 """tokens beyond the completion itself: an end-of-turn marker, EOS, re-tokenization slack"""
 
@@ -32,14 +31,6 @@ def pair_tokens(tokenizer, prompt, completion_tokens: int) -> int:
     from dpbench.toolkit import prompt_token_ids
 
     return len(prompt_token_ids(tokenizer, prompt)) + completion_tokens + COMPLETION_MARGIN
-
-
-def lora_config(options: PopriOptions, model):
-    from peft import LoraConfig
-
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    return LoraConfig(r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=0.0, bias="none",
-                      target_modules=[t for t in LORA_TARGETS if t in present], task_type="CAUSAL_LM")
 
 
 def dpo_config(options: PopriOptions, *, output_dir: Path, first_round: bool, seed: int, device: str,
@@ -154,11 +145,13 @@ def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dic
     from transformers import PrinterCallback
     from trl import DPOTrainer
 
+    from dpbench.toolkit import lora_config
+
     trainer = (DPOTrainer if stock else shared_prompt_trainer())(
         model=base_model, ref_model=None, processing_class=tokenizer, train_dataset=Dataset.from_list(pairs),
         args=dpo_config(options, output_dir=out_dir / "trainer", first_round=previous is None, seed=seed,
                         device=device, stock=stock),
-        peft_config=lora_config(options, base_model),
+        peft_config=lora_config(base_model, r=options.lora_r, alpha=options.lora_alpha),
     )
     # trl drops pairs whose prompt fills max_length and cuts longer ones: record both
     kept = trainer.train_dataset

@@ -43,8 +43,9 @@ def _trainer(tiny_llama, tmp_path, *, stock):
     from trl import DPOTrainer
 
     from dpbench.models.resolve import load_tokenizer
+    from dpbench.toolkit import lora_config
     from dpbench_popri.config import PopriOptions
-    from dpbench_popri.dpo import dpo_config, lora_config, shared_prompt_trainer
+    from dpbench_popri.dpo import dpo_config, shared_prompt_trainer
 
     options = PopriOptions(model=str(tiny_llama), lora_r=2, lora_alpha=4, pairs_per_step=3, max_length=128,
                            bf16=False)  # fp32 on every machine: `auto` turns on bf16 where it is native
@@ -53,7 +54,7 @@ def _trainer(tiny_llama, tmp_path, *, stock):
         model=base, processing_class=load_tokenizer(str(tiny_llama)), train_dataset=Dataset.from_list(_pairs()),
         args=dpo_config(options, output_dir=tmp_path / ("stock" if stock else "shared"), first_round=True, seed=0,
                         device="cpu", stock=stock),
-        peft_config=lora_config(options, base))
+        peft_config=lora_config(base, r=options.lora_r, alpha=options.lora_alpha))
     # a trained-looking adapter (LoRA B starts at zero, which would make policy == reference)
     generator = torch.Generator().manual_seed(1)
     state = get_peft_model_state_dict(trainer.model)
