@@ -29,7 +29,7 @@ from pathlib import Path
 from dpbench.api.method import REFERENCE_EPSILON
 from dpbench.errors import DpbenchError
 from dpbench.files import read_json, write_json, write_text
-from dpbench.results import RunResult, as_float, load_result, release_notes
+from dpbench.results import RunResult, as_float, load_result, release_notes, validation_scored
 
 OVER_BUDGET_TOLERANCE = 1e-6
 
@@ -104,13 +104,14 @@ class Leaderboard:
 
 def collect(folder: Path, run_ids: set[str] | None = None) -> list[tuple[Path, RunResult]]:
     """Finished runs under a suite folder (only ``run_ids`` when given), in a stable order; a
-    folder whose ``result.json`` is missing or torn is not finished."""
+    folder whose ``result.json`` is missing or torn is not finished, and a run scored on the
+    validation split only (``dpbench tune``) is no board's."""
     found = []
     for path in sorted(folder.glob("*/result.json")):
         if run_ids is not None and path.parent.name not in run_ids:
             continue
         result = load_result(path.parent)
-        if result is not None:
+        if result is not None and not validation_scored(result):
             found.append((path.parent, result))
     return found
 

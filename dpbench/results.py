@@ -197,3 +197,12 @@ def flatten(entry: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+VALIDATION_SCORE = "validation_score"
+"""the one metric of a run scored for tuning (``Runner(scoring="validation")``)"""
+
+
+def validation_scored(result: RunResult) -> bool:
+    """Whether ``result`` was scored on the validation split only (``dpbench tune``), not on test."""
+    return any(VALIDATION_SCORE in scores for scores in result.metrics.values())

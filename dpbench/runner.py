@@ -41,7 +41,15 @@ from dpbench.privacy.ledger import (
     run_ledger_problems,
 )
 from dpbench.progress import Progress
-from dpbench.results import PrivacyRecord, RunResult, load_artifact, load_result, save_artifact
+from dpbench.results import (
+    VALIDATION_SCORE,
+    PrivacyRecord,
+    RunResult,
+    load_artifact,
+    load_result,
+    save_artifact,
+    validation_scored,
+)
 from dpbench.suite import PluginChoice, RunSpec, Suite
 
 if TYPE_CHECKING:
@@ -52,7 +60,6 @@ SAMPLES_SHOWN = 20
 CANARY_REFERENCES = 999  # a canary is ranked among 1,000 candidates: ranked 1st by chance 0.1% of the time
 LOCKED = "locked"
 SCORINGS = ("test", "validation")
-VALIDATION_SCORE = "validation_score"
 
 
 @dataclass
@@ -326,7 +333,7 @@ class Runner:
 def _scoring(result: RunResult) -> str:
     """How a finished run was scored: ``validation`` (``dpbench tune``) or ``test``. A run scored
     the other way is evaluated again from its saved output (the method does not run again)."""
-    return "validation" if any(VALIDATION_SCORE in m for m in result.metrics.values()) else "test"
+    return "validation" if validation_scored(result) else "test"
 
 
 def _instance(kind: str, choice: PluginChoice):

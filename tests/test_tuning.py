@@ -63,6 +63,9 @@ def test_runs_score_validation_only_and_the_record_names_the_best(tmp_path, toy_
     folder = tmp_path / "runs" / "toy-tuning-eps8" / rows[0]["run_id"]
     result = json.loads((folder / "result.json").read_text())
     assert set(result["metrics"]["next_word"]) == {"validation_score"} and "validation split only" in result["notes"][0]
+    from dpbench import leaderboard
+
+    assert leaderboard.collect(folder.parent) == []  # no board takes a run scored on validation
     again = tune(plan, runs_dir=tmp_path / "runs")  # finished settings are not run again
     assert again["settings"] == rows
     json_path, md_path = write_record(record, tmp_path / "out" / "record")

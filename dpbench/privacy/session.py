@@ -33,7 +33,6 @@ import json
 import math
 import re
 import secrets
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,11 +63,15 @@ from dpbench.privacy.noise import (
     noise_generator,
     release_diagnostics,
     tree_increment,
+    tree_nodes,
 )
 
 SAMPLING_STREAM = "privacy-sampling"
 TREE_NOISE = "tree-noise"
-"""secure tree nodes not yet fully used (deleted with the tree's last release): secret noise at rest"""
+"""secure tree nodes a later release still needs (the others are deleted as soon as they are not):
+secret noise at rest"""
+TREE_SALT = "tree-salt"
+"""a secure tree's round-assignment key, kept so a resumed run assigns every client the same round"""
 DIAGNOSTICS_NAME = "diagnostics.jsonl"
 """per release of a seeded run, how much of the noise-free sum it carries (benchmark only)"""
 
@@ -91,10 +94,14 @@ class Session:
         self._population = clients
         self._seed = seed  # None in secure mode; in seeded mode it determines the noise
         self._sampling_salt = derive_seed(seed, SAMPLING_STREAM) if seed is not None else secrets.token_hex(32)
+        if spec.kind == "tree_aggregation" and seed is None:  # one round per client for the whole tree
+            self._sampling_salt = _kept_salt(run_dir / TREE_SALT, self._sampling_salt)
         self._cohorts: dict[int, frozenset[str]] = {}
         self._records = list(records)  # what is charged: every ledger line
         self._releases = {r["key"]: r for r in records}
         self._agreement = agreement  # the method's release_agreement, for the diagnostics only
+        if spec.kind == "tree_aggregation":
+            self._forget_nodes(len(self._records))
 
     @property
     def records(self) -> list[dict]:
@@ -170,8 +177,8 @@ class Session:
         append_record(self.run_dir / LEDGER_NAME, record, expected=self._records)
         self._records.append(record)
         self._releases[key] = record
-        if tree and index == self.spec.rounds - 1:  # no later release needs a node: drop the secret ones
-            shutil.rmtree(self.run_dir / TREE_NOISE, ignore_errors=True)
+        if tree:
+            self._forget_nodes(index + 1)
         if self._seed is not None:  # seeded runs are simulations; a secure run keeps nothing of the clean sum
             line = {"key": key, "index": index, "clients": len(contributors), **release_diagnostics(total, noise)}
             if self._agreement is not None:
@@ -205,15 +212,32 @@ class Session:
         std = self.noise_multiplier * clip_norm
         return tree_increment(index, lambda node: self._tree_node(node, std=std, shape=shape), shape=shape)
 
+    def _forget_nodes(self, released: int) -> None:
+        """Delete the kept secure nodes that no release after the first ``released`` needs: all
+        but those covering them (what the next increment subtracts), and all once the tree is
+        complete, or when a node was kept for a release that never reached the ledger."""
+        folder = self.run_dir / TREE_NOISE
+        if not folder.is_dir():
+            return
+        keep = {_node_name(node) for node in tree_nodes(released)} if released < self.spec.rounds else set()
+        for file in folder.iterdir():
+            if file.stem not in keep:
+                file.unlink()
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
     def _tree_node(self, node: tuple[int, int], *, std: float, shape: tuple[int, ...]) -> np.ndarray:
         """Node ``(level, j)``'s noise: drawn once per run (seeded: from its key; secure: kept
         under ``TREE_NOISE`` from its first use on)."""
-        name = f"tree-node-{node[0]}-{node[1]}"
+        name = _node_name(node)
         if self._seed is not None:
             return gaussian_noise(noise_generator(self._seed, name), std=std, shape=shape)
         path = self.run_dir / TREE_NOISE / f"{name}.npy"
         if path.exists():
-            return np.load(path)
+            value = np.load(path)
+            if value.shape != shape:
+                raise LedgerError(f"{path} holds a tree node of shape {value.shape}; the tree's releases have {shape}")
+            return value
         value = gaussian_noise(noise_generator(None, name), std=std, shape=shape)
         path.parent.mkdir(exist_ok=True)
         with atomic_write(path, "wb") as handle:
@@ -325,6 +349,19 @@ def open_session(
     return Session(spec, noise_multiplier=noise_multiplier, budget=budget, run_dir=run_dir, clients=population,
                    seed=seed, accountant=accountant, records=read_ledger(run_dir / LEDGER_NAME),
                    agreement=agreement)
+
+
+def _node_name(node: tuple[int, int]) -> str:
+    return f"tree-node-{node[0]}-{node[1]}"
+
+
+def _kept_salt(path: Path, fresh: str) -> str:
+    """The salt stored at ``path``, or ``fresh`` stored there first: a secure tree's round
+    assignment must survive a resume (a new salt would put clients in a second round)."""
+    if not path.exists():
+        with atomic_write(path, "w") as handle:
+            handle.write(fresh)
+    return path.read_text().strip()
 
 
 def _tree_round(salt, client_id, rounds: int) -> int:

@@ -13,7 +13,7 @@ from dpbench.api.privacy import MechanismSpec, PrivacyBudget
 from dpbench.errors import ConfigError, PrivacyMisuseError
 from dpbench.privacy import compute_epsilon, epsilon_from_ledger, open_session
 from dpbench.privacy.accountant import tree_depth
-from dpbench.privacy.ledger import check_ledger
+from dpbench.privacy.ledger import LedgerError, check_ledger
 from dpbench.privacy.noise import tree_nodes
 from dpbench.privacy.session import TREE_NOISE
 
@@ -127,3 +127,37 @@ def test_a_secure_tree_keeps_the_nodes_it_used_until_its_last_release(tmp_path):
     assert np.sum(increments[:4], axis=0).var() == pytest.approx(1.0, rel=0.05)
     assert not (tmp_path / TREE_NOISE).exists()  # the secret node noise is gone with the last release
     assert math.isfinite(resumed.epsilon_spent())
+
+
+def test_a_resumed_secure_tree_keeps_every_client_in_its_round(tmp_path):
+    """The secure round assignment is keyed once per run (kept in the run folder): a resumed
+    session must not put a client into a second round of the same tree."""
+    first = [tree_session(tmp_path, noise="secure").cohort(r) for r in range(7)]
+    assert [tree_session(tmp_path, noise="secure").cohort(r) for r in range(7)] == first
+    assert [tree_session(tmp_path / "other", noise="secure").cohort(r) for r in range(7)] != first  # fresh key
+
+
+def test_secure_nodes_are_kept_only_while_a_later_release_needs_them(tmp_path):
+    session = tree_session(tmp_path, noise="secure")
+    for r in range(6):
+        release(session, r, d=3)
+        kept = sorted(p.stem for p in (tmp_path / TREE_NOISE).iterdir())
+        assert kept == sorted(f"tree-node-{level}-{j}" for level, j in tree_nodes(r + 1))
+    stray = tmp_path / TREE_NOISE / "tree-node-0-6.npy"  # drawn for round 6, killed before its ledger line
+    np.save(stray, np.zeros(3))
+    resumed = tree_session(tmp_path, noise="secure")
+    assert not stray.exists()  # never released: forgotten at the reopening, drawn afresh
+    np.save(stray, np.zeros(5))  # a node of the wrong shape where round 6 will look for its node
+    with pytest.raises(LedgerError, match="shape"):
+        release(resumed, 6, d=3)
+
+
+def test_the_last_release_leaves_no_secret_node_behind_even_when_replayed(tmp_path):
+    session = tree_session(tmp_path, noise="secure", rounds=3)
+    for r in range(3):
+        release(session, r, d=2)
+    assert not (tmp_path / TREE_NOISE).exists()
+    (tmp_path / TREE_NOISE).mkdir()  # as if killed between the last ledger line and the clean-up
+    np.save(tmp_path / TREE_NOISE / "tree-node-1-0.npy", np.zeros(2))
+    tree_session(tmp_path, noise="secure", rounds=3)
+    assert not (tmp_path / TREE_NOISE).exists()

@@ -81,7 +81,3 @@ class PeSftOptions(PeOptions):
         for name in ("sft_epochs", "sft_batch_size", "lora_r", "lora_alpha", "sft_max_length", "final_samples"):
             check_int(name, getattr(self, name), minimum=1)
         check_positive("sft_learning_rate", self.sft_learning_rate)
-
-    def generator(self, device: str, *, max_lora_rank: int | None = None):
-        """The generator, serving the rank-``lora_r`` adapter."""
-        return super().generator(device, max_lora_rank=max_lora_rank or self.lora_r)

@@ -52,7 +52,7 @@ class PeSft(PrivateEvolution):
         if texts is None:
             with ctx.phase(f"sampling {o.final_samples} texts from the fine-tuned generator"):
                 prompts = o.public_prompts(data.public, count=o.final_samples, rng=ctx.rng("pe-sft-final-prompts"))
-                generator = o.generator(ctx.device)
+                generator = o.generator(ctx.device, max_lora_rank=o.lora_r)  # PE's stage serves no adapter
                 try:
                     texts = o.complete(generator, prompts, stop=stop_strings(o.prompt_style),
                                        seed=ctx.seed_for("pe-sft-generate"), adapter=str(adapter))
