@@ -72,7 +72,9 @@ class SuiteReport:
 class Runner:
     """Runs a suite's grid; shares loaded datasets and the runs folder's cache across runs.
     ``scoring="validation"`` (``dpbench tune``) scores each run with the first evaluator's
-    ``validation_score`` instead of its test metrics: the test split is never read."""
+    ``validation_score`` instead of its test metrics: the test split is never read. A finished
+    run scored the other way is evaluated again from its saved output (the method does not run
+    again)."""
 
     def __init__(self, suite: Suite, *, progress: Progress | None = None, force: bool = False,
                  fail_fast: bool = False, scoring: str = "test"):
@@ -141,7 +143,7 @@ class Runner:
         folder = self.suite.folder / spec.run_id
         done = load_result(folder)
         fresh = done is not None and (folder / "result.json").stat().st_mtime >= self._started
-        scored_alike = done is not None and _scoring(done) == self.scoring
+        scored_alike = done is not None and validation_scored(done) == (self.scoring == "validation")
         if scored_alike and (not self.force or fresh) and done.spec.get("config_hash") == spec.config_hash:
             problems = run_ledger_problems(folder, done.privacy)
             if not problems:
@@ -208,7 +210,7 @@ class Runner:
             ctx.downstream_model = _downstream_model(evaluators, method_data, ctx)
         if evaluators:
             scorer = evaluators[0][1]
-            ctx.validation_scorer = lambda texts: scorer.validation_score(texts, method_data, ctx)
+            ctx.validation_scorer = lambda artifact: scorer.validation_score(artifact, method_data, ctx)
         privacy, session = self._privacy(spec, method, method.mechanism(method_data), data, folder, ctx)
 
         artifact = load_artifact(folder)
@@ -328,12 +330,6 @@ class Runner:
                                                "traceback": traceback.format_exc()})
         except OSError as write_err:  # a full disk must not stop the other runs
             log.error("could not write %s: %s", folder / "error.json", write_err)
-
-
-def _scoring(result: RunResult) -> str:
-    """How a finished run was scored: ``validation`` (``dpbench tune``) or ``test``. A run scored
-    the other way is evaluated again from its saved output (the method does not run again)."""
-    return "validation" if validation_scored(result) else "test"
 
 
 def _instance(kind: str, choice: PluginChoice):

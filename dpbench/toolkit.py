@@ -13,7 +13,8 @@ Synthetic text from public seed texts (``dpbench.synthetic``):
 - ``round_metrics``, ``frechet_distance``, ``mean_pairwise_cosine``: quality and diversity of
   synthetic embeddings against the validation split (no privacy spent).
 - ``normalise_rows``: rows at unit L2 norm (zero rows stay zero), so dot products are cosines.
-- ``lora_config``: the LoRA adapter on the generator that POPri's DPO and PE+SFT train.
+- ``lora_config``, ``trl_completion``: the LoRA adapter on the generator that POPri's DPO and
+  PE+SFT train, and a completion in the form trl takes after a prompt of a given style.
 
 Models:
 
@@ -51,6 +52,7 @@ _EXPORTS = {
     "round_metrics": "dpbench.synthetic.monitor",
     "normalise_rows": "dpbench.synthetic.similarity",
     "lora_config": "dpbench.synthetic.finetune",
+    "trl_completion": "dpbench.synthetic.finetune",
     "SamplingParams": "dpbench.models.generation",
     "make_generator": "dpbench.models.generation",
     "prompt_token_ids": "dpbench.models.generation",

@@ -13,9 +13,10 @@ sampling, and no client's round depends on another's), and release ``t`` is roun
 clipped sum plus the *increment* of the tree's prefix noise: the prefix sums of the releases are
 then the true prefix sums plus the noise of the ⌈log₂⌉ completed tree nodes that cover them, each
 node N(0, (σ·clip_norm)²) drawn once from the session's noise stream (keyed by node). Every
-release of a tree has the same clip norm and shape. Seeded nodes are re-derived from the seed;
-secure ones are kept in ``TREE_NOISE`` until the tree's last release, so a killed run resumes with
-the nodes it already used.
+release of a tree has the same clip norm and shape. Seeded nodes and round assignments are
+re-derived from the seed; in secure mode the assignment's key is kept in ``TREE_SALT`` and each
+node in ``TREE_NOISE`` only while a later release still needs it, so a killed run resumes with the
+rounds and nodes it already used.
 
 Noise modes: ``seeded`` keys the noise by run seed and release, so runs reproduce and a
 resumed run draws what an uninterrupted one would — a simulation mode, since anyone with the

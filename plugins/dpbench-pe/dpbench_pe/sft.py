@@ -13,7 +13,7 @@ Unlike PE, whose output is bounded by its population, the output size M is free.
 from __future__ import annotations
 
 from dpbench.api import DpbenchError, MethodData, RunContext, SyntheticTexts, write_json
-from dpbench.toolkit import stop_strings
+from dpbench.toolkit import stop_strings, trl_completion
 from dpbench_pe.config import PeSftOptions
 from dpbench_pe.method import PrivateEvolution
 
@@ -73,11 +73,8 @@ class PeSft(PrivateEvolution):
         if not selected:
             raise DpbenchError("PE+SFT: PE selected no texts to fine-tune on")
         prompts = o.public_prompts(public, count=len(selected), rng=ctx.rng("pe-sft-train-prompts"))
-        if o.prompt_style == "chat":
-            records = [{"prompt": p, "completion": [{"role": "assistant", "content": t}]}
-                       for p, t in zip(prompts, selected, strict=True)]
-        else:
-            records = [{"prompt": p, "completion": " " + t} for p, t in zip(prompts, selected, strict=True)]
+        records = [{"prompt": p, "completion": trl_completion(t, o.prompt_style)}
+                   for p, t in zip(prompts, selected, strict=True)]
         bf16 = use_bf16(o.bf16, ctx.device)
         base = load_causal_lm(o.model, dtype="bfloat16" if bf16 and ctx.device == "cuda" else "float32",
                               device=ctx.device)

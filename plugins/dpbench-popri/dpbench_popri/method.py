@@ -41,6 +41,7 @@ from dpbench.toolkit import (
     normalise_rows,
     round_metrics,
     stop_strings,
+    trl_completion,
 )
 from dpbench_popri.config import PopriOptions
 from dpbench_popri.pairs import preference_pairs
@@ -208,10 +209,8 @@ class Popri(Method):
                               "and DPO would cut the completions")
 
     def _pair_record(self, prompt, chosen: str, rejected: str) -> dict:
-        if self.config.prompt_style == "chat":
-            return {"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
-                    "rejected": [{"role": "assistant", "content": rejected}]}
-        return {"prompt": prompt, "chosen": " " + chosen, "rejected": " " + rejected}
+        style = self.config.prompt_style
+        return {"prompt": prompt, "chosen": trl_completion(chosen, style), "rejected": trl_completion(rejected, style)}
 
     def _train(self, records, *, previous, out_dir, ctx, round_index) -> dict:
         from dpbench.toolkit import load_causal_lm, load_tokenizer, use_bf16
