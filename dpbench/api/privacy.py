@@ -29,17 +29,36 @@ class MechanismSpec:
     clients Poisson-sampled at ``sampling_rate`` (1.0 = every client every round). A run is
     complete only once it has made exactly ``rounds`` releases.
 
-    ``kind="tree_aggregation"`` is DP-FTRL's tree of prefix sums over the rounds.
+    ``kind="tree_aggregation"`` is DP-FTRL's tree of prefix sums over the rounds, restarted every
+    ``rounds_per_tree`` rounds (a new tree: fresh node noise and a fresh assignment of every
+    client to one of its rounds; ``None``: one tree over all rounds).
     """
 
     rounds: int
     sampling_rate: float = 1.0
     kind: str = "gaussian"
+    rounds_per_tree: int | None = None
 
     def __post_init__(self):
         check_int("rounds", self.rounds, minimum=1)
         check_fraction("sampling_rate", self.sampling_rate)
         check_choice("kind", self.kind, MECHANISM_KINDS)
+        if self.rounds_per_tree is not None:
+            if self.kind != "tree_aggregation":
+                raise ConfigError("rounds_per_tree", self.rounds_per_tree, "None unless kind='tree_aggregation'")
+            check_int("rounds_per_tree", self.rounds_per_tree, minimum=1)
+
+    def tree_sizes(self) -> tuple[int, ...]:
+        """Rounds in each tree, in order (the last may be shorter); ``()`` unless a tree release."""
+        if self.kind != "tree_aggregation":
+            return ()
+        return tree_sizes(self.rounds, self.rounds_per_tree)
+
+
+def tree_sizes(rounds: int, rounds_per_tree: int | None) -> tuple[int, ...]:
+    """Rounds in each tree of ``rounds`` rounds restarted every ``rounds_per_tree`` (``None``: one tree)."""
+    size = rounds_per_tree or rounds
+    return tuple(min(size, rounds - start) for start in range(0, rounds, size))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,9 @@ dp_accounting's RDP accountant has the event (``SingleEpochTreeAggregationDpEven
 α·depth/(2z²) with depth = ⌈log₂(rounds + 1)⌉); PLD and opacus have none. A client changes at most
 ``depth`` tree nodes by at most the clip norm each, so all node releases together are one Gaussian
 mechanism of L2 sensitivity √depth: those two backends account ``Gaussian(z / √depth)``, which has
-exactly the RDP above.
+exactly the RDP above. Restarts (a new tree every ``rounds_per_tree`` rounds, each client once per
+tree) compose one such event per tree, with fresh noise: never one tree over all the rounds,
+which would charge ⌈log₂⌉ of the total instead of the sum of the trees' depths.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from dpbench.api.config import check_choice, check_fraction, check_int, check_positive
-from dpbench.api.privacy import MECHANISM_KINDS, MechanismSpec
+from dpbench.api.privacy import MECHANISM_KINDS, MechanismSpec, tree_sizes
 from dpbench.errors import ConfigError, DpbenchError
 from dpbench.privacy import ACCOUNTANTS, DEFAULT_ACCOUNTANT
 
@@ -45,11 +47,14 @@ def compute_epsilon(
     rounds: int,
     delta: float,
     mechanism: str = "gaussian",
+    rounds_per_tree: int | None = None,
     accountant: str = DEFAULT_ACCOUNTANT,
 ) -> float:
-    """ε at ``delta`` after ``rounds`` releases; σ = 0 gives ∞, sampling rate 0 gives 0."""
-    charge = Charge(mechanism, noise_multiplier, sampling_rate, rounds)
-    return epsilon_of_charges([charge], delta=delta, accountant=accountant)
+    """ε at ``delta`` after ``rounds`` releases (trees restarted every ``rounds_per_tree``);
+    σ = 0 gives ∞, sampling rate 0 gives 0."""
+    charges = planned_charges(mechanism=mechanism, noise_multiplier=noise_multiplier, sampling_rate=sampling_rate,
+                              rounds=rounds, rounds_per_tree=rounds_per_tree)
+    return epsilon_of_charges(charges, delta=delta, accountant=accountant)
 
 
 def epsilon_for(
@@ -62,8 +67,21 @@ def epsilon_for(
         rounds=spec.rounds,
         delta=delta,
         mechanism=spec.kind,
+        rounds_per_tree=spec.rounds_per_tree,
         accountant=accountant,
     )
+
+
+def planned_charges(*, mechanism: str, noise_multiplier: float, sampling_rate: float, rounds: int,
+                    rounds_per_tree: int | None = None) -> list[Charge]:
+    """The charges of ``rounds`` releases: one per tree for a tree release, one otherwise."""
+    check_int("rounds", rounds, minimum=1)
+    if rounds_per_tree is None or mechanism != "tree_aggregation":
+        if rounds_per_tree is not None:
+            raise ConfigError("rounds_per_tree", rounds_per_tree, "None unless the mechanism is tree_aggregation")
+        return [Charge(mechanism, noise_multiplier, sampling_rate, rounds)]
+    check_int("rounds_per_tree", rounds_per_tree, minimum=1)
+    return [Charge(mechanism, noise_multiplier, sampling_rate, size) for size in tree_sizes(rounds, rounds_per_tree)]
 
 
 def compute_noise_multiplier(
@@ -73,6 +91,7 @@ def compute_noise_multiplier(
     sampling_rate: float,
     rounds: int,
     mechanism: str = "gaussian",
+    rounds_per_tree: int | None = None,
     accountant: str = DEFAULT_ACCOUNTANT,
 ) -> float:
     """The smallest σ (to relative precision 1e-4) whose ε does not exceed ``epsilon``.
@@ -83,15 +102,18 @@ def compute_noise_multiplier(
     """
     if not _is_number(epsilon) or math.isnan(epsilon) or epsilon <= 0:
         raise ConfigError("epsilon", epsilon, "a number > 0 (no finite noise multiplier gives ε = 0)")
-    _validate_charge(Charge(mechanism, 1.0, sampling_rate, rounds))
+    problem = dict(sampling_rate=sampling_rate, rounds=rounds, mechanism=mechanism, rounds_per_tree=rounds_per_tree)
+    for charge in planned_charges(noise_multiplier=1.0, **problem):
+        _validate_charge(charge)
     _validate_accounting(delta=delta, accountant=accountant)
     if math.isinf(epsilon) or sampling_rate == 0:
         return 0.0
-    problem = dict(epsilon=epsilon, delta=delta, sampling_rate=sampling_rate, rounds=rounds, mechanism=mechanism)
+    problem.update(epsilon=epsilon, delta=delta)
 
     def meets(sigma: float) -> bool:
-        charge = Charge(mechanism, sigma, sampling_rate, rounds)
-        return epsilon_of_charges([charge], delta=delta, accountant=accountant) <= epsilon
+        charges = planned_charges(mechanism=mechanism, noise_multiplier=sigma, sampling_rate=sampling_rate,
+                                  rounds=rounds, rounds_per_tree=rounds_per_tree)
+        return epsilon_of_charges(charges, delta=delta, accountant=accountant) <= epsilon
 
     hi = 1.0 if accountant == "rdp" else compute_noise_multiplier(**problem, accountant="rdp")
     if meets(hi):
@@ -129,6 +151,7 @@ def calibrate_noise_multiplier(
         sampling_rate=spec.sampling_rate,
         rounds=spec.rounds,
         mechanism=spec.kind,
+        rounds_per_tree=spec.rounds_per_tree,
         accountant=accountant,
     )
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from dpbench.api.config import check_choice, check_fraction, check_int, check_positive
 from dpbench.api.context import derive_seed
-from dpbench.api.privacy import MECHANISM_KINDS
+from dpbench.api.privacy import MECHANISM_KINDS, MechanismSpec
 from dpbench.errors import ConfigError, DpbenchError
 from dpbench.privacy.accountant import compute_epsilon
 from dpbench.privacy.noise import clipped_sum, gaussian_noise, noisy_clipped_sum, tree_increment
@@ -46,8 +46,9 @@ class AuditMechanism:
     ``release(clients, rng)`` returns the released vector for the client contributions
     ``clients`` (a list), drawing all noise from ``rng``. The audit compares ``clients`` (D) with
     ``clients + [canary]`` (D′) through the score ⟨release, direction⟩ (``direction=None``: learnt
-    on the selection half). ``noise_multiplier``, ``clip_norm``, ``rounds`` and ``kind`` are the
-    method's claim: the release is the ``MechanismSpec`` of that kind and rounds at that σ.
+    on the selection half). ``noise_multiplier``, ``clip_norm``, ``rounds``, ``kind`` and
+    ``rounds_per_tree`` are the method's claim: the release is the ``MechanismSpec`` of that kind
+    and rounds at that σ.
     """
 
     name: str
@@ -59,6 +60,7 @@ class AuditMechanism:
     clip_norm: float
     rounds: int = 1
     kind: str = "gaussian"
+    rounds_per_tree: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -69,6 +71,7 @@ class AuditMechanism:
         check_positive("clip_norm", self.clip_norm)
         check_int("rounds", self.rounds, minimum=1)
         check_choice("kind", self.kind, MECHANISM_KINDS)
+        MechanismSpec(rounds=self.rounds, kind=self.kind, rounds_per_tree=self.rounds_per_tree)  # validates
         if self.direction is not None:
             u = np.asarray(self.direction, dtype=np.float64)
             if u.ndim != 1 or not np.isfinite(u).all() or not math.isclose(np.linalg.norm(u), 1.0, rel_tol=1e-9):
@@ -77,7 +80,7 @@ class AuditMechanism:
     def claimed_epsilon(self, *, delta: float) -> float:
         """ε of the release at ``delta`` as dpbench accounts it (PLD, near-exact for a Gaussian)."""
         return compute_epsilon(noise_multiplier=self.noise_multiplier, sampling_rate=1.0, rounds=self.rounds,
-                               delta=delta, mechanism=self.kind)
+                               delta=delta, mechanism=self.kind, rounds_per_tree=self.rounds_per_tree)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,40 +205,45 @@ def tree_aggregation_mechanism(
     noise_multiplier: float = 2.0,
     clip_norm: float = 1.0,
     rounds: int = 7,
+    rounds_per_tree: int | None = None,
     num_clients: int = 10,
     canary_scale: float = 50.0,
     name: str = "tree aggregation release",
 ) -> AuditMechanism:
     """The session's tree-aggregation release (``tree_increment``) over ``rounds`` rounds, all of
-    them: each client a (round, value) pair, the canary ``canary_scale`` clip norms in round 0
-    (the round in the most tree nodes), the output every round's clipped sum plus its prefix-noise
-    increment, each node drawn once per trial. The score's direction is learnt (the rounds'
-    noise is correlated), so a node whose noise is reused for another node, or a noise-free
-    combination of the releases, shows up as a lower bound above the tree's claimed ε."""
-    check_int("rounds", rounds, minimum=1)
+    them, restarted every ``rounds_per_tree``: each client a (its position in each tree, value)
+    pair, the canary ``canary_scale`` clip norms at position 0 of tree 0 (the round in the most
+    tree nodes) and at position k of tree k, the output every round's clipped sum plus its
+    tree's prefix-noise increment, each node drawn once per tree and trial. The score's
+    direction is learnt (the rounds' noise is correlated), so a node whose noise is reused for
+    another node (in its tree or a later one), or a noise-free combination of the releases, shows
+    up as a lower bound above the claimed ε."""
+    sizes = MechanismSpec(rounds=rounds, kind="tree_aggregation", rounds_per_tree=rounds_per_tree).tree_sizes()
     check_int("num_clients", num_clients)
     values = np.random.default_rng(0).normal(size=num_clients)
-    clients = tuple((i % rounds, float(v)) for i, v in enumerate(values))
-    release = functools.partial(_release_tree, rounds=rounds, clip_norm=clip_norm, noise_multiplier=noise_multiplier)
-    return AuditMechanism(name=name, release=release, clients=clients, canary=(0, canary_scale * clip_norm),
-                          direction=None, noise_multiplier=noise_multiplier, clip_norm=clip_norm, rounds=rounds,
-                          kind="tree_aggregation")
+    clients = tuple((tuple((i + k) % size for k, size in enumerate(sizes)), float(v)) for i, v in enumerate(values))
+    canary = (tuple(k % size for k, size in enumerate(sizes)), canary_scale * clip_norm)
+    release = functools.partial(_release_tree, sizes=sizes, clip_norm=clip_norm, noise_multiplier=noise_multiplier)
+    return AuditMechanism(name=name, release=release, clients=clients, canary=canary, direction=None,
+                          noise_multiplier=noise_multiplier, clip_norm=clip_norm, rounds=rounds,
+                          kind="tree_aggregation", rounds_per_tree=rounds_per_tree)
 
 
-def _release_tree(clients: Sequence, rng: np.random.Generator, *, rounds: int, clip_norm: float,
+def _release_tree(clients: Sequence, rng: np.random.Generator, *, sizes: tuple[int, ...], clip_norm: float,
                   noise_multiplier: float) -> np.ndarray:
-    draws: dict[tuple[int, int], np.ndarray] = {}
+    out = []
+    for tree, size in enumerate(sizes):
+        draws: dict[tuple[int, int], np.ndarray] = {}
 
-    def node(key: tuple[int, int]) -> np.ndarray:
-        if key not in draws:
-            draws[key] = gaussian_noise(rng, std=noise_multiplier * clip_norm, shape=(1,))
-        return draws[key]
+        def node(key: tuple[int, int], draws=draws) -> np.ndarray:
+            if key not in draws:
+                draws[key] = gaussian_noise(rng, std=noise_multiplier * clip_norm, shape=(1,))
+            return draws[key]
 
-    out = np.empty(rounds)
-    for r in range(rounds):
-        rows = np.array([[value] for round_, value in clients if round_ == r]).reshape(-1, 1)
-        out[r] = (clipped_sum(rows, clip_norm=clip_norm) + tree_increment(r, node, shape=(1,)))[0]
-    return out
+        for position in range(size):
+            rows = np.array([[value] for positions, value in clients if positions[tree] == position]).reshape(-1, 1)
+            out.append((clipped_sum(rows, clip_norm=clip_norm) + tree_increment(position, node, shape=(1,)))[0])
+    return np.array(out)
 
 
 def _outputs(mechanism: AuditMechanism, clients: list, trials: int, rng: np.random.Generator) -> np.ndarray:

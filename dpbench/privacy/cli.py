@@ -30,6 +30,10 @@ _sampling_option = click.option(
     "--sampling-rate", type=float, default=1.0, show_default=True, help="Poisson sampling rate of clients per round."
 )
 _rounds_option = click.option("--rounds", type=int, required=True, help="Number of noisy releases.")
+_tree_option = click.option(
+    "--rounds-per-tree", type=int, default=None,
+    help="tree_aggregation only: restart the tree every this many rounds (each tree charged on its own).",
+)
 _delta_option = click.option("--delta", type=float, required=True, help="Target δ.")
 
 
@@ -45,17 +49,19 @@ def privacy():
 @_delta_option
 @_accountant_option
 @_mechanism_option
-def epsilon(noise_multiplier, sampling_rate, rounds, delta, accountants, mechanism):
+@_tree_option
+def epsilon(noise_multiplier, sampling_rate, rounds, delta, accountants, mechanism, rounds_per_tree):
     """ε spent by ROUNDS releases at noise multiplier σ."""
     from dpbench.privacy.accountant import compute_epsilon
 
-    heading = (f"ε of {rounds} {mechanism} releases at σ={noise_multiplier:g}, sampling rate {sampling_rate:g}, "
-               f"δ={delta:g}")
+    heading = (f"ε of {rounds} {mechanism} releases{_trees(rounds_per_tree)} at σ={noise_multiplier:g}, "
+               f"sampling rate {sampling_rate:g}, δ={delta:g}")
     table = Table("accountant", "ε")
     for accountant in accountants:
         with _errors():
             eps = compute_epsilon(noise_multiplier=noise_multiplier, sampling_rate=sampling_rate, rounds=rounds,
-                                  delta=delta, mechanism=mechanism, accountant=accountant)
+                                  delta=delta, mechanism=mechanism, rounds_per_tree=rounds_per_tree,
+                                  accountant=accountant)
         table.add_row(accountant, _format_epsilon(eps))
     _show(heading, table)
 
@@ -67,20 +73,27 @@ def epsilon(noise_multiplier, sampling_rate, rounds, delta, accountants, mechani
 @_rounds_option
 @_accountant_option
 @_mechanism_option
-def calibrate(target, delta, sampling_rate, rounds, accountants, mechanism):
+@_tree_option
+def calibrate(target, delta, sampling_rate, rounds, accountants, mechanism, rounds_per_tree):
     """The smallest noise multiplier whose ε does not exceed the target."""
     from dpbench.privacy.accountant import compute_epsilon, compute_noise_multiplier
 
-    heading = f"σ for ε ≤ {target:g} over {rounds} {mechanism} releases, sampling rate {sampling_rate:g}, δ={delta:g}"
+    heading = (f"σ for ε ≤ {target:g} over {rounds} {mechanism} releases{_trees(rounds_per_tree)}, "
+               f"sampling rate {sampling_rate:g}, δ={delta:g}")
     table = Table("accountant", "σ", "ε at σ")
     for accountant in accountants:
         with _errors():
             sigma = compute_noise_multiplier(epsilon=target, delta=delta, sampling_rate=sampling_rate, rounds=rounds,
-                                             mechanism=mechanism, accountant=accountant)
+                                             mechanism=mechanism, rounds_per_tree=rounds_per_tree,
+                                             accountant=accountant)
             achieved = compute_epsilon(noise_multiplier=sigma, sampling_rate=sampling_rate, rounds=rounds, delta=delta,
-                                       mechanism=mechanism, accountant=accountant)
+                                       mechanism=mechanism, rounds_per_tree=rounds_per_tree, accountant=accountant)
         table.add_row(accountant, f"{sigma:.6g}", _format_epsilon(achieved))
     _show(heading, table)
+
+
+def _trees(rounds_per_tree: int | None) -> str:
+    return "" if rounds_per_tree is None else f" (a tree every {rounds_per_tree})"
 
 
 @click.command()

@@ -2,14 +2,16 @@
 
 A run's ε is recomputed from its ledger alone, never from its config. One line per charged
 release: ``{"index", "key", "kind", "noise_multiplier", "sampling_rate", "clip_norm",
-"noise_std", "shape", "file", "sha256", "time"}``; ``file`` holds the noisy value (relative to
-the run folder), ``sha256`` hashes its float64 bytes. Never recorded: the noise seed and the
+"noise_std", "shape", "file", "sha256", "time"}``, plus ``"tree"`` (the tree it belongs to) for a
+tree-aggregation release; ``file`` holds the noisy value (relative to the run folder), ``sha256``
+hashes its float64 bytes. Never recorded: the noise seed and the
 realised number of sampled clients (under Poisson sampling it depends on the private
 population).
 
 **The rule** (``check_ledger``): a private run's ledger is sound when every line parses and
 ends in a newline, its indices are exactly 0, 1, 2, … with no key twice, each line carries the
-kind, σ and sampling rate the session was calibrated with, there are no more lines than the
+kind, σ and sampling rate the session was calibrated with (and a tree release the tree its index
+falls in, since each tree is charged on its own), there are no more lines than the
 declared rounds (exactly as many once the run is complete), each stored release is present and
 matches its hash (or was discarded on purpose, leaving a tombstone), and ``releases/`` holds
 nothing the ledger does not name. A value is stored before its line is written, so a lost or
@@ -94,7 +96,8 @@ def check_ledger(run_dir: Path, *, mechanism: Mapping, noise_multiplier: float, 
                  records: list[dict] | None = None) -> list[str]:
     """The problems that make ``run_dir``'s ledger untrustworthy (module docstring); ``[]`` when sound.
 
-    ``mechanism`` is the declared ``MechanismSpec`` as a dict (kind, rounds, sampling_rate);
+    ``mechanism`` is the declared ``MechanismSpec`` as a dict (kind, rounds, sampling_rate, and
+    rounds_per_tree when restarted);
     ``complete`` also demands one release per declared round; ``records``, when given, is what
     the live session made, which the file must equal.
     """
@@ -108,6 +111,7 @@ def check_ledger(run_dir: Path, *, mechanism: Mapping, noise_multiplier: float, 
         problems.append(f"{LEDGER_NAME} holds {len(found)} releases, the session made {len(records)}")
     expected = {"kind": mechanism["kind"], "noise_multiplier": noise_multiplier,
                 "sampling_rate": mechanism["sampling_rate"]}
+    tree_size = mechanism.get("rounds_per_tree") or mechanism["rounds"]
     keys, named = set(), set()
     for position, record in enumerate(found):
         where = f"{LEDGER_NAME} line {position + 1} ({record['key']!r})"
@@ -119,6 +123,9 @@ def check_ledger(run_dir: Path, *, mechanism: Mapping, noise_multiplier: float, 
         for name, value in expected.items():
             if record[name] != value:
                 problems.append(f"{where} has {name}={record[name]!r}, the run was calibrated with {value!r}")
+        if record["kind"] == "tree_aggregation" and record.get("tree") != position // tree_size:
+            problems.append(f"{where} is in tree {record.get('tree')!r}, but release {position} belongs to tree "
+                            f"{position // tree_size} ({tree_size} rounds per tree)")
         named.add(record["file"])
         problems += _stored_value_problems(run_dir, record, where)
     rounds = mechanism["rounds"]
@@ -169,12 +176,14 @@ def _stored_value_problems(run_dir: Path, record: dict, where: str) -> list[str]
 
 
 def release_charges(records: list[dict]) -> list[Charge]:
-    """The privacy charges of ledger lines, identical ones merged."""
+    """The privacy charges of ledger lines, identical ones merged: Gaussian releases of the same
+    σ and rate into one composition, tree releases into one charge per tree."""
     counts: dict[tuple, int] = {}
     for record in records:
-        group = (record["kind"], record["noise_multiplier"], record["sampling_rate"])
+        tree = record.get("tree") if record["kind"] == "tree_aggregation" else None
+        group = (record["kind"], record["noise_multiplier"], record["sampling_rate"], tree)
         counts[group] = counts.get(group, 0) + 1
-    return [Charge(kind, sigma, rate, count) for (kind, sigma, rate), count in counts.items()]
+    return [Charge(kind, sigma, rate, count) for (kind, sigma, rate, _), count in counts.items()]
 
 
 def epsilon_from_ledger(path: Path, *, delta: float, accountant: str = DEFAULT_ACCOUNTANT) -> float:

@@ -8,15 +8,16 @@ before it is returned, so nothing unledgered can be used or logged. A key alread
 ledger (a resumed run) returns the stored value: no new noise, no new charge.
 
 Tree aggregation (``kind="tree_aggregation"``, DP-FTRL; Kairouz et al., ICML 2021): each
-client takes part in exactly one round of the tree (a keyed hash of its id picks the round: no
-sampling, and no client's round depends on another's), and release ``t`` is round ``t``'s
-clipped sum plus the *increment* of the tree's prefix noise: the prefix sums of the releases are
-then the true prefix sums plus the noise of the ⌈log₂⌉ completed tree nodes that cover them, each
-node N(0, (σ·clip_norm)²) drawn once from the session's noise stream (keyed by node). Every
-release of a tree has the same clip norm and shape. Seeded nodes and round assignments are
-re-derived from the seed; in secure mode the assignment's key is kept in ``TREE_SALT`` and each
-node in ``TREE_NOISE`` only while a later release still needs it, so a killed run resumes with the
-rounds and nodes it already used.
+client takes part in exactly one round of each tree (a keyed hash of the tree and its id picks
+the round: no sampling, and no client's round depends on another's), and release ``t`` is round
+``t``'s clipped sum plus the *increment* of its tree's prefix noise: the prefix sums of a tree's
+releases are then the true prefix sums plus the noise of the ⌈log₂⌉ completed tree nodes that
+cover them, each node N(0, (σ·clip_norm)²) drawn once from the session's noise stream (keyed by
+tree and node). The tree restarts every ``rounds_per_tree`` rounds: new nodes, a new assignment,
+its own ledger charge. Every release has the same clip norm and shape. Seeded nodes and round
+assignments are re-derived from the seed; in secure mode the assignment's key is kept in
+``TREE_SALT`` and each node in ``TREE_NOISE`` only while a later release still needs it, so a
+killed run resumes with the rounds and nodes it already used.
 
 Noise modes: ``seeded`` keys the noise by run seed and release, so runs reproduce and a
 resumed run draws what an uninterrupted one would — a simulation mode, since anyone with the
@@ -95,7 +96,7 @@ class Session:
         self._population = clients
         self._seed = seed  # None in secure mode; in seeded mode it determines the noise
         self._sampling_salt = derive_seed(seed, SAMPLING_STREAM) if seed is not None else secrets.token_hex(32)
-        if spec.kind == "tree_aggregation" and seed is None:  # one round per client for the whole tree
+        if spec.kind == "tree_aggregation" and seed is None:  # one round per client and tree, across resumes
             self._sampling_salt = _kept_salt(run_dir / TREE_SALT, self._sampling_salt)
         self._cohorts: dict[int, frozenset[str]] = {}
         self._records = list(records)  # what is charged: every ledger line
@@ -116,9 +117,9 @@ class Session:
         check_int("round_index", round_index, minimum=0)
         if round_index >= self.spec.rounds:
             raise PrivacyMisuseError(f"round_index {round_index}: the mechanism declared {self.spec.rounds} rounds")
-        if self.spec.kind == "tree_aggregation":  # every client in exactly one round of the tree
-            return [cid for cid in self._population
-                    if _tree_round(self._sampling_salt, cid, self.spec.rounds) == round_index]
+        if self.spec.kind == "tree_aggregation":  # every client in exactly one round of each tree
+            tree, position, size = self._tree_slot(round_index)
+            return [cid for cid in self._population if _tree_round(self._sampling_salt, tree, cid, size) == position]
         rate = self.spec.sampling_rate
         if rate == 1:
             return list(self._population)
@@ -175,6 +176,8 @@ class Session:
             "sha256": release_digest(value),
             "time": _now(),
         }
+        if tree:
+            record["tree"] = self._tree_slot(index)[0]
         append_record(self.run_dir / LEDGER_NAME, record, expected=self._records)
         self._records.append(record)
         self._releases[key] = record
@@ -203,34 +206,44 @@ class Session:
         path.with_name(path.name + TOMBSTONE).touch()
         path.unlink(missing_ok=True)
 
+    def _tree_slot(self, index: int) -> tuple[int, int, int]:
+        """(tree, position in it, its rounds) of round ``index``."""
+        sizes = self.spec.tree_sizes()
+        tree = index // sizes[0]
+        return tree, index - tree * sizes[0], sizes[tree]
+
     def _tree_increment(self, key: str, index: int, *, clip_norm: float, shape: tuple[int, ...]) -> np.ndarray:
-        """The tree's prefix noise after release ``index`` minus the one before it."""
+        """Release ``index``'s tree's prefix noise after it minus the one before it."""
         first = next((r for r in self._records if r["kind"] == "tree_aggregation"), None)
         if first is not None and (first["clip_norm"], tuple(first["shape"])) != (clip_norm, shape):
             raise PrivacyMisuseError(
                 f"release {key!r}: every release of a tree has the clip norm and shape of the first "
                 f"({first['clip_norm']}, {tuple(first['shape'])}); got ({clip_norm}, {shape})")
         std = self.noise_multiplier * clip_norm
-        return tree_increment(index, lambda node: self._tree_node(node, std=std, shape=shape), shape=shape)
+        tree, position, _ = self._tree_slot(index)
+        return tree_increment(position, lambda node: self._tree_node(tree, node, std=std, shape=shape), shape=shape)
 
     def _forget_nodes(self, released: int) -> None:
         """Delete the kept secure nodes that no release after the first ``released`` needs: all
-        but those covering them (what the next increment subtracts), and all once the tree is
-        complete, or when a node was kept for a release that never reached the ledger."""
+        but those of the current tree covering them (what the next increment subtracts), all once
+        a tree is complete, and any kept for a release that never reached the ledger."""
         folder = self.run_dir / TREE_NOISE
         if not folder.is_dir():
             return
-        keep = {_node_name(node) for node in tree_nodes(released)} if released < self.spec.rounds else set()
+        keep = set()
+        if released < self.spec.rounds:
+            tree, position, _ = self._tree_slot(released)
+            keep = {_node_name(tree, node) for node in tree_nodes(position)}
         for file in folder.iterdir():
             if file.stem not in keep:
                 file.unlink()
         if not any(folder.iterdir()):
             folder.rmdir()
 
-    def _tree_node(self, node: tuple[int, int], *, std: float, shape: tuple[int, ...]) -> np.ndarray:
-        """Node ``(level, j)``'s noise: drawn once per run (seeded: from its key; secure: kept
-        under ``TREE_NOISE`` from its first use on)."""
-        name = _node_name(node)
+    def _tree_node(self, tree: int, node: tuple[int, int], *, std: float, shape: tuple[int, ...]) -> np.ndarray:
+        """Node ``(level, j)`` of tree ``tree``: drawn once per run (seeded: from its key;
+        secure: kept under ``TREE_NOISE`` from its first use on)."""
+        name = _node_name(tree, node)
         if self._seed is not None:
             return gaussian_noise(noise_generator(self._seed, name), std=std, shape=shape)
         path = self.run_dir / TREE_NOISE / f"{name}.npy"
@@ -343,7 +356,8 @@ def open_session(
             )
     run_dir = Path(run_dir)
     (run_dir / RELEASES).mkdir(parents=True, exist_ok=True)
-    mechanism = {"kind": spec.kind, "rounds": spec.rounds, "sampling_rate": spec.sampling_rate}
+    mechanism = {"kind": spec.kind, "rounds": spec.rounds, "sampling_rate": spec.sampling_rate,
+                 "rounds_per_tree": spec.rounds_per_tree}
     problems = check_ledger(run_dir, mechanism=mechanism, noise_multiplier=noise_multiplier, complete=False)
     if problems:
         raise LedgerError(f"{run_dir / LEDGER_NAME} is not sound: " + "; ".join(problems))
@@ -352,22 +366,23 @@ def open_session(
                    agreement=agreement)
 
 
-def _node_name(node: tuple[int, int]) -> str:
-    return f"tree-node-{node[0]}-{node[1]}"
+def _node_name(tree: int, node: tuple[int, int]) -> str:
+    return f"tree-{tree}-node-{node[0]}-{node[1]}"
 
 
 def _kept_salt(path: Path, fresh: str) -> str:
     """The salt stored at ``path``, or ``fresh`` stored there first: a secure tree's round
-    assignment must survive a resume (a new salt would put clients in a second round)."""
+    assignment must survive a resume (a new salt would put clients in a second round of a tree)."""
     if not path.exists():
         with atomic_write(path, "w") as handle:
             handle.write(fresh)
     return path.read_text().strip()
 
 
-def _tree_round(salt, client_id, rounds: int) -> int:
-    """The one round of the tree client ``client_id`` takes part in: a keyed hash of its id."""
-    return min(int(_uniform(salt, "tree", client_id) * rounds), rounds - 1)
+def _tree_round(salt, tree: int, client_id, rounds: int) -> int:
+    """The one round (of ``rounds``) of tree ``tree`` client ``client_id`` takes part in: a keyed
+    hash of the tree and its id, so each tree assigns the clients afresh."""
+    return min(int(_uniform(salt, f"tree-{tree}", client_id) * rounds), rounds - 1)
 
 
 def _uniform(salt: int, round_index, client_id) -> float:

@@ -170,6 +170,41 @@ def test_a_tree_node_whose_noise_serves_another_node_is_caught(monkeypatch):
     assert result.violated, f"ε_LB {result.epsilon_lower_bound:.3f} ≤ claim {result.epsilon_claimed:.3f}"
 
 
+def test_a_restarted_tree_passes_its_audit_and_claims_every_tree():
+    from dpbench.privacy import compute_epsilon
+    from dpbench.privacy.audit import tree_aggregation_mechanism
+
+    mechanism = tree_aggregation_mechanism(noise_multiplier=3.0, clip_norm=C, rounds=8, rounds_per_tree=4)
+    claimed = mechanism.claimed_epsilon(delta=DELTA)
+    assert claimed == compute_epsilon(noise_multiplier=3.0, sampling_rate=1.0, rounds=8, delta=DELTA,
+                                      mechanism="tree_aggregation", rounds_per_tree=4)
+    assert claimed > compute_epsilon(noise_multiplier=3.0, sampling_rate=1.0, rounds=8, delta=DELTA,
+                                     mechanism="tree_aggregation")  # two trees cost more than one
+    result = run_audit(mechanism, trials=2000, delta=DELTA)
+    assert not result.violated and result.epsilon_lower_bound > 0.3
+
+
+def test_a_restart_that_reuses_the_first_trees_nodes_is_caught(monkeypatch):
+    """The second tree drawing its nodes from the first tree's draws (nodes keyed without their
+    tree): the canary, at another position in each tree, stands out noise-free in a difference."""
+    import itertools
+
+    import dpbench.privacy.audit as audit
+    from dpbench.privacy.noise import tree_increment
+
+    calls, first_tree = itertools.count(), {}
+
+    def shared_nodes(index, node_noise, *, shape):
+        if next(calls) % 8 < 4:  # 8 rounds a trial, the first 4 in tree 0
+            first_tree["nodes"] = node_noise
+        return tree_increment(index, first_tree["nodes"], shape=shape)
+
+    monkeypatch.setattr(audit, "tree_increment", shared_nodes)
+    mechanism = audit.tree_aggregation_mechanism(noise_multiplier=3.0, clip_norm=C, rounds=8, rounds_per_tree=4)
+    result = run_audit(mechanism, trials=2000, delta=DELTA)
+    assert result.violated, f"ε_LB {result.epsilon_lower_bound:.3f} ≤ claim {result.epsilon_claimed:.3f}"
+
+
 def test_a_learnt_direction_is_the_discriminant_of_the_selection_half():
     from dpbench.privacy.audit import discriminant
 

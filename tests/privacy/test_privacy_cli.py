@@ -57,6 +57,18 @@ def test_epsilon_tree_aggregation():
     assert out.exit_code == 0 and "1.5494" in out.output
 
 
+def test_epsilon_of_a_restarted_tree_composes_its_trees():
+    """Two trees of 2,000 rounds at z = 10: twice one tree's RDP, i.e. one tree at z/√2."""
+    from dpbench.privacy import compute_epsilon
+
+    out = invoke(privacy, ["epsilon", "--noise-multiplier", "10", "--rounds", "4000", "--rounds-per-tree", "2000",
+                           "--delta", "1e-6", "--mechanism", "tree_aggregation", "--accountant", "rdp"])
+    assert out.exit_code == 0 and "4000 tree_aggregation releases (a tree every 2000)" in out.output
+    twice = compute_epsilon(noise_multiplier=10 / 2**0.5, sampling_rate=1, rounds=2000, delta=1e-6,
+                            mechanism="tree_aggregation", accountant="rdp")
+    assert f"{twice:.6g}" in out.output
+
+
 def test_calibrate_popri_setting():
     out = invoke(privacy, ["calibrate", "--epsilon", "1", *POPRI, "--accountant", "rdp", "--accountant", "pld"])
     assert out.exit_code == 0
@@ -71,6 +83,7 @@ def test_calibrate_popri_setting():
     (["epsilon", "--noise-multiplier", "1", "--rounds", "0", "--delta", "1e-5"], "rounds"),
     (["epsilon", "--noise-multiplier", "1", "--rounds", "3", "--delta", "2"], "delta"),
     (["calibrate", "--epsilon", "0", *POPRI], "epsilon"),
+    (["calibrate", "--epsilon", "1", *POPRI, "--rounds-per-tree", "5"], "rounds_per_tree"),
 ])
 def test_bad_values_fail_in_one_line_naming_the_field(args, field):
     out = invoke(privacy, args)

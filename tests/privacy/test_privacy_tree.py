@@ -1,5 +1,6 @@
-"""Tree aggregation in the session (DP-FTRL's release): one round per client, node noise drawn
-once and reused for every prefix it covers, the accountant's depth, resume in both noise modes."""
+"""Tree aggregation in the session (DP-FTRL's release): one round per client and tree, node noise
+drawn once and reused for every prefix it covers, restarts (fresh trees, one charge each), the
+accountant's depth, resume in both noise modes."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ CLIENTS = tuple(f"c{i:03d}" for i in range(60))
 BUDGET = PrivacyBudget(epsilon=1000.0, delta=1e-5)
 
 
-def tree_session(run_dir: Path, *, rounds=7, sigma=1.0, noise="seeded", clients=CLIENTS):
-    spec = MechanismSpec(rounds=rounds, kind="tree_aggregation")
+def tree_session(run_dir: Path, *, rounds=7, sigma=1.0, noise="seeded", clients=CLIENTS, rounds_per_tree=None):
+    spec = MechanismSpec(rounds=rounds, kind="tree_aggregation", rounds_per_tree=rounds_per_tree)
     budget = BUDGET if sigma else PrivacyBudget(epsilon=math.inf, delta=1e-5)
     return open_session(spec, noise_multiplier=sigma, budget=budget, run_dir=run_dir, clients=clients, noise=noise,
                         seed=3 if noise == "seeded" else None, accountant="rdp")
@@ -142,8 +143,8 @@ def test_secure_nodes_are_kept_only_while_a_later_release_needs_them(tmp_path):
     for r in range(6):
         release(session, r, d=3)
         kept = sorted(p.stem for p in (tmp_path / TREE_NOISE).iterdir())
-        assert kept == sorted(f"tree-node-{level}-{j}" for level, j in tree_nodes(r + 1))
-    stray = tmp_path / TREE_NOISE / "tree-node-0-6.npy"  # drawn for round 6, killed before its ledger line
+        assert kept == sorted(f"tree-0-node-{level}-{j}" for level, j in tree_nodes(r + 1))
+    stray = tmp_path / TREE_NOISE / "tree-0-node-0-6.npy"  # drawn for round 6, killed before its ledger line
     np.save(stray, np.zeros(3))
     resumed = tree_session(tmp_path, noise="secure")
     assert not stray.exists()  # never released: forgotten at the reopening, drawn afresh
@@ -158,6 +159,91 @@ def test_the_last_release_leaves_no_secret_node_behind_even_when_replayed(tmp_pa
         release(session, r, d=2)
     assert not (tmp_path / TREE_NOISE).exists()
     (tmp_path / TREE_NOISE).mkdir()  # as if killed between the last ledger line and the clean-up
-    np.save(tmp_path / TREE_NOISE / "tree-node-1-0.npy", np.zeros(2))
+    np.save(tmp_path / TREE_NOISE / "tree-0-node-1-0.npy", np.zeros(2))
     tree_session(tmp_path, noise="secure", rounds=3)
     assert not (tmp_path / TREE_NOISE).exists()
+
+
+# ---- restarts: a new tree every rounds_per_tree rounds -------------------------------------------
+
+
+def test_each_tree_assigns_every_client_to_one_of_its_rounds_afresh(tmp_path):
+    session = tree_session(tmp_path, rounds=10, rounds_per_tree=4)  # trees of 4, 4 and 2 rounds
+    assert session.spec.tree_sizes() == (4, 4, 2)
+    trees = [[session.cohort(r) for r in range(start, stop)] for start, stop in ((0, 4), (4, 8), (8, 10))]
+    for cohorts in trees:
+        assert sorted(c for cohort in cohorts for c in cohort) == list(CLIENTS)
+    assert trees[0] != trees[1]  # keyed by the tree: not the same order every pass
+    one_tree = tree_session(tmp_path / "one", rounds=4)
+    assert [one_tree.cohort(r) for r in range(4)] == trees[0]  # the first tree is the unrestarted one
+
+
+def test_a_restart_starts_from_fresh_nodes(tmp_path):
+    """With zero contributions, the second tree's prefix sums are the same tree noise as the
+    first's but independent of it: a node reused across trees would correlate them."""
+    d, sigma = 40_000, 1.5
+    session = tree_session(tmp_path, rounds=8, rounds_per_tree=4, sigma=sigma)
+    increments = np.array([release(session, r, d=d) for r in range(8)]) / sigma
+    first, second = np.cumsum(increments[:4], axis=0), np.cumsum(increments[4:], axis=0)
+    expected = [[len(tree_nodes(a) & tree_nodes(b)) for b in range(1, 5)] for a in range(1, 5)]
+    np.testing.assert_allclose(first @ first.T / d, expected, atol=0.05)
+    np.testing.assert_allclose(second @ second.T / d, expected, atol=0.05)
+    np.testing.assert_allclose(first @ second.T / d, np.zeros((4, 4)), atol=0.05)
+
+
+def test_the_ledger_charges_each_tree_and_refuses_a_merged_one(tmp_path):
+    """Two trees of 4 rounds charge depth 3 twice (RDP 6α/2z²), not one tree of 8 (depth 4): a
+    ledger whose lines all claim tree 0 would report less ε, so it is not sound."""
+    import json
+
+    import dp_accounting as dpa
+    from dp_accounting.rdp import RdpAccountant
+
+    session = tree_session(tmp_path, rounds=8, rounds_per_tree=4, sigma=3.0)
+    for r in range(8):
+        release(session, r, d=3)
+    reference = RdpAccountant(neighboring_relation=dpa.NeighboringRelation.REPLACE_SPECIAL)
+    reference.compose(dpa.SelfComposedDpEvent(dpa.SingleEpochTreeAggregationDpEvent(3.0, 4), 2))
+    restarted = compute_epsilon(noise_multiplier=3.0, sampling_rate=1.0, rounds=8, delta=1e-5,
+                                mechanism="tree_aggregation", rounds_per_tree=4, accountant="rdp")
+    assert session.epsilon_spent() == restarted == epsilon_from_ledger(tmp_path, delta=1e-5, accountant="rdp")
+    assert restarted == pytest.approx(reference.get_epsilon(1e-5), rel=1e-12)
+    mechanism = {"kind": "tree_aggregation", "rounds": 8, "sampling_rate": 1.0, "rounds_per_tree": 4}
+    assert check_ledger(tmp_path, mechanism=mechanism, noise_multiplier=3.0, complete=True) == []
+
+    ledger = tmp_path / "ledger.jsonl"
+    merged = [{**json.loads(line), "tree": 0} for line in ledger.read_text().splitlines()]
+    ledger.write_text("".join(json.dumps(record) + "\n" for record in merged))
+    assert epsilon_from_ledger(tmp_path, delta=1e-5, accountant="rdp") < restarted  # what the check prevents
+    problems = check_ledger(tmp_path, mechanism=mechanism, noise_multiplier=3.0, complete=True)
+    assert len(problems) == 4 and "belongs to tree 1 (4 rounds per tree)" in problems[0]
+    one_tree = {**mechanism, "rounds_per_tree": None}  # nor may a restarted ledger pass as one tree
+    ledger.write_text("".join(json.dumps({**r, "tree": r["index"] // 4}) + "\n" for r in merged))
+    assert len(check_ledger(tmp_path, mechanism=one_tree, noise_multiplier=3.0, complete=True)) == 4
+
+
+def test_a_secure_restarted_tree_resumes_across_the_restart(tmp_path):
+    """Killed after round 5 (tree 1, position 1): the resumed session keeps tree 1's node and
+    assignment, and tree 0's nodes are gone since its last release."""
+    d = 40_000
+    first = tree_session(tmp_path, noise="secure", rounds=8, rounds_per_tree=4)
+    cohorts = [first.cohort(r) for r in range(8)]
+    for r in range(4):
+        release(first, r, d=d)
+    assert not (tmp_path / TREE_NOISE).exists()  # tree 0 complete: nothing secret kept
+    release(first, 4, d=d)
+    assert sorted(p.stem for p in (tmp_path / TREE_NOISE).iterdir()) == ["tree-1-node-0-0"]
+    resumed = tree_session(tmp_path, noise="secure", rounds=8, rounds_per_tree=4)
+    assert [resumed.cohort(r) for r in range(8)] == cohorts
+    increments = [release(resumed, r, d=d) for r in range(8)]
+    assert np.sum(increments[4:6], axis=0).var() == pytest.approx(1.0, rel=0.05)  # prefix 2 of tree 1: one node
+    assert not (tmp_path / TREE_NOISE).exists()
+
+
+def test_restarts_only_for_a_tree():
+    with pytest.raises(ConfigError, match="rounds_per_tree: 4 is not allowed; expected None unless"):
+        MechanismSpec(rounds=8, rounds_per_tree=4)
+    with pytest.raises(ConfigError, match="rounds_per_tree"):
+        MechanismSpec(rounds=8, kind="tree_aggregation", rounds_per_tree=0)
+    with pytest.raises(ConfigError, match="rounds_per_tree"):
+        compute_epsilon(noise_multiplier=1, sampling_rate=0.1, rounds=8, delta=1e-5, rounds_per_tree=4)

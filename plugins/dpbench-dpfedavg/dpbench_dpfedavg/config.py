@@ -54,9 +54,18 @@ class DpFedAvgOptions:
 
 @dataclass(frozen=True)
 class DpFtrlOptions(DpFedAvgOptions):
-    """DP-FTRL's options: DP-FedAvg's, with each client in exactly one of the ``rounds`` rounds
-    (no sampling), so a round has about N/rounds clients."""
+    """DP-FTRL's options: DP-FedAvg's, with each client in exactly one round of each tree (no
+    sampling), so a round has about N/rounds_per_tree clients."""
 
     clients_per_round: int = 25
-    """m̃, the public divisor of each round's noisy sum: about N/rounds (a round holds the clients
-    the session assigned to it, ~N/rounds of them); a public constant, never the realised count"""
+    """m̃, the public divisor of each round's noisy sum: about N/rounds_per_tree (a round holds the
+    clients the session assigned to it); a public constant, never the realised count"""
+    rounds_per_tree: int | None = None
+    """the paper's restarts: a new tree (fresh node noise, every client assigned afresh to one of
+    its rounds) every rounds_per_tree rounds, so rounds/rounds_per_tree passes over the clients,
+    each charged as its own tree; None: one tree, one pass. Paper: a tree per epoch"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.rounds_per_tree is not None:
+            check_int("rounds_per_tree", self.rounds_per_tree, minimum=1)

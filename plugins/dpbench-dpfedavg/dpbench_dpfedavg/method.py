@@ -177,15 +177,16 @@ class DpFtrl(DpFedAvg):
 
     Kairouz, McMahan, Song, Thakkar, Thakurta, Xu, "Practical and Private (Deep) Learning
     without Sampling or Shuffling" (ICML 2021, arXiv 2103.00039). No sampling: the session puts
-    each client in exactly one of the ``rounds`` rounds (one pass over the clients, one tree) and
-    noises each round's clipped sum with the increment of the tree's prefix noise, so the running
-    sum of the updates carries the noise of ⌈log₂⌉ tree nodes rather than one draw per round. The
-    server's momentum step (the paper's DP-FTRLM) acts on the released increments only, so it is
-    post-processing. One tree per run: the paper's restarts (a new tree each pass over the
-    clients) are not needed for a single pass.
+    each client in exactly one round of each tree (a tree is one pass over the clients) and
+    noises each round's clipped sum with the increment of its tree's prefix noise, so the running
+    sum of the updates carries the noise of ⌈log₂⌉ tree nodes rather than one draw per round.
+    With ``rounds_per_tree`` the tree restarts as in the paper: training goes on from the current
+    model, the new tree's prefix sums start from zero with fresh nodes, and ε composes the trees.
+    The server's momentum step (the paper's DP-FTRLM) acts on the released increments only, so it
+    is post-processing; it carries over a restart.
     """
 
-    version = "1"
+    version = "2"
     citation = """\
 @inproceedings{kairouz2021practical,
   title = {Practical and Private (Deep) Learning Without Sampling or Shuffling},
@@ -204,14 +205,18 @@ class DpFtrl(DpFedAvg):
     release_key = "dp-ftrl-round"
 
     def mechanism(self, data: MethodData) -> MechanismSpec:
-        return MechanismSpec(rounds=self.config.rounds, kind="tree_aggregation")
+        return MechanismSpec(rounds=self.config.rounds, kind="tree_aggregation",
+                             rounds_per_tree=self.config.rounds_per_tree)
 
     def audit_mechanism(self):
-        """The whole tree release (every round's clipped sum and prefix-noise increment) for
-        ``dpbench audit``, with the score's direction learnt, since the rounds' noise is correlated."""
+        """A whole tree release (every round's clipped sum and prefix-noise increment) for
+        ``dpbench audit``: one tree of 7 rounds, or two of 4 when the method restarts, with the
+        score's direction learnt, since the rounds' noise is correlated."""
         from dpbench.toolkit import tree_aggregation_mechanism
 
-        return tree_aggregation_mechanism(clip_norm=self.config.clip_norm, name="dp_ftrl tree release")
+        restarts = self.config.rounds_per_tree is not None
+        return tree_aggregation_mechanism(clip_norm=self.config.clip_norm, rounds=8 if restarts else 7,
+                                          rounds_per_tree=4 if restarts else None, name="dp_ftrl tree release")
 
 
 def local_update(model, weights, encoded, *, pad_id: int, epochs: int, batch_size: int, lr: float, seed: int,

@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 
 import dpbench_dpfedavg.method as method_module
+from dpbench.privacy.ledger import release_charges
 from dpbench_dpfedavg.method import DpFtrl
 
 
@@ -28,6 +29,26 @@ def test_each_client_trains_in_exactly_one_round_and_the_releases_form_one_tree(
     ledger = [json.loads(line) for line in (tmp_path / "ledger.jsonl").read_text().splitlines()]
     assert [(r["key"], r["kind"]) for r in ledger] == [(f"dp-ftrl-round-{r}", "tree_aggregation") for r in range(3)]
     assert (artifact.path / "config.json").is_file()
+
+
+def test_with_restarts_each_client_trains_once_per_tree_and_each_tree_is_charged(run_method, tmp_path,
+                                                                                  monkeypatch, fed_data):
+    trained = Counter()
+    real = method_module.local_update
+
+    def update(model, weights, encoded, **kwargs):
+        trained[kwargs["seed"]] += 1
+        return real(model, weights, encoded, **kwargs)
+
+    monkeypatch.setattr(method_module, "local_update", update)
+    _, ctx = run_method(tmp_path, ftrl=True, noise_multiplier=0.5, rounds=4, rounds_per_tree=2, clients_per_round=2)
+    for tree in (0, 1):
+        cohorts = [ctx.privacy.cohort(r) for r in (2 * tree, 2 * tree + 1)]
+        assert sorted(c for cohort in cohorts for c in cohort) == sorted(fed_data.clients)
+    assert sum(trained.values()) == 2 * len(fed_data.clients)  # two passes over the clients
+    ledger = [json.loads(line) for line in (tmp_path / "ledger.jsonl").read_text().splitlines()]
+    assert [r["tree"] for r in ledger] == [0, 0, 1, 1]
+    assert len(release_charges(ledger)) == 2
 
 
 def test_without_noise_the_update_is_dp_fedavg_s_on_the_same_cohorts(run_method, tmp_path, monkeypatch):
@@ -58,3 +79,13 @@ def test_the_audit_covers_the_whole_tree_and_stays_within_the_claim():
     assert (mechanism.kind, mechanism.rounds, mechanism.clip_norm) == ("tree_aggregation", 7, 0.3)
     result = run_audit(mechanism, trials=2000, seed=2)
     assert not result.violated and 0 < result.epsilon_lower_bound
+
+
+def test_a_restarting_dp_ftrl_audits_a_restarted_release():
+    from dpbench.api import MethodData
+    from dpbench_dpfedavg.config import DpFtrlOptions
+
+    method = DpFtrl(DpFtrlOptions(rounds=10, rounds_per_tree=5))
+    assert method.mechanism(MethodData(clients={"a": ("x",)})).tree_sizes() == (5, 5)
+    mechanism = method.audit_mechanism()
+    assert (mechanism.rounds, mechanism.rounds_per_tree) == (8, 4)
