@@ -34,6 +34,14 @@ def run_finished(run, result, folder):
 
 
 @hookspec
+def run_progress(run, step, entry):
+    """Called while a run goes, for each round as it is made: ``step`` is the round (the index
+    of its monitor entry in ``state/monitor.json``'s history, and of its release), ``entry`` a
+    nested dict ``{"monitor": {...}}`` (``RunContext.report``) or ``{"release": {...}}`` (the
+    session's diagnostics of a seeded release). Publishers log it live."""
+
+
+@hookspec
 def leaderboard_written(suite, leaderboard, paths):
     """Called after ``dpbench leaderboard`` writes its files: ``suite`` is the ``Suite``,
     ``leaderboard`` the ``Leaderboard``, ``paths`` the written files."""

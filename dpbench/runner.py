@@ -205,7 +205,9 @@ class Runner:
 
         evaluators = self.evaluators(spec)
         ctx = RunContext(run_id=spec.run_id, seed=spec.seed, output_dir=folder, budget=spec.budget,
-                         cache=self.cache, device=_device(spec.device), log=log, progress=self.progress)
+                         cache=self.cache, device=_device(spec.device), log=log, progress=self.progress,
+                         reporter=lambda step, entry: load_plugins().hook.run_progress(run=spec, step=step,
+                                                                                       entry=entry))
         if method_cls.trains_downstream_model:
             ctx.downstream_model = _downstream_model(evaluators, method_data, ctx)
         if evaluators:
@@ -294,7 +296,7 @@ class Runner:
         session = open_session(mechanism, noise_multiplier=record.noise_multiplier, budget=spec.budget, run_dir=folder,
                                clients=sorted(data.clients), noise=spec.noise,
                                seed=spec.seed if spec.noise == "seeded" else None, accountant=spec.accountant,
-                               agreement=method.release_agreement)
+                               agreement=method.release_agreement, report=ctx.reporter)
         ctx.privacy = session
         log.info("%s: noise multiplier %.4g for ε=%g, δ=%g over %d rounds at q=%g (%s, %s noise)", spec.run_id,
                  record.noise_multiplier, spec.epsilon, spec.delta, mechanism.rounds, mechanism.sampling_rate,

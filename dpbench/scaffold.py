@@ -119,6 +119,7 @@ class $cls(Method):
                 released = noisy.tolist()
                 ctx.save_state(f"round{r}.json", released)
             votes += np.asarray(released)
+            ctx.report(r, {"round": r, "top_vote": float(votes.max(initial=0.0))})  # followed live (wandb)
         best = np.argsort(-votes, kind="stable")[: self.config.num_texts]
         return SyntheticTexts(texts=tuple(public[i] for i in best))
 

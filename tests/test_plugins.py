@@ -25,7 +25,8 @@ def test_default_plugins_are_loaded_with_their_hooks():
     for name in DEFAULT_PLUGINS:
         assert name in plugins
     assert "register_methods" in plugins["dpbench.builtin.references"]["hooks"]
-    assert set(plugins["dpbench.builtin.wandb_publisher"]["hooks"]) == {"run_finished", "leaderboard_written"}
+    assert set(plugins["dpbench.builtin.wandb_publisher"]["hooks"]) == {"run_progress", "run_finished",
+                                                                        "leaderboard_written"}
 
 
 def test_builtin_references_use_the_same_hooks():

@@ -52,6 +52,7 @@ def test_mode_without_key_is_offline(monkeypatch, tmp_path):
 def test_runs_and_leaderboard_publish_offline(toy_plugin, toy_suite, tmp_path, offline_wandb, capsys):
     from dpbench import leaderboard
     from dpbench.builtin import wandb_publisher
+    from dpbench.plots import plot_board
 
     # the key pasted into a value under an innocent name: scrubbed by value
     suite = load_suite(toy_suite(), ["seeds=1", "privacy.epsilon=1", "+publish.wandb=true",
@@ -60,7 +61,8 @@ def test_runs_and_leaderboard_publish_offline(toy_plugin, toy_suite, tmp_path, o
     report = Runner(suite).run()
     assert not report.failed
     board = leaderboard.build(suite.name, leaderboard.collect(suite.folder), suite.metric)
-    wandb_publisher.publish_leaderboard(suite, board, settings=suite.config["publish"])
+    plot = plot_board(board.to_dict(), tmp_path / "toy.png")
+    wandb_publisher.publish_leaderboard(suite, board, settings=suite.config["publish"], paths=[plot])
 
     runs = sorted((offline_wandb).glob("wandb/offline-run-*"))
     assert len(runs) == len(suite.runs) + 1
@@ -71,6 +73,7 @@ def test_runs_and_leaderboard_publish_offline(toy_plugin, toy_suite, tmp_path, o
                 assert SENTINEL.encode() not in path.read_bytes(), path
     logged = b"".join(p.read_bytes() for p in offline_wandb.glob("wandb/offline-run-*/run-*.wandb"))
     assert b"noisy_unigram" in logged and b"toy_texts" in logged and b"leaderboard/toy" in logged
+    assert len(list(offline_wandb.glob("wandb/offline-run-*/files/media/images/plot/toy_*.png"))) == 1
 
 
 def test_publish_leaves_out_runs_whose_ledger_is_damaged(toy_plugin, toy_suite, tmp_path, offline_wandb):
@@ -110,8 +113,12 @@ def test_run_then_publish_keeps_one_wandb_run_per_dpbench_run(toy_plugin, toy_su
     assert len(offline) == 2 * len(expected) and set(ids) == expected  # each publish resumes the same id
 
     private = next(s.run_id for s in suite.runs if s.method.label == "noisy_unigram")
+    live = []
     for folder in offline:
         logged = b"".join(p.read_bytes() for p in folder.glob("run-*.wandb"))
+        if b"live/monitor/released_mass" in logged:
+            live.append(folder.name)
+            assert b"live/release/signal_norm" in logged and b"live/round" in logged
         if folder.name.endswith(private):
             # per-round history from the release diagnostics, one step per round
             for key in (b"release/signal_norm", b"release/noise_norm"):
@@ -120,3 +127,21 @@ def test_run_then_publish_keeps_one_wandb_run_per_dpbench_run(toy_plugin, toy_su
             assert list(folder.glob("files/media/table/samples_*.table.json"))  # the samples table
         if folder.name.endswith("toy-leaderboard"):
             assert b"leaderboard-toy" in logged and b"dpbench-leaderboard" in logged
+    assert len(live) == 1 and live[0].endswith(private) and live[0] == min(f.name for f in offline
+                                                                              if f.name.endswith(private))
+
+
+def test_each_round_reaches_publishers_as_it_is_made(toy_plugin, toy_suite, tmp_path, reported):
+    """The toy method reports round r after its release r: release diagnostics then monitor
+    entry, round by round; the reference rows, which release nothing, report nothing."""
+    suite = load_suite(toy_suite(), ["seeds=1", "privacy.epsilon=[1]"], runs_dir=tmp_path / "runs")
+    assert not Runner(suite).run().failed
+    private = next(s.run_id for s in suite.runs if s.method.label == "noisy_unigram")
+    assert {run_id for run_id, _, _ in reported} == {private}
+    assert [(step, *entry) for _, step, entry in reported] == [
+        (r, part) for r in range(3) for part in ("release", "monitor")]
+    for _, step, entry in reported:
+        if "monitor" in entry:
+            assert entry["monitor"]["round"] == step and isinstance(entry["monitor"]["released_mass"], float)
+        else:
+            assert entry["release"]["index"] == step and entry["release"]["noise_norm"] > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +37,8 @@ class RunContext:
     ``downstream_model`` is the evaluator's model folder, resolved by the runner before the
     method runs when the method trains it itself (see ``initial_model``).
     ``validation_scorer`` scores a method's candidate texts with the suite's first evaluator
-    on the validation split (see ``validation_score``).
+    on the validation split (see ``validation_score``). ``reporter`` takes what ``report`` is
+    given (the runner passes it on to publishers).
     """
 
     run_id: str
@@ -51,6 +52,7 @@ class RunContext:
     progress: Progress | None = None
     downstream_model: Path | None = None
     validation_scorer: Callable[[SyntheticTexts], float] | None = None
+    reporter: Callable[[int, dict], None] | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -100,6 +102,13 @@ class RunContext:
         from dpbench.api.artifacts import SyntheticTexts
 
         return float(self.validation_scorer(SyntheticTexts(texts=tuple(texts))))
+
+    def report(self, step: int, entry: Mapping) -> None:
+        """Round ``step``'s monitor entry, as ``state/monitor.json``'s history will hold it at
+        that index, reported when it is made so a long run can be followed live (wandb); a
+        resumed run may report a round again."""
+        if self.reporter is not None:
+            self.reporter(step, {"monitor": dict(entry)})
 
     def seed_for(self, stream: str) -> int:
         return derive_seed(self.seed, stream)

@@ -4,9 +4,16 @@
 One wandb run per dpbench run, grouped by suite, whose wandb id is the run id
 (``resume="allow"``), so ``dpbench publish`` after ``run --wandb`` updates it rather than adding
 a duplicate: the summary (metrics, privacy, cost), per-round history (the method's
-``state/monitor.json`` history and each release's diagnostics, step = round), the ledger and
-samples as tables, and the run's records as an artifact. The leaderboard is a ``wandb.Table``
-and an artifact of the board files in one ``job_type="leaderboard"`` run per suite. Without an
+``state/monitor.json`` history and each release's diagnostics), the ledger and samples as
+tables, and the run's records as an artifact. Under ``run --wandb`` the rounds are also logged
+live as the method and the session report them (``run_progress``, as ``live/*``), and the same
+wandb run is completed when the dpbench run finishes. Rounds are a custom x-axis
+(``define_metric``: ``round`` for the history, ``live/round`` for the live rows), not wandb's
+step, so the final history can be logged after the live rows (a POPri checkpoint's
+``validation_downstream`` is only known at the end), and a resumed wandb run whose history was
+published before (its summary holds ``round``) does not get it twice. The leaderboard is a
+``wandb.Table`` and an artifact of the board files in one ``job_type="leaderboard"`` run per
+suite, its plot (``dpbench leaderboard --html``) as an image. Without an
 API key it logs offline and says how to ``wandb sync``. The API key is read by wandb from the
 environment or ~/.netrc only; configs and uploaded records are scrubbed of keys that look like
 secrets and of any string holding the value of an environment variable whose name looks like a
@@ -44,6 +51,19 @@ def run_finished(run, result, folder):
         publish_run(run, result, settings=run.publish, folder=folder)
 
 
+_live: dict[str, object] = {}
+"""wandb runs opened by ``run_progress``, by dpbench run id, until ``run_finished`` completes them"""
+
+
+@hookimpl
+def run_progress(run, step, entry):
+    if run.publish.get("wandb"):
+        if run.run_id not in _live:
+            _live[run.run_id] = _init_run(run, run.publish)
+        row = {f"live/{k}": v for name, part in entry.items() for k, v in _numbers(part, name).items()}
+        _live[run.run_id].log({"live/round": step, **row})
+
+
 @hookimpl
 def leaderboard_written(suite, leaderboard, paths):
     settings = suite.config.get("publish") or {}
@@ -53,13 +73,10 @@ def leaderboard_written(suite, leaderboard, paths):
 
 def publish_run(spec, result, *, settings, folder: Path) -> None:
     wandb = _wandb()
-    mode = _mode()
-    run = wandb.init(project=settings.get("project") or "dpbench", entity=settings.get("entity"), group=spec.suite,
-                     job_type=spec.method.label, name=spec.run_id, id=spec.run_id, resume="allow",
-                     tags=[spec.dataset.label, f"eps={spec.budget.label}"],
-                     config=scrub(spec.to_dict()), mode=mode, reinit="create_new")
-    for step, row in sorted(_history(Path(folder)).items()):
-        run.log(row, step=step)
+    run = _live.pop(spec.run_id, None) or _init_run(spec, settings)
+    if run.summary.get("round") is None:  # not published to this wandb run before
+        for step, row in sorted(_history(Path(folder)).items()):
+            run.log({"round": step, **row})
     summary = {f"{evaluator}/{name}": value
                for evaluator, scores in result.metrics.items() for name, value in scores.items()}
     summary.update({"privacy/epsilon_target": _finite(spec.epsilon), "privacy/delta": spec.delta,
@@ -85,7 +102,21 @@ def publish_run(spec, result, *, settings, folder: Path) -> None:
                 handle.write(_scrubbed_text(Path(folder) / name))
     run.log_artifact(artifact)
     run.finish()
-    _tell_sync(mode, run)
+    _tell_sync(_mode(), run)
+
+
+def _init_run(spec, settings):
+    """The wandb run of dpbench run ``spec`` (created, or resumed when its id exists), its
+    per-round metrics plotted against the round."""
+    run = _wandb().init(project=settings.get("project") or "dpbench", entity=settings.get("entity"),
+                        group=spec.suite, job_type=spec.method.label, name=spec.run_id, id=spec.run_id,
+                        resume="allow", tags=[spec.dataset.label, f"eps={spec.budget.label}"],
+                        config=scrub(spec.to_dict()), mode=_mode(), reinit="create_new")
+    for axis, prefixes in (("round", ("monitor", "release")), ("live/round", ("live",))):
+        run.define_metric(axis)
+        for prefix in prefixes:
+            run.define_metric(f"{prefix}/*", step_metric=axis)
+    return run
 
 
 def publish_leaderboard(suite, board, *, settings, paths=()) -> None:
@@ -100,7 +131,8 @@ def publish_leaderboard(suite, board, *, settings, paths=()) -> None:
     run = wandb.init(project=settings.get("project") or "dpbench", entity=settings.get("entity"), group=suite.name,
                      job_type="leaderboard", name=f"{suite.name}-leaderboard", id=f"{suite.name}-leaderboard",
                      resume="allow", config=scrub(dict(suite.config)), mode=mode, reinit="create_new")
-    run.log({f"leaderboard/{suite.name}": wandb.Table(columns=columns, data=data)})
+    run.log({f"leaderboard/{suite.name}": wandb.Table(columns=columns, data=data),
+             **{f"plot/{Path(path).stem}": wandb.Image(str(path)) for path in paths if Path(path).suffix == ".png"}})
     if paths:
         artifact = wandb.Artifact(f"leaderboard-{suite.name}", type="dpbench-leaderboard")
         for path in paths:

@@ -87,7 +87,8 @@ class Session:
 
     def __init__(self, spec: MechanismSpec, *, noise_multiplier: float, budget: PrivacyBudget, run_dir: Path,
                  clients: tuple[str, ...], seed: int | None, accountant: str, records: list[dict],
-                 agreement: Callable[[np.ndarray, np.ndarray], dict] | None = None):
+                 agreement: Callable[[np.ndarray, np.ndarray], dict] | None = None,
+                 report: Callable[[int, dict], None] | None = None):
         self.spec = spec
         self.noise_multiplier = noise_multiplier
         self.budget = budget
@@ -102,6 +103,7 @@ class Session:
         self._records = list(records)  # what is charged: every ledger line
         self._releases = {r["key"]: r for r in records}
         self._agreement = agreement  # the method's release_agreement, for the diagnostics only
+        self._report = report  # where each diagnostics line goes live (publishers), besides its file
         if spec.kind == "tree_aggregation":
             self._forget_nodes(len(self._records))
 
@@ -189,6 +191,8 @@ class Session:
                 line["agreement"] = self._agreement(value, total)
             with open(self.run_dir / DIAGNOSTICS_NAME, "a") as handle:
                 handle.write(json.dumps(line) + "\n")
+            if self._report is not None:
+                self._report(index, {"release": line})
         return value
 
     def epsilon_spent(self) -> float:
@@ -319,9 +323,11 @@ def open_session(
     seed: int | None = None,
     accountant: str = DEFAULT_ACCOUNTANT,
     agreement: Callable[[np.ndarray, np.ndarray], dict] | None = None,
+    report: Callable[[int, dict], None] | None = None,
 ) -> Session:
     """A session on ``run_dir`` over the client population ``clients``, resuming its ledger;
-    ``agreement(noisy, clean)`` (the method's ``release_agreement``) joins the diagnostics.
+    ``agreement(noisy, clean)`` (the method's ``release_agreement``) joins the diagnostics, and
+    ``report(index, {"release": line})`` gets each diagnostics line as it is written.
 
     Refuses a noise multiplier whose planned ε exceeds the budget, and a ledger that is not
     sound (``check_ledger``) for this mechanism. ``noise="seeded"`` needs the run ``seed``;
@@ -363,7 +369,7 @@ def open_session(
         raise LedgerError(f"{run_dir / LEDGER_NAME} is not sound: " + "; ".join(problems))
     return Session(spec, noise_multiplier=noise_multiplier, budget=budget, run_dir=run_dir, clients=population,
                    seed=seed, accountant=accountant, records=read_ledger(run_dir / LEDGER_NAME),
-                   agreement=agreement)
+                   agreement=agreement, report=report)
 
 
 def _node_name(tree: int, node: tuple[int, int]) -> str:

@@ -2,7 +2,7 @@
 
 Installing dpbench registers it (entry point ``pytest11: dpbench``), so a plugin's tests use
 ``toy_plugin``, ``toy_suite``, ``toy_plugins_dir``, ``tiny_llama``, ``tiny_gpt2``,
-``hashing_embedder`` and ``generation_calls`` without a ``conftest.py``; ``installed_plugin``
+``hashing_embedder``, ``generation_calls`` and ``reported`` without a ``conftest.py``; ``installed_plugin``
 makes a fixture that registers the plugin under test. It is inert for other projects: no hooks, no
 autouse fixtures, and nothing heavier than pytest is imported until a fixture is used.
 """
@@ -111,6 +111,24 @@ def generation_calls(monkeypatch) -> list[dict]:
 
     monkeypatch.setattr(TransformersGenerator, "generate", generate)
     return calls
+
+
+@pytest.fixture
+def reported() -> list[tuple[str, int, dict]]:
+    """Every round the runs of one test report to publishers (the ``run_progress`` hook), as
+    ``(run_id, step, entry)``: what a live wandb run would get."""
+    from dpbench.hookspecs import hookimpl
+    from dpbench.plugins import registered
+
+    calls = []
+
+    class Recorder:
+        @hookimpl
+        def run_progress(self, run, step, entry):
+            calls.append((run.run_id, step, entry))
+
+    with registered(Recorder(), name="reported"):
+        yield calls
 
 
 def installed_plugin(module: str, name: str):

@@ -101,6 +101,7 @@ class NoisyUnigram(Method):
             with atomic_write(saved, "wb") as handle:
                 np.save(handle, noisy)
             total += noisy
+            ctx.report(r, {"round": r, "released_mass": float(noisy.sum())})
             time.sleep(self.config.round_seconds)
         probs = np.clip(total, 0, None) + 1e-9
         probs /= probs.sum()

@@ -114,12 +114,15 @@ class DpFedAvg(Method):
             assign(params, weights)
             metrics = score(model, validation, pad_id=tokenizer.pad_token_id, bf16=bf16, device=ctx.device)
             state["history"].append({"checkpoint": checkpoint, **metrics})
+            ctx.report(checkpoint, state["history"][-1])
             ctx.log.info("%s checkpoint %d/%d: validation accuracy %.4f, cross-entropy %.4f", self.label,
                          checkpoint, o.rounds, metrics["accuracy"], metrics["cross_entropy"])
             best = state["best"]
             if o.select == "best_validation" and (best is None or metrics["accuracy"] > best["accuracy"]):
                 state["best"] = {"checkpoint": checkpoint, "accuracy": metrics["accuracy"], "weights": weights}
 
+        for checkpoint, entry in enumerate(state["history"]):  # resumed: the rounds made before
+            ctx.report(checkpoint, entry)
         if validation and not state["history"]:
             monitor(0)
 

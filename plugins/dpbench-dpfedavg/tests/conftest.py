@@ -39,13 +39,14 @@ def fed_data() -> MethodData:
 def run_method(tiny_gpt2, fed_data):
     """``run_method(run_dir, seed=..., noise_multiplier=..., **options)`` runs DP-FedAvg (with
     ``ftrl=True``: DP-FTRL) on ``fed_data`` through a real privacy session on ``run_dir`` (a
-    fresh session each call, as after a restart) and returns the artifact and the context."""
+    fresh session each call, as after a restart) and returns the artifact and the context;
+    ``reports`` collects what the method reports (``ctx.report``)."""
     from dpbench.privacy import open_session
     from dpbench_dpfedavg.config import DpFedAvgOptions, DpFtrlOptions
     from dpbench_dpfedavg.method import DpFedAvg, DpFtrl
 
     def run(run_dir: Path, *, seed: int = 0, noise_multiplier: float = 0.0, session_hook=None, ftrl=False,
-            **options):
+            reports: list | None = None, **options):
         cls, options_cls = (DpFtrl, DpFtrlOptions) if ftrl else (DpFedAvg, DpFedAvgOptions)
         method = cls(options_cls(**{"bf16": False, **options}))
         budget = PrivacyBudget(epsilon=math.inf, delta=1e-5)
@@ -55,7 +56,8 @@ def run_method(tiny_gpt2, fed_data):
             session_hook(session)
         ctx = RunContext(run_id="test", seed=seed, output_dir=run_dir, budget=budget,
                          cache=SuiteCache(run_dir / "cache"), privacy=session, log=logging.getLogger("dpbench.test"),
-                         downstream_model=tiny_gpt2)
+                         downstream_model=tiny_gpt2,
+                         reporter=None if reports is None else lambda step, entry: reports.append((step, entry)))
         return method.run(fed_data, ctx), ctx
 
     return run

@@ -135,10 +135,13 @@ def test_killed_run_resumes_to_the_same_weights(run_method, tmp_path, monkeypatc
     assert ledger_keys(killed) == ["dp-fedavg-round-0"] + (["dp-fedavg-round-1"] if killed_in == "validation" else [])
 
     trained_before = calls["train"]
-    resumed, _ = run_method(killed, noise_multiplier=0.8, **options)
+    reports = []
+    resumed, _ = run_method(killed, noise_multiplier=0.8, reports=reports, **options)
     assert calls["train"] - trained_before == (4 if killed_in == "training" else 0)
     np.testing.assert_array_equal(weights_of(resumed.path), weights_of(whole.path))
     assert ledger_keys(killed) == ["dp-fedavg-round-0", "dp-fedavg-round-1"]
+    history = json.loads((killed / "state" / "monitor.json").read_text())["history"]
+    assert reports == [(step, {"monitor": entry}) for step, entry in enumerate(history)]  # the killed run's again
 
 
 def test_best_validation_returns_the_best_checkpoint(run_method, tmp_path, fed_data):

@@ -83,6 +83,7 @@ class PrivateEvolution(Method):
                 ctx.save_state(f"{folder}/iteration.json", record)
             selected = [candidates[i] for i in record["selected"]]
             history.append(record["monitor"])
+            ctx.report(t, record["monitor"])
         ctx.save_state("monitor.json", {"history": history})
         apis.close()
         return SyntheticTexts(texts=tuple(selected))

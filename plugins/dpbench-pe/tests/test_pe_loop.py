@@ -39,7 +39,7 @@ def _ledger(folder):
 
 
 def test_iterations_keep_parents_and_are_ledgered(tmp_path, tiny_llama, hashing_embedder, toy_plugin, pe_plugin,
-                                                  generation_calls):
+                                                  generation_calls, reported):
     suite = _suite(tmp_path, tiny_llama)
     report = Runner(suite).run()
     assert not report.failed, report.failed
@@ -62,6 +62,9 @@ def test_iterations_keep_parents_and_are_ledgered(tmp_path, tiny_llama, hashing_
     history = json.loads((state / "monitor.json").read_text())["history"]
     assert [h["iteration"] for h in history] == [0, 1, 2]
     assert all(np.isfinite(h["validation_centroid_cosine"]) for h in history)
+    live = [(step, {k: "nan" if v != v else v for k, v in entry["monitor"].items()})  # as monitor.json keeps NaN
+            for _, step, entry in reported if "monitor" in entry]
+    assert live == list(enumerate(history))
 
 
 def test_killed_mid_iteration_resumes_to_the_same_result(tmp_path, tiny_llama, hashing_embedder, toy_plugin,

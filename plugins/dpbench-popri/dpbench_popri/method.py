@@ -97,6 +97,7 @@ class Popri(Method):
             done = ctx.load_state(record)
             if done is not None:
                 history.append(_with_held_out(done["monitor"], done["dpo"]))
+                ctx.report(r, history[-1])
                 continue
             t0 = time.perf_counter()
             with ctx.phase(f"round {r + 1}/{o.rounds}: sampling {o.prompts_per_round * o.samples_per_prompt} "
@@ -128,6 +129,7 @@ class Popri(Method):
             ctx.log.info("POPri round %d: %s; DPO %s; seconds %s", r, _short(monitor), _short(dpo), _short(seconds))
             ctx.save_state(record, {"monitor": monitor, "dpo": dpo, "seconds": seconds})
             history.append(_with_held_out(monitor, dpo))
+            ctx.report(r, history[-1])
 
         final_folder = state / "final"
         final_folder.mkdir(exist_ok=True)
@@ -138,6 +140,7 @@ class Popri(Method):
             metrics = round_metrics(normalise_rows(embedder.encode(candidates)), validation)
             ctx.save_state("final/monitor.json", {"checkpoint": o.rounds, **metrics})
         history.append(ctx.load_state("final/monitor.json"))
+        ctx.report(o.rounds, history[-1])
         downstream = o.select == "best_validation_downstream"
         if downstream:
             self._score_checkpoints(history, sample, state, ctx)
@@ -181,6 +184,7 @@ class Popri(Method):
                 ctx.save_state("final/downstream.json", scores)
                 ctx.log.info("POPri checkpoint %d: validation %.4g", k, score)
             stats["validation_downstream"] = scores[str(k)]["validation_downstream"]
+            ctx.report(k, {"validation_downstream": stats["validation_downstream"]})
 
     def _sample(self, generator, public, ctx, stream, prompts, per_prompt, adapter, saved: Path):
         """``per_prompt`` completions for each of ``prompts`` fresh prompts; cached in ``saved``."""

@@ -188,7 +188,7 @@ def test_killed_between_rounds_resumes_to_the_same_result(tmp_path, tiny_llama, 
 
 def test_downstream_rule_scores_every_checkpoint_on_validation_and_resumes(tmp_path, tiny_llama, hashing_embedder,
                                                                           toy_plugin, popri_plugin, generation_calls,
-                                                                          monkeypatch):
+                                                                          reported, monkeypatch):
     """``best_validation_downstream``: each checkpoint's final texts scored by the suite's
     evaluator on validation, the best one returned without sampling it again; a run killed
     while scoring keeps the checkpoints scored before."""
@@ -213,6 +213,10 @@ def test_downstream_rule_scores_every_checkpoint_on_validation_and_resumes(tmp_p
     state = suite.folder / suite.runs[0].run_id / "state"
     monitor = json.loads((state / "monitor.json").read_text())
     assert [h["validation_downstream"] for h in monitor["history"]] == [0.2, 0.5, 0.4]
+    live = [{} for _ in monitor["history"]]  # what publishers got live, resumed rounds reported again
+    for _, step, entry in reported:
+        live[step].update(entry.get("monitor", {}))
+    assert live == monitor["history"]
     assert monitor["chosen_checkpoint"] == 1
     texts = load_artifact(suite.folder / suite.runs[0].run_id).texts
     assert texts == scored[2] == tuple(json.loads((state / "final" / "checkpoint1.json").read_text()))
