@@ -86,17 +86,26 @@ def _fail(err) -> None:
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failing run.")
 @click.option("--wandb", "use_wandb", is_flag=True, help="Publish runs and the leaderboard to Weights & Biases.")
 @click.option("--dry-run", is_flag=True, help="Validate and list the runs without running them.")
-def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wandb, dry_run):
+@click.option("--shard", metavar="K/N", help="Run only the K-th of N shares of the grid (every N-th run from the "
+              "K-th), e.g. one per Slurm array task; shards may run at once, on machines sharing the runs folder.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run the grid as N processes at once on this machine (--shard k/N each, with 1/N of the CPU "
+                   "threads); their logs go to <suite folder>/jobs/.")
+def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wandb, dry_run, shard, jobs):
     """Run SUITE (a YAML file) with optional Hydra-style OVERRIDES, e.g. privacy.epsilon=[1,7] seeds=3."""
-    from dpbench.errors import DpbenchError
+    from dpbench.errors import ConfigError, DpbenchError
 
     _quiet_libraries()
+    given = overrides
     if use_wandb:
         from dpbench.suite import PUBLISH_OVERRIDE
 
         overrides = (*overrides, PUBLISH_OVERRIDE)
     try:
         loaded = _load(suite, overrides, runs_dir, runnable_here=True)
+        if shard and jobs > 1:
+            raise ConfigError("--jobs", jobs, "1 with --shard (a job is itself a shard)")
+        part = _shard_runs(loaded, shard)
     except DpbenchError as err:
         _fail(err)
     if dry_run:
@@ -104,22 +113,62 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
         return
     from pathlib import Path
 
-    from dpbench.progress import Progress
-    from dpbench.runner import Runner
+    if jobs > 1:
+        failed = _run_jobs(loaded, suite, given, jobs, force=force, fail_fast=fail_fast, use_wandb=use_wandb)
+    else:
+        from dpbench.progress import Progress
+        from dpbench.runner import Runner
 
-    with Progress(_console()) as progress:
-        report = Runner(loaded, progress=progress, force=force, fail_fast=fail_fast).run()
-    click.echo(f"{loaded.name}: {len(report.completed)} completed, {len(report.skipped)} already complete, "
-               f"{len(report.failed)} failed; run folders in {loaded.folder}")
-    for run_id, error in report.failed.items():
-        click.echo(f"  failed {run_id}: {error}", err=True)
+        with Progress(_console()) as progress:
+            report = Runner(loaded, progress=progress, force=force, fail_fast=fail_fast, runs=part).run()
+        click.echo(f"{loaded.name}{f' shard {shard}' if shard else ''}: {len(report.completed)} completed, "
+                   f"{len(report.skipped)} already complete, {len(report.failed)} failed; run folders in "
+                   f"{loaded.folder}")
+        for run_id, error in report.failed.items():
+            click.echo(f"  failed {run_id}: {error}", err=True)
+        failed = bool(report.failed)
     try:
         paths = _write_leaderboard(loaded, Path(leaderboards_dir) if leaderboards_dir else loaded.folder / "board")
         click.echo("leaderboard: " + ", ".join(str(p) for p in paths))
     except DpbenchError as err:
         click.echo(f"no leaderboard written: {err}", err=True)
-    if report.failed:
+    if failed:
         sys.exit(1)
+
+
+def _shard_runs(loaded, shard: str | None):
+    """The runs of ``--shard K/N`` (all of them without one)."""
+    import re
+
+    from dpbench.errors import ConfigError
+    from dpbench.runner import shard as shard_of
+
+    if shard is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise ConfigError("--shard", shard, "K/N with 1 <= K <= N, e.g. 2/4")
+    return shard_of(loaded.runs, int(match[1]), int(match[2]))
+
+
+def _run_jobs(loaded, suite, overrides, jobs: int, *, force: bool, fail_fast: bool, use_wandb: bool) -> bool:
+    """``--jobs N``: the grid as N shard processes (``dpbench.executors``); whether any failed."""
+    from dpbench.executors import dpbench_command, run_jobs
+
+    root = click.get_current_context().find_root().params
+    command = dpbench_command(*(["--plugins-dir", root["plugins_dir"]] if root.get("plugins_dir") else []),
+                              *(["--verbose"] if root.get("verbose") else []), "run", str(suite), *overrides,
+                              "--runs-dir", str(loaded.folder.parent),
+                              *(["--force"] if force else []), *(["--fail-fast"] if fail_fast else []),
+                              *(["--wandb"] if use_wandb else []))
+
+    def complete():
+        return sum((loaded.folder / spec.run_id / "result.json").exists() for spec in loaded.runs), len(loaded.runs)
+
+    status = run_jobs(command, jobs, log_dir=loaded.folder / "jobs", complete=complete, echo=click.echo)
+    done, total = complete()
+    click.echo(f"{loaded.name}: {jobs} jobs done, {done}/{total} runs complete; run folders in {loaded.folder}")
+    return any(status.values())
 
 
 def _quiet_libraries() -> None:

@@ -17,6 +17,7 @@ import math
 import shutil
 import time
 import traceback
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from dpbench.builtin.references import NonPrivate, PublicOnly, SyntheticPublic
 from dpbench.cache import SuiteCache
 from dpbench.datacheck import check_datasets, check_delta
 from dpbench.env import environment
-from dpbench.errors import DamagedRunError, DpbenchError, PrivacyMisuseError
+from dpbench.errors import ConfigError, DamagedRunError, DpbenchError, PrivacyMisuseError
 from dpbench.files import write_json
 from dpbench.plugins import get_registry, load_plugins
 from dpbench.privacy.ledger import (
@@ -69,18 +70,27 @@ class SuiteReport:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+def shard(runs: Sequence[RunSpec], index: int, count: int) -> list[RunSpec]:
+    """Shard ``index`` of ``count`` (1-based) of a grid: every ``count``-th run from the
+    ``index``-th, so each shard gets its share of every method (and of the grid's cost)."""
+    if not (isinstance(index, int) and isinstance(count, int) and 1 <= index <= count):
+        raise ConfigError("shard", f"{index}/{count}", "K/N with 1 <= K <= N, e.g. 2/4")
+    return list(runs[index - 1::count])
+
+
 class Runner:
-    """Runs a suite's grid; shares loaded datasets and the runs folder's cache across runs.
-    ``scoring="validation"`` (``dpbench tune``) scores each run with the first evaluator's
-    ``validation_score`` instead of its test metrics: the test split is never read. A finished
-    run scored the other way is evaluated again from its saved output (the method does not run
-    again)."""
+    """Runs a suite's grid (or ``runs``, a part of it: a shard); shares loaded datasets and the
+    runs folder's cache across runs. ``scoring="validation"`` (``dpbench tune``) scores each run
+    with the first evaluator's ``validation_score`` instead of its test metrics: the test split
+    is never read. A finished run scored the other way is evaluated again from its saved output
+    (the method does not run again)."""
 
     def __init__(self, suite: Suite, *, progress: Progress | None = None, force: bool = False,
-                 fail_fast: bool = False, scoring: str = "test"):
+                 fail_fast: bool = False, scoring: str = "test", runs: Sequence[RunSpec] | None = None):
         if scoring not in SCORINGS:
             raise ValueError(f"scoring: {scoring!r} is not one of {', '.join(SCORINGS)}")
         self.suite, self.force, self.fail_fast, self.scoring = suite, force, fail_fast, scoring
+        self.runs = list(suite.runs if runs is None else runs)
         self.progress = progress
         self.cache = SuiteCache(suite.cache_dir)
         self._datasets: dict[str, FederatedTextData] = {}
@@ -91,8 +101,8 @@ class Runner:
         """Check every dataset (sizes, δ < 1/clients) before any run, then run the grid."""
         check_datasets(self.suite, self.dataset)
         report = SuiteReport()
-        overall = self.progress.add(f"suite {self.suite.name}", len(self.suite.runs)) if self.progress else None
-        held_elsewhere = [spec for spec in self.suite.runs
+        overall = self.progress.add(f"suite {self.suite.name}", len(self.runs)) if self.progress else None
+        held_elsewhere = [spec for spec in self.runs
                           if self._attempt(spec, report, overall, wait=False) == LOCKED]
         for spec in held_elsewhere:
             log.warning("waiting for the other dpbench process running %s", spec.run_id)

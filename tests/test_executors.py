@@ -1,0 +1,72 @@
+"""Running a grid in parts: ``--shard K/N`` and ``--jobs N`` give the board of one process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dpbench.errors import ConfigError
+from dpbench.executors import job_environment
+from dpbench.runner import shard
+
+
+def test_shards_split_the_grid_into_disjoint_interleaved_parts():
+    runs = list(range(11))
+    parts = [shard(runs, k, 3) for k in (1, 2, 3)]
+    assert parts == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
+    assert shard(runs, 1, 1) == runs and shard(runs, 12, 12) == []
+    for bad in ((0, 2), (3, 2), (1, 0)):
+        with pytest.raises(ConfigError, match="shard: .* is not allowed; expected K/N with 1 <= K <= N"):
+            shard(runs, *bad)
+
+
+def test_each_job_gets_its_share_of_threads_and_one_visible_device():
+    env = job_environment(2, 2, {"CUDA_VISIBLE_DEVICES": "0,1,2"})
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+    assert env["CUDA_VISIBLE_DEVICES"] == "1"
+    assert job_environment(4, 4, {"CUDA_VISIBLE_DEVICES": "0,1,2"})["CUDA_VISIBLE_DEVICES"] == "0"
+    assert job_environment(1, 2, {"CUDA_VISIBLE_DEVICES": "3"})["CUDA_VISIBLE_DEVICES"] == "3"  # one: shared
+    assert "CUDA_VISIBLE_DEVICES" not in job_environment(1, 2, {})
+
+
+def _dpbench(plugins_dir, *args, cwd):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "dpbench", "--plugins-dir", str(plugins_dir), *args],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def _rows(runs_dir):
+    board = json.loads((runs_dir / "toy" / "board" / "toy.json").read_text())
+    return [(r["method"], r["epsilon"], r["metrics"], r["epsilon_ledger"], r["runs"]) for r in board["rows"]]
+
+
+def test_shards_and_jobs_give_the_board_of_one_process(toy_plugins_dir, toy_suite, tmp_path):
+    suite = str(toy_suite())
+    one = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "one"), cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+
+    for k in (1, 2):
+        out = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "shards"), "--shard", f"{k}/2",
+                       cwd=tmp_path)
+        assert out.returncode == 0 and f"toy shard {k}/2: 4 completed, 0 already complete" in out.stdout, out.stderr
+    jobs = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "jobs"), "--jobs", "2", cwd=tmp_path)
+    assert jobs.returncode == 0, jobs.stdout[-2000:] + jobs.stderr[-2000:]
+    assert "toy: 2 jobs done, 8/8 runs complete" in jobs.stdout
+    for k in (1, 2):
+        log = (tmp_path / "jobs" / "toy" / "jobs" / f"shard-{k}-of-2.log").read_text()
+        assert f"toy shard {k}/2: 4 completed" in log
+
+    assert _rows(tmp_path / "shards") == _rows(tmp_path / "jobs") == _rows(tmp_path / "one")
+    again = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "jobs"), cwd=tmp_path)
+    assert "0 completed, 8 already complete" in again.stdout  # the jobs' runs are the grid's runs
+
+
+def test_bad_shard_and_jobs_fail_in_one_line_naming_the_option(toy_plugins_dir, toy_suite, tmp_path):
+    suite = str(toy_suite())
+    for args, expected in ((["--shard", "3/2"], "--shard: '3/2' is not allowed; expected K/N with 1 <= K <= N"),
+                           (["--shard", "half"], "--shard: 'half' is not allowed"),
+                           (["--shard", "1/2", "--jobs", "2"], "--jobs: 2 is not allowed; expected 1 with --shard")):
+        out = _dpbench(toy_plugins_dir, "run", suite, *args, "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+        assert out.returncode == 2 and expected in out.stderr, out.stderr
