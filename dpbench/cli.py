@@ -10,6 +10,7 @@ import click
 from dpbench import __version__
 
 KINDS = ("datasets", "methods", "evaluators")
+EXECUTORS = ("local", "ray")
 
 
 class LazyGroup(click.Group):
@@ -91,7 +92,14 @@ def _fail(err) -> None:
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run the grid as N processes at once on this machine (--shard k/N each, with 1/N of the CPU "
                    "threads); their logs go to <suite folder>/jobs/.")
-def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wandb, dry_run, shard, jobs):
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="local: this process (or --jobs processes); ray: each run a Ray task on --ray-address.")
+@click.option("--ray-address", help="The Ray cluster for --executor ray ('auto': the one this machine belongs to; "
+              "default: a local cluster of this machine's CPUs). Its workers must see the runs folder.")
+@click.option("--cpus-per-run", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="CPUs each Ray task declares (a run on device: cuda also declares one GPU).")
+def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wandb, dry_run, shard, jobs, executor,
+        ray_address, cpus_per_run):
     """Run SUITE (a YAML file) with optional Hydra-style OVERRIDES, e.g. privacy.epsilon=[1,7] seeds=3."""
     from dpbench.errors import ConfigError, DpbenchError
 
@@ -105,6 +113,9 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
         loaded = _load(suite, overrides, runs_dir, runnable_here=True)
         if shard and jobs > 1:
             raise ConfigError("--jobs", jobs, "1 with --shard (a job is itself a shard)")
+        if executor == "ray" and (jobs > 1 or force):
+            raise ConfigError("--executor", executor, "local with --jobs or --force (Ray runs each run as its own "
+                              "task, and a forced run must not race another task for its folder)")
         part = _shard_runs(loaded, shard)
     except DpbenchError as err:
         _fail(err)
@@ -115,6 +126,8 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
 
     if jobs > 1:
         failed = _run_jobs(loaded, suite, given, jobs, force=force, fail_fast=fail_fast, use_wandb=use_wandb)
+    elif executor == "ray":
+        failed = _run_on_ray(loaded, suite, overrides, part, address=ray_address, cpus_per_run=cpus_per_run)
     else:
         from dpbench.progress import Progress
         from dpbench.runner import Runner
@@ -149,6 +162,26 @@ def _shard_runs(loaded, shard: str | None):
     if not match or not 1 <= int(match[1]) <= int(match[2]):
         raise ConfigError("--shard", shard, "K/N with 1 <= K <= N, e.g. 2/4")
     return shard_of(loaded.runs, int(match[1]), int(match[2]))
+
+
+def _run_on_ray(loaded, suite, overrides, part, *, address: str | None, cpus_per_run: float) -> bool:
+    """``--executor ray``: each run of the grid (or shard) a Ray task; whether any failed."""
+    from pathlib import Path
+
+    from dpbench.executors import run_on_ray
+
+    runs = loaded.runs if part is None else part
+    plugins_dir = click.get_current_context().find_root().params.get("plugins_dir")
+    failed = run_on_ray(str(Path(suite).resolve()), overrides, runs_dir=loaded.folder.parent.resolve(),
+                        run_ids=[spec.run_id for spec in runs],
+                        plugins_dir=str(Path(plugins_dir).resolve()) if plugins_dir else None, address=address,
+                        cpus_per_run=cpus_per_run, gpus_per_run=1.0 if any(s.device == "cuda" for s in runs) else 0.0,
+                        echo=click.echo)
+    click.echo(f"{loaded.name}: {len(runs) - len(failed)} of {len(runs)} runs done on Ray; run folders in "
+               f"{loaded.folder}")
+    for run_id, error in failed.items():
+        click.echo(f"  failed {run_id}: {error}", err=True)
+    return bool(failed)
 
 
 def _run_jobs(loaded, suite, overrides, jobs: int, *, force: bool, fail_fast: bool, use_wandb: bool) -> bool:

@@ -1,10 +1,12 @@
-"""Running a suite's grid as several processes: ``dpbench run --jobs N`` on one machine.
+"""Running a suite's grid as several processes: ``dpbench run --jobs N`` on one machine, or
+``--executor ray`` on a Ray cluster.
 
 Each job is ``dpbench run SUITE --shard k/N`` in a process of its own (``runner.shard``: every
 N-th run), with its share of the CPU threads and, where ``CUDA_VISIBLE_DEVICES`` lists several
 devices, one of them; its output goes to ``<suite folder>/jobs/shard-k-of-N.log``. The run
 folders' locks keep any mix of jobs, shards and plain runs from doing a run twice, so a killed
-``--jobs`` run resumes with the same command (or with any other executor).
+``--jobs`` run resumes with the same command (or with any other executor). Under Ray each run
+is a task of its own (``run_one_run``) with the CPUs and GPUs it declares.
 """
 
 from __future__ import annotations
@@ -73,3 +75,62 @@ def run_jobs(command: Sequence[str], jobs: int, *, log_dir: Path, complete: Call
 def dpbench_command(*args: str) -> list[str]:
     """``dpbench ARGS`` through this interpreter, as a job runs it."""
     return [sys.executable, "-m", "dpbench", *args]
+
+
+def run_on_ray(suite: str, overrides: Sequence[str], *, runs_dir: Path, run_ids: Sequence[str],
+               plugins_dir: str | None, address: str | None, cpus_per_run: float, gpus_per_run: float,
+               echo: Callable[[str], None]) -> dict[str, str]:
+    """Each run of ``run_ids`` as a Ray task declaring ``cpus_per_run`` CPUs and
+    ``gpus_per_run`` GPUs, on the cluster at ``address`` (``"auto"``: the one this machine
+    belongs to) or, without one, on a local cluster of this machine's CPUs; the runs folder must
+    be one every worker sees. Returns ``{run_id: error}`` of the runs that failed."""
+    try:
+        import ray
+    except ImportError as err:
+        from dpbench.errors import DpbenchError
+
+        raise DpbenchError("--executor ray needs ray: pip install 'dpbench[fl]' (flwr[simulation] brings it)") \
+            from err
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, object_store_memory=10**8, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run)(run_one_run)
+        pending = {task.remote(suite, list(overrides), str(runs_dir), run_id, plugins_dir): run_id
+                   for run_id in run_ids}
+        echo(f"{len(pending)} runs submitted to Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs in the cluster)")
+        failed: dict[str, str] = {}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=STATUS_INTERVAL_S)
+            for ref in ready:
+                run_id = pending.pop(ref)
+                try:
+                    status = ray.get(ref)
+                except ray.exceptions.RayError as err:
+                    status = f"the Ray task failed: {err}"
+                if status not in ("completed", "skipped"):
+                    failed[run_id] = status
+                echo(f"{time.strftime('%H:%M:%S')} {run_id}: {status}; {len(pending)} runs left")
+            if not ready:
+                echo(f"{time.strftime('%H:%M:%S')} {len(pending)} runs left")
+        return failed
+    finally:
+        ray.shutdown()
+
+
+def run_one_run(suite: str, overrides: list[str], runs_dir: str, run_id: str, plugins_dir: str | None) -> str:
+    """Run ``run_id`` of ``suite`` in this process (a Ray worker): "completed", "skipped" or its error."""
+    from dpbench.plugins import load_plugins, load_plugins_dir
+    from dpbench.runner import Runner
+    from dpbench.suite import load_suite
+
+    load_plugins()
+    if plugins_dir:
+        load_plugins_dir(plugins_dir)
+    loaded = load_suite(suite, overrides, runs_dir=runs_dir)
+    spec = next(spec for spec in loaded.runs if spec.run_id == run_id)
+    report = Runner(loaded, runs=[spec]).run()
+    if report.failed:
+        return report.failed[run_id]
+    return "completed" if report.completed else "skipped"

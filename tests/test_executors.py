@@ -1,4 +1,5 @@
-"""Running a grid in parts: ``--shard K/N`` and ``--jobs N`` give the board of one process."""
+"""Running a grid in parts: ``--shard K/N``, ``--jobs N`` and ``--executor ray`` give the board
+of one process."""
 
 import json
 import os
@@ -63,10 +64,23 @@ def test_shards_and_jobs_give_the_board_of_one_process(toy_plugins_dir, toy_suit
     assert "0 completed, 8 already complete" in again.stdout  # the jobs' runs are the grid's runs
 
 
+def test_a_local_ray_cluster_gives_the_board_of_one_process(toy_plugins_dir, toy_suite, tmp_path):
+    pytest.importorskip("ray")
+    suite = str(toy_suite())
+    one = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "one"), cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    ray = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "ray"), "--executor", "ray",
+                   cwd=tmp_path)
+    assert ray.returncode == 0, ray.stdout[-2000:] + ray.stderr[-2000:]
+    assert "8 runs submitted to Ray" in ray.stdout and "toy: 8 of 8 runs done on Ray" in ray.stdout
+    assert _rows(tmp_path / "ray") == _rows(tmp_path / "one")
+
+
 def test_bad_shard_and_jobs_fail_in_one_line_naming_the_option(toy_plugins_dir, toy_suite, tmp_path):
     suite = str(toy_suite())
     for args, expected in ((["--shard", "3/2"], "--shard: '3/2' is not allowed; expected K/N with 1 <= K <= N"),
                            (["--shard", "half"], "--shard: 'half' is not allowed"),
-                           (["--shard", "1/2", "--jobs", "2"], "--jobs: 2 is not allowed; expected 1 with --shard")):
+                           (["--shard", "1/2", "--jobs", "2"], "--jobs: 2 is not allowed; expected 1 with --shard"),
+                           (["--executor", "ray", "--jobs", "2"], "--executor: 'ray' is not allowed; expected local")):
         out = _dpbench(toy_plugins_dir, "run", suite, *args, "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
         assert out.returncode == 2 and expected in out.stderr, out.stderr
