@@ -11,6 +11,7 @@ another process holds to it, does the rest, then waits for those.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -216,8 +217,7 @@ class Runner:
         evaluators = self.evaluators(spec)
         ctx = RunContext(run_id=spec.run_id, seed=spec.seed, output_dir=folder, budget=spec.budget,
                          cache=self.cache, device=_device(spec.device), log=log, progress=self.progress,
-                         reporter=lambda step, entry: load_plugins().hook.run_progress(run=spec, step=step,
-                                                                                       entry=entry))
+                         reporter=functools.partial(_report_progress, spec))
         if method_cls.trains_downstream_model:
             ctx.downstream_model = _downstream_model(evaluators, method_data, ctx)
         if evaluators:
@@ -412,6 +412,15 @@ def _device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _report_progress(spec: RunSpec, step: int, entry: dict) -> None:
+    """Hand round ``step`` of run ``spec`` to the publishers (``run_progress``); one that fails
+    is logged, never allowed to stop the run."""
+    try:
+        load_plugins().hook.run_progress(run=spec, step=step, entry=entry)
+    except Exception as err:  # a live view going down must not cost the run
+        log.warning("%s: round %d not published live (%s: %s)", spec.run_id, step, type(err).__name__, err)
 
 
 @contextmanager

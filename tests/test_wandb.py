@@ -145,3 +145,18 @@ def test_each_round_reaches_publishers_as_it_is_made(toy_plugin, toy_suite, tmp_
             assert entry["monitor"]["round"] == step and isinstance(entry["monitor"]["released_mass"], float)
         else:
             assert entry["release"]["index"] == step and entry["release"]["noise_norm"] > 0
+
+
+def test_a_failing_live_publisher_does_not_stop_the_run(toy_plugin, toy_suite, tmp_path, caplog):
+    from dpbench.hookspecs import hookimpl
+    from dpbench.plugins import registered
+
+    class Down:
+        @hookimpl
+        def run_progress(self, run, step, entry):
+            raise ConnectionError("wandb is down")
+
+    suite = load_suite(toy_suite(), ["seeds=1", "privacy.epsilon=[1]"], runs_dir=tmp_path / "runs")
+    with registered(Down(), "down"):
+        assert not Runner(suite).run().failed
+    assert "round 0 not published live (ConnectionError: wandb is down)" in caplog.text

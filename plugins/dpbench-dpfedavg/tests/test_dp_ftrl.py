@@ -6,22 +6,29 @@ import json
 from collections import Counter
 
 import numpy as np
+import pytest
 
 import dpbench_dpfedavg.method as method_module
 from dpbench.privacy.ledger import release_charges
 from dpbench_dpfedavg.method import DpFtrl
 
 
-def test_each_client_trains_in_exactly_one_round_and_the_releases_form_one_tree(run_method, tmp_path, monkeypatch,
-                                                                                fed_data):
-    trained = Counter()
+@pytest.fixture
+def trained(monkeypatch) -> Counter:
+    """How often each client's local training ran (keyed by its seed), for one test."""
+    counts = Counter()
     real = method_module.local_update
 
     def update(model, weights, encoded, **kwargs):
-        trained[kwargs["seed"]] += 1
+        counts[kwargs["seed"]] += 1
         return real(model, weights, encoded, **kwargs)
 
     monkeypatch.setattr(method_module, "local_update", update)
+    return counts
+
+
+def test_each_client_trains_in_exactly_one_round_and_the_releases_form_one_tree(run_method, tmp_path, trained,
+                                                                                fed_data):
     artifact, ctx = run_method(tmp_path, ftrl=True, noise_multiplier=0.5, rounds=3, clients_per_round=2)
     cohorts = [ctx.privacy.cohort(r) for r in range(3)]
     assert sorted(c for cohort in cohorts for c in cohort) == sorted(fed_data.clients)
@@ -31,16 +38,8 @@ def test_each_client_trains_in_exactly_one_round_and_the_releases_form_one_tree(
     assert (artifact.path / "config.json").is_file()
 
 
-def test_with_restarts_each_client_trains_once_per_tree_and_each_tree_is_charged(run_method, tmp_path,
-                                                                                  monkeypatch, fed_data):
-    trained = Counter()
-    real = method_module.local_update
-
-    def update(model, weights, encoded, **kwargs):
-        trained[kwargs["seed"]] += 1
-        return real(model, weights, encoded, **kwargs)
-
-    monkeypatch.setattr(method_module, "local_update", update)
+def test_with_restarts_each_client_trains_once_per_tree_and_each_tree_is_charged(run_method, tmp_path, trained,
+                                                                                  fed_data):
     _, ctx = run_method(tmp_path, ftrl=True, noise_multiplier=0.5, rounds=4, rounds_per_tree=2, clients_per_round=2)
     for tree in (0, 1):
         cohorts = [ctx.privacy.cohort(r) for r in (2 * tree, 2 * tree + 1)]
