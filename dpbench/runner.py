@@ -19,7 +19,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -100,7 +100,9 @@ class Runner:
 
     def run(self) -> SuiteReport:
         """Check every dataset (sizes, δ < 1/clients) before any run, then run the grid."""
-        check_datasets(self.suite, self.dataset)
+        datasets = len({spec.dataset.label for spec in self.suite.runs})
+        with self.progress.phase(f"loading and checking {datasets} dataset(s)") if self.progress else nullcontext():
+            check_datasets(self.suite, self.dataset)
         report = SuiteReport()
         overall = self.progress.add(f"suite {self.suite.name}", len(self.runs)) if self.progress else None
         held_elsewhere = [spec for spec in self.runs

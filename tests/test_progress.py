@@ -63,3 +63,19 @@ def test_disabled_progress_prints_nothing():
         with progress.phase("sampling"):
             time.sleep(0.05)
     assert out.getvalue() == ""
+
+
+def test_a_suite_run_shows_its_dataset_check_before_the_first_run(toy_plugin, toy_suite, tmp_path):
+    """Loading and checking the datasets comes first and may take minutes (a large corpus): it
+    has its row, so a log is not silent meanwhile."""
+    from dpbench.runner import Runner
+    from dpbench.suite import load_suite
+
+    console, out = _console(terminal=False)
+    suite = load_suite(toy_suite(), ["seeds=1", "privacy.epsilon=[1]"], runs_dir=tmp_path / "runs")
+    with Progress(console, interval=60) as progress:
+        assert not Runner(suite, progress=progress).run().failed
+    text = [LINE.sub("", line) for line in out.getvalue().splitlines()]
+    first = text.index("start loading and checking 1 dataset(s)")
+    assert text[first + 1].startswith("end loading and checking 1 dataset(s) (0:00:")
+    assert first < next(i for i, t in enumerate(text) if t.startswith("start suite toy"))
