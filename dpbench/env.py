@@ -42,6 +42,10 @@ def git_commit(folder: Path | None = None) -> dict[str, object]:
 
 
 def environment() -> dict[str, object]:
+    """What a run's numbers may depend on besides its config: versions, the CPU (bf16 support),
+    and the intra-op threads (a different count changes float sums in the last digits)."""
+    import torch
+
     from dpbench.models.precision import cpuinfo, native_bf16
     from dpbench.plugins import get_plugins
 
@@ -52,6 +56,7 @@ def environment() -> dict[str, object]:
         "cpu_count": os.cpu_count(),
         "cpu": cpuinfo().get("model name"),
         "native_bf16_cpu": native_bf16("cpu"),
+        "intra_op_threads": torch.get_num_threads(),
         "packages": package_versions(),
         "git": git_commit(),
         "plugins": {p["name"]: p["version"] for p in get_plugins()},

@@ -2,6 +2,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from dpbench.files import read_json
 from dpbench.results import load_artifact, load_result
@@ -23,7 +24,8 @@ def test_suite_runs_write_complete_run_folders(toy_plugin, toy_suite, tmp_path):
         assert result.spec["config_hash"] == spec.config_hash
         assert set(result.metrics["next_word"]) == {"accuracy", "unseen_rate"}
         assert read_json(folder / "spec.json")["suite_config"]["privacy"]["delta"] == 1e-5
-        assert "packages" in read_json(folder / "env.json")
+        env = read_json(folder / "env.json")
+        assert "packages" in env and env["intra_op_threads"] == torch.get_num_threads()
         assert (folder / "log.txt").exists()
     dp = next(s for s in suite.runs if s.method.label == "noisy_unigram")
     result = load_result(suite.folder / dp.run_id)
