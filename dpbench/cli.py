@@ -10,7 +10,7 @@ import click
 from dpbench import __version__
 
 KINDS = ("datasets", "methods", "evaluators")
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "slurm")
 
 
 class LazyGroup(click.Group):
@@ -93,13 +93,15 @@ def _fail(err) -> None:
               help="Run the grid as N processes at once on this machine (--shard k/N each, with 1/N of the CPU "
                    "threads); their logs go to <suite folder>/jobs/.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
-              help="local: this process (or --jobs processes); ray: each run a Ray task on --ray-address.")
+              help="local: this process (or --jobs processes); ray: each run a Ray task on --ray-address; "
+                   "slurm: each run a task of a Slurm job array (submitit; local processes without sbatch).")
 @click.option("--ray-address", help="The Ray cluster for --executor ray ('auto': the one this machine belongs to; "
               "default: a local cluster of this machine's CPUs). Its workers must see the runs folder.")
 @click.option("--cpus-per-run", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="CPUs each Ray task declares (a run on device: cuda also declares one GPU).")
+              help="CPUs each Ray or Slurm task declares (a run on device: cuda also declares one GPU).")
+@click.option("--slurm-partition", help="The Slurm partition for --executor slurm.")
 def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wandb, dry_run, shard, jobs, executor,
-        ray_address, cpus_per_run):
+        ray_address, cpus_per_run, slurm_partition):
     """Run SUITE (a YAML file) with optional Hydra-style OVERRIDES, e.g. privacy.epsilon=[1,7] seeds=3."""
     from dpbench.errors import ConfigError, DpbenchError
 
@@ -113,9 +115,9 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
         loaded = _load(suite, overrides, runs_dir, runnable_here=True)
         if shard and jobs > 1:
             raise ConfigError("--jobs", jobs, "1 with --shard (a job is itself a shard)")
-        if executor == "ray" and (jobs > 1 or force):
-            raise ConfigError("--executor", executor, "local with --jobs or --force (Ray runs each run as its own "
-                              "task, and a forced run must not race another task for its folder)")
+        if executor != "local" and (jobs > 1 or force):
+            raise ConfigError("--executor", executor, "local with --jobs or --force (Ray and Slurm run each run as "
+                              "its own task, and a forced run must not race another task for its folder)")
         part = _shard_runs(loaded, shard)
     except DpbenchError as err:
         _fail(err)
@@ -126,8 +128,9 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
 
     if jobs > 1:
         failed = _run_jobs(loaded, suite, given, jobs, force=force, fail_fast=fail_fast, use_wandb=use_wandb)
-    elif executor == "ray":
-        failed = _run_on_ray(loaded, suite, overrides, part, address=ray_address, cpus_per_run=cpus_per_run)
+    elif executor != "local":
+        failed = _run_as_tasks(loaded, suite, overrides, part, executor=executor, address=ray_address,
+                               cpus_per_run=cpus_per_run, partition=slurm_partition)
     else:
         from dpbench.progress import Progress
         from dpbench.runner import Runner
@@ -164,20 +167,24 @@ def _shard_runs(loaded, shard: str | None):
     return shard_of(loaded.runs, int(match[1]), int(match[2]))
 
 
-def _run_on_ray(loaded, suite, overrides, part, *, address: str | None, cpus_per_run: float) -> bool:
-    """``--executor ray``: each run of the grid (or shard) a Ray task; whether any failed."""
+def _run_as_tasks(loaded, suite, overrides, part, *, executor: str, address: str | None, cpus_per_run: float,
+                  partition: str | None) -> bool:
+    """``--executor ray|slurm``: each run of the grid (or shard) a task; whether any failed."""
     from pathlib import Path
 
-    from dpbench.executors import run_on_ray
+    from dpbench.executors import run_on_ray, run_on_slurm
 
     runs = loaded.runs if part is None else part
     plugins_dir = click.get_current_context().find_root().params.get("plugins_dir")
-    failed = run_on_ray(str(Path(suite).resolve()), overrides, runs_dir=loaded.folder.parent.resolve(),
-                        run_ids=[spec.run_id for spec in runs],
-                        plugins_dir=str(Path(plugins_dir).resolve()) if plugins_dir else None, address=address,
-                        cpus_per_run=cpus_per_run, gpus_per_run=1.0 if any(s.device == "cuda" for s in runs) else 0.0,
-                        echo=click.echo)
-    click.echo(f"{loaded.name}: {len(runs) - len(failed)} of {len(runs)} runs done on Ray; run folders in "
+    common = dict(runs_dir=loaded.folder.parent.resolve(), run_ids=[spec.run_id for spec in runs],
+                  plugins_dir=str(Path(plugins_dir).resolve()) if plugins_dir else None, cpus_per_run=cpus_per_run,
+                  gpus_per_run=1.0 if any(s.device == "cuda" for s in runs) else 0.0, echo=click.echo)
+    if executor == "ray":
+        failed = run_on_ray(str(Path(suite).resolve()), overrides, address=address, **common)
+    else:
+        failed = run_on_slurm(str(Path(suite).resolve()), overrides, folder=loaded.folder.resolve() / "jobs" / "slurm",
+                              partition=partition, **common)
+    click.echo(f"{loaded.name}: {len(runs) - len(failed)} of {len(runs)} runs done ({executor}); run folders in "
                f"{loaded.folder}")
     for run_id, error in failed.items():
         click.echo(f"  failed {run_id}: {error}", err=True)

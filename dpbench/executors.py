@@ -1,12 +1,12 @@
-"""Running a suite's grid as several processes: ``dpbench run --jobs N`` on one machine, or
-``--executor ray`` on a Ray cluster.
+"""Running a suite's grid as several processes: ``dpbench run --jobs N`` on one machine,
+``--executor ray`` on a Ray cluster, or ``--executor slurm`` as a Slurm job array (submitit).
 
 Each job is ``dpbench run SUITE --shard k/N`` in a process of its own (``runner.shard``: every
 N-th run), with its share of the CPU threads and, where ``CUDA_VISIBLE_DEVICES`` lists several
 devices, one of them; its output goes to ``<suite folder>/jobs/shard-k-of-N.log``. The run
 folders' locks keep any mix of jobs, shards and plain runs from doing a run twice, so a killed
-``--jobs`` run resumes with the same command (or with any other executor). Under Ray each run
-is a task of its own (``run_one_run``) with the CPUs and GPUs it declares.
+``--jobs`` run resumes with the same command (or with any other executor). Under Ray and Slurm
+each run is a task of its own (``run_one_run``) with the CPUs and GPUs it declares.
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def run_on_ray(suite: str, overrides: Sequence[str], *, runs_dir: Path, run_ids:
 
 
 def run_one_run(suite: str, overrides: list[str], runs_dir: str, run_id: str, plugins_dir: str | None) -> str:
-    """Run ``run_id`` of ``suite`` in this process (a Ray worker): "completed", "skipped" or its error."""
+    """Run ``run_id`` of ``suite`` in this process (a Ray worker, a Slurm task): "completed",
+    "skipped" or its error."""
     from dpbench.plugins import load_plugins, load_plugins_dir
     from dpbench.runner import Runner
     from dpbench.suite import load_suite
@@ -134,3 +135,43 @@ def run_one_run(suite: str, overrides: list[str], runs_dir: str, run_id: str, pl
     if report.failed:
         return report.failed[run_id]
     return "completed" if report.completed else "skipped"
+
+
+def run_on_slurm(suite: str, overrides: Sequence[str], *, runs_dir: Path, run_ids: Sequence[str],
+                 plugins_dir: str | None, folder: Path, cpus_per_run: float, gpus_per_run: float,
+                 partition: str | None, echo: Callable[[str], None]) -> dict[str, str]:
+    """Each run of ``run_ids`` as one task of a Slurm job array through submitit (its logs and
+    pickles under ``folder``), on ``partition``; where ``sbatch`` is not found, submitit runs the
+    tasks as local processes, all at once. Returns ``{run_id: error}`` of the runs that failed."""
+    try:
+        import submitit
+    except ImportError as err:
+        from dpbench.errors import DpbenchError
+
+        raise DpbenchError("--executor slurm needs submitit: pip install 'dpbench[cluster]'") from err
+    executor = submitit.AutoExecutor(folder=folder)
+    executor.update_parameters(cpus_per_task=max(1, round(cpus_per_run)), gpus_per_node=round(gpus_per_run),
+                               timeout_min=7 * 24 * 60, name="dpbench",
+                               **({"slurm_partition": partition} if partition else {}))
+    with executor.batch():
+        jobs = {run_id: executor.submit(run_one_run, suite, list(overrides), str(runs_dir), run_id, plugins_dir)
+                for run_id in run_ids}
+    echo(f"{len(jobs)} runs submitted through submitit ({executor.cluster}); logs under {folder}")
+    failed: dict[str, str] = {}
+    last = time.monotonic()
+    while jobs:
+        time.sleep(1.0)
+        for run_id, job in list(jobs.items()):
+            if job.done():
+                del jobs[run_id]
+                try:
+                    status = job.result()
+                except Exception as err:  # the task died: its error is what the board must not lose
+                    status = f"the {executor.cluster} task failed: {type(err).__name__}: {err}"
+                if status not in ("completed", "skipped"):
+                    failed[run_id] = status
+                echo(f"{time.strftime('%H:%M:%S')} {run_id}: {status}; {len(jobs)} runs left")
+        if jobs and time.monotonic() - last >= STATUS_INTERVAL_S:
+            last = time.monotonic()
+            echo(f"{time.strftime('%H:%M:%S')} {len(jobs)} runs left")
+    return failed

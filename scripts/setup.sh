@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 TORCH_VERSION="2.13.0"
 PYTHON="${PYTHON:-python3}"
-extras="ml,fl,wandb"
+extras="ml,fl,cluster,wandb"
 [[ "${1:-}" == "--dev" ]] && extras="$extras,dev"
 
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv

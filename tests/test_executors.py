@@ -1,5 +1,5 @@
-"""Running a grid in parts: ``--shard K/N``, ``--jobs N`` and ``--executor ray`` give the board
-of one process."""
+"""Running a grid in parts: ``--shard K/N``, ``--jobs N``, ``--executor ray`` and ``--executor
+slurm`` (submitit) give the board of one process."""
 
 import json
 import os
@@ -72,8 +72,22 @@ def test_a_local_ray_cluster_gives_the_board_of_one_process(toy_plugins_dir, toy
     ray = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "ray"), "--executor", "ray",
                    cwd=tmp_path)
     assert ray.returncode == 0, ray.stdout[-2000:] + ray.stderr[-2000:]
-    assert "8 runs submitted to Ray" in ray.stdout and "toy: 8 of 8 runs done on Ray" in ray.stdout
+    assert "8 runs submitted to Ray" in ray.stdout and "toy: 8 of 8 runs done (ray)" in ray.stdout
     assert _rows(tmp_path / "ray") == _rows(tmp_path / "one")
+
+
+def test_submitit_gives_the_board_of_one_process(toy_plugins_dir, toy_suite, tmp_path):
+    """``--executor slurm`` on a machine without sbatch: submitit's local processes."""
+    pytest.importorskip("submitit")
+    suite = str(toy_suite())
+    one = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "one"), cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    slurm = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "slurm"), "--executor", "slurm",
+                     cwd=tmp_path)
+    assert slurm.returncode == 0, slurm.stdout[-2000:] + slurm.stderr[-2000:]
+    assert "8 runs submitted through submitit" in slurm.stdout and "toy: 8 of 8 runs done (slurm)" in slurm.stdout
+    assert _rows(tmp_path / "slurm") == _rows(tmp_path / "one")
+    assert list((tmp_path / "slurm" / "toy" / "jobs" / "slurm").glob("*_log.out"))  # submitit's task logs
 
 
 def test_bad_shard_and_jobs_fail_in_one_line_naming_the_option(toy_plugins_dir, toy_suite, tmp_path):
