@@ -109,9 +109,7 @@ def run_on_ray(suite: str, overrides: Sequence[str], *, runs_dir: Path, run_ids:
                     status = ray.get(ref)
                 except ray.exceptions.RayError as err:
                     status = f"the Ray task failed: {err}"
-                if status not in ("completed", "skipped"):
-                    failed[run_id] = status
-                echo(f"{time.strftime('%H:%M:%S')} {run_id}: {status}; {len(pending)} runs left")
+                _settle(run_id, status, failed, left=len(pending), echo=echo)
             if not ready:
                 echo(f"{time.strftime('%H:%M:%S')} {len(pending)} runs left")
         return failed
@@ -168,10 +166,15 @@ def run_on_slurm(suite: str, overrides: Sequence[str], *, runs_dir: Path, run_id
                     status = job.result()
                 except Exception as err:  # the task died: its error is what the board must not lose
                     status = f"the {executor.cluster} task failed: {type(err).__name__}: {err}"
-                if status not in ("completed", "skipped"):
-                    failed[run_id] = status
-                echo(f"{time.strftime('%H:%M:%S')} {run_id}: {status}; {len(jobs)} runs left")
+                _settle(run_id, status, failed, left=len(jobs), echo=echo)
         if jobs and time.monotonic() - last >= STATUS_INTERVAL_S:
             last = time.monotonic()
             echo(f"{time.strftime('%H:%M:%S')} {len(jobs)} runs left")
     return failed
+
+
+def _settle(run_id: str, status: str, failed: dict[str, str], *, left: int, echo: Callable[[str], None]) -> None:
+    """Record a finished task's ``status`` (``run_one_run``'s answer, or why the task died) and say so."""
+    if status not in ("completed", "skipped"):
+        failed[run_id] = status
+    echo(f"{time.strftime('%H:%M:%S')} {run_id}: {status}; {left} runs left")

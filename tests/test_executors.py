@@ -64,30 +64,23 @@ def test_shards_and_jobs_give_the_board_of_one_process(toy_plugins_dir, toy_suit
     assert "0 completed, 8 already complete" in again.stdout  # the jobs' runs are the grid's runs
 
 
-def test_a_local_ray_cluster_gives_the_board_of_one_process(toy_plugins_dir, toy_suite, tmp_path):
-    pytest.importorskip("ray")
+@pytest.mark.parametrize("executor, package, submitted, task_logs", [
+    ("ray", "ray", "8 runs submitted to Ray", None),  # a local cluster
+    ("slurm", "submitit", "8 runs submitted through submitit", "jobs/slurm/*_log.out"),  # no sbatch: local processes
+])
+def test_each_run_as_a_task_gives_the_board_of_one_process(toy_plugins_dir, toy_suite, tmp_path, executor, package,
+                                                           submitted, task_logs):
+    pytest.importorskip(package)
     suite = str(toy_suite())
     one = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "one"), cwd=tmp_path)
     assert one.returncode == 0, one.stderr[-2000:]
-    ray = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "ray"), "--executor", "ray",
-                   cwd=tmp_path)
-    assert ray.returncode == 0, ray.stdout[-2000:] + ray.stderr[-2000:]
-    assert "8 runs submitted to Ray" in ray.stdout and "toy: 8 of 8 runs done (ray)" in ray.stdout
-    assert _rows(tmp_path / "ray") == _rows(tmp_path / "one")
-
-
-def test_submitit_gives_the_board_of_one_process(toy_plugins_dir, toy_suite, tmp_path):
-    """``--executor slurm`` on a machine without sbatch: submitit's local processes."""
-    pytest.importorskip("submitit")
-    suite = str(toy_suite())
-    one = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "one"), cwd=tmp_path)
-    assert one.returncode == 0, one.stderr[-2000:]
-    slurm = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "slurm"), "--executor", "slurm",
+    tasks = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / executor), "--executor", executor,
                      cwd=tmp_path)
-    assert slurm.returncode == 0, slurm.stdout[-2000:] + slurm.stderr[-2000:]
-    assert "8 runs submitted through submitit" in slurm.stdout and "toy: 8 of 8 runs done (slurm)" in slurm.stdout
-    assert _rows(tmp_path / "slurm") == _rows(tmp_path / "one")
-    assert list((tmp_path / "slurm" / "toy" / "jobs" / "slurm").glob("*_log.out"))  # submitit's task logs
+    assert tasks.returncode == 0, tasks.stdout[-2000:] + tasks.stderr[-2000:]
+    assert submitted in tasks.stdout and f"toy: 8 of 8 runs done ({executor})" in tasks.stdout
+    assert _rows(tmp_path / executor) == _rows(tmp_path / "one")
+    if task_logs:
+        assert list((tmp_path / executor / "toy").glob(task_logs))
 
 
 def test_bad_shard_and_jobs_fail_in_one_line_naming_the_option(toy_plugins_dir, toy_suite, tmp_path):
