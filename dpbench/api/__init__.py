@@ -3,6 +3,7 @@ needs around them: ``hookimpl``, the errors it raises and the atomic file writer
 that generate or train build on ``dpbench.toolkit``."""
 
 from dpbench.api.artifacts import Artifact, SyntheticTexts, TrainedModel
+from dpbench.api.clients import CLIENT_RUNTIMES, ClientRuntime
 from dpbench.api.config import NoOptions, build_config, config_dict
 from dpbench.api.context import RunContext
 from dpbench.api.dataset import Dataset, FederatedTextData, MethodData
@@ -15,7 +16,8 @@ from dpbench.hookspecs import hookimpl
 
 __all__ = [
     "Artifact", "SyntheticTexts", "TrainedModel", "NoOptions", "build_config", "config_dict",
-    "RunContext", "Dataset", "FederatedTextData", "MethodData", "Evaluator", "MetricSpec",
+    "RunContext", "ClientRuntime", "CLIENT_RUNTIMES", "Dataset", "FederatedTextData", "MethodData", "Evaluator",
+    "MetricSpec",
     "Method", "MechanismSpec", "PrivacyBudget", "PrivacySession",
     "hookimpl", "DpbenchError", "ConfigError", "PrivacyMisuseError",
     "atomic_write", "write_json", "write_sealed", "read_sealed",

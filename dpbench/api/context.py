@@ -16,11 +16,18 @@ from dpbench.files import read_json, write_json
 
 if TYPE_CHECKING:
     from dpbench.api.artifacts import SyntheticTexts
+    from dpbench.api.clients import ClientRuntime
     from dpbench.api.privacy import PrivacyBudget, PrivacySession
     from dpbench.cache import SuiteCache
     from dpbench.progress import Progress
 
 T = TypeVar("T")
+
+
+def _in_process():
+    from dpbench.clients import InProcessClients
+
+    return InProcessClients()
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -38,7 +45,8 @@ class RunContext:
     method runs when the method trains it itself (see ``initial_model``).
     ``validation_scorer`` scores a method's candidate texts with the suite's first evaluator
     on the validation split (see ``validation_score``). ``reporter`` takes what ``report`` is
-    given (the runner passes it on to publishers).
+    given (the runner passes it on to publishers). ``clients`` runs the method's client steps
+    (``dpbench.api.clients``): in this process, or on Flower nodes under ``runtime: flower``.
     """
 
     run_id: str
@@ -53,6 +61,7 @@ class RunContext:
     downstream_model: Path | None = None
     validation_scorer: Callable[[SyntheticTexts], float] | None = None
     reporter: Callable[[int, dict], None] | None = None
+    clients: ClientRuntime = field(default_factory=_in_process)
 
     @property
     def checkpoint_dir(self) -> Path:

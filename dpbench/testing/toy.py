@@ -82,6 +82,9 @@ class NoisyUnigram(Method):
 
     def run(self, data, ctx):
         index = {w: i for i, w in enumerate(VOCAB)}
+        ctx.clients.place("words", {cid: {"words": np.array([index[w] for text in texts for w in text.split()],
+                                                            dtype=np.int64)}
+                                    for cid, texts in data.clients.items()})
         total = np.zeros(len(VOCAB))
         for r in ctx.track(range(self.config.rounds), "rounds"):
             saved = ctx.checkpoint_dir / f"round{r}.npy"
@@ -89,14 +92,9 @@ class NoisyUnigram(Method):
                 total += np.load(saved)
                 continue
             sampled = ctx.privacy.cohort(r)
-            rows = np.zeros((len(sampled), len(VOCAB)))
-            for row, cid in zip(rows, sampled, strict=True):
-                for text in data.clients[cid]:
-                    for word in text.split():
-                        row[index[word]] += 1
-                norm = np.linalg.norm(row)
-                if norm:
-                    row /= norm
+            rows = (np.vstack(list(ctx.clients.rows("dpbench.testing.toy:word_frequencies", sampled, inputs="words",
+                                                    batch=len(sampled))))
+                    if sampled else np.zeros((0, len(VOCAB))))
             noisy = ctx.privacy.release_clipped_sum(f"round-{r}", rows, clip_norm=1.0, clients=sampled)
             with atomic_write(saved, "wb") as handle:
                 np.save(handle, noisy)
@@ -108,6 +106,16 @@ class NoisyUnigram(Method):
         rng = ctx.rng("synthesis")
         return SyntheticTexts(texts=tuple(" ".join(rng.choice(VOCAB, size=8, p=probs))
                                           for _ in range(self.config.num_texts)))
+
+
+def word_frequencies(inputs, payload, configs) -> np.ndarray:
+    """``noisy_unigram``'s client step: each client's unit-norm word-count vector."""
+    rows = np.array([np.bincount(held["words"], minlength=len(VOCAB)) for held in inputs], dtype=np.float64)
+    for row in rows:
+        norm = np.linalg.norm(row)
+        if norm:
+            row /= norm
+    return rows
 
 
 class NextWord(Evaluator):

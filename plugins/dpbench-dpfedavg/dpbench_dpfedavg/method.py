@@ -10,9 +10,11 @@ adds N(0, (zC)²); the server divides by the configured expected cohort m̃ and 
 
 Deliberate choices:
 
-- An in-process PyTorch loop rather than Flower: Flower samples a fixed-size cohort without
-  replacement (a Poisson accountant would understate ε), weights clients by their number of
-  examples (sensitivity no longer C/m̃) and noises after its server optimizers.
+- Local training is a client step (``client_step``), run in process or, under ``runtime:
+  flower``, on each client's Flower node; Flower's own strategies and DP wrappers are not used:
+  they sample a fixed-size cohort without replacement (a Poisson accountant would understate
+  ε), weight clients by their number of examples (sensitivity no longer C/m̃) and noise after
+  their server optimizers.
 - The fixed denominator m̃ (``clients_per_round``, = qN whenever N ≥ m̃), not the realized
   cohort size nor N: under Poisson sampling this keeps the sensitivity of the average at C/m̃,
   and the update depends on the clients only through the release. The realized cohort, delta norms and clipping rates
@@ -32,6 +34,7 @@ Deliberate choices:
 
 from __future__ import annotations
 
+import functools
 import io
 import shutil
 from pathlib import Path
@@ -52,6 +55,8 @@ from dpbench.api import (
 from dpbench_dpfedavg.config import DpFedAvgOptions, DpFtrlOptions
 
 STATE_FILE = "dp_fedavg.pt"
+CLIENT_INPUTS = "dp-fedavg-tokens"
+"""each client's token ids (``token_arrays``), placed once with the client runtime"""
 
 
 class DpFedAvg(Method):
@@ -126,21 +131,22 @@ class DpFedAvg(Method):
         if validation and not state["history"]:
             monitor(0)
 
-        def deltas(participants, r, global_weights):
-            """One (1, d) float64 row θ_local − θ_global per participant, trained when the session asks."""
-            for cid in participants:
-                local = local_update(model, global_weights, encode_texts(tokenizer, data.clients[cid], max_length),
-                                     pad_id=tokenizer.pad_token_id, epochs=o.local_epochs,
-                                     batch_size=o.local_batch_size, lr=o.local_lr, bf16=bf16,
-                                     seed=ctx.seed_for(f"dp-fedavg-client-{r}-{cid}"), device=ctx.device)
-                yield (local - global_weights).double().cpu().numpy()[None, :]
+        ctx.clients.place(CLIENT_INPUTS, {cid: token_arrays(encode_texts(tokenizer, texts, max_length))
+                                          for cid, texts in data.clients.items()})
+        training = {"model": str(source), "device": ctx.device, "pad_id": tokenizer.pad_token_id,
+                    "epochs": o.local_epochs, "batch_size": o.local_batch_size, "lr": o.local_lr, "bf16": bf16}
 
         for r in ctx.track(range(o.rounds), f"{self.label} rounds"):
             if r < state["next_round"]:
                 continue
             participants = ctx.privacy.cohort(r)
-            rows = (ctx.track(deltas(participants, r, weights), f"round {r + 1}/{o.rounds}: local training",
-                              total=len(participants))
+            # one (1, d) float64 row θ_local − θ_global per participant, trained when the session asks
+            rows = (ctx.track(ctx.clients.rows(
+                        "dpbench_dpfedavg.method:client_step", participants, inputs=CLIENT_INPUTS,
+                        payload={"weights": weights.cpu().numpy()}, config=training,
+                        client_config={cid: {"seed": ctx.seed_for(f"dp-fedavg-client-{r}-{cid}")}
+                                       for cid in participants}),
+                        f"round {r + 1}/{o.rounds}: local training", total=len(participants))
                     if participants else np.zeros((0, weights.numel())))
             key = f"{self.release_key}-{r}"
             noisy_sum = ctx.privacy.release_clipped_sum(key, rows, clip_norm=o.clip_norm,
@@ -220,6 +226,39 @@ class DpFtrl(DpFedAvg):
         restarts = self.config.rounds_per_tree is not None
         return tree_aggregation_mechanism(clip_norm=self.config.clip_norm, rounds=8 if restarts else 7,
                                           rounds_per_tree=4 if restarts else None, name="dp_ftrl tree release")
+
+
+def client_step(inputs, payload, configs) -> np.ndarray:
+    """What each client computes in a round (the client runtime's step): θ_local − θ_global as a
+    float64 row, after local SGD from ``payload["weights"]`` on its own token ids (``inputs[i]``,
+    ``token_arrays``) with its own seed; the model architecture is loaded from ``configs[i]["model"]``."""
+    import torch
+
+    rows = []
+    for held, config in zip(inputs, configs, strict=True):
+        model = _client_model(config["model"], config["device"])
+        weights = torch.from_numpy(payload["weights"]).to(config["device"])
+        encoded = [ids.tolist() for ids in np.split(held["ids"], np.cumsum(held["lengths"])[:-1])] if len(
+            held["lengths"]) else []
+        local = local_update(model, weights, encoded, pad_id=config["pad_id"], epochs=config["epochs"],
+                             batch_size=config["batch_size"], lr=config["lr"], bf16=config["bf16"],
+                             seed=config["seed"], device=config["device"])
+        rows.append((local - weights).double().cpu().numpy())
+    return np.vstack(rows)
+
+
+def token_arrays(encoded: list[list[int]]) -> dict[str, np.ndarray]:
+    """A client's token ids as the arrays a client runtime places: ``ids`` end to end and their ``lengths``."""
+    return {"ids": np.array([i for ids in encoded for i in ids], dtype=np.int64),
+            "lengths": np.array([len(ids) for ids in encoded], dtype=np.int64)}
+
+
+@functools.lru_cache(maxsize=1)
+def _client_model(path: str, device: str):
+    """The model clients train, loaded once per process (``local_update`` sets all its weights)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path).to(device).eval()
 
 
 def local_update(model, weights, encoded, *, pad_id: int, epochs: int, batch_size: int, lr: float, seed: int,

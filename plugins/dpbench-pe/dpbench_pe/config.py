@@ -40,7 +40,8 @@ class PeOptions(GeneratorOptions):
     sampling_rate: float = 1.0
     """Poisson client-sampling rate per iteration; pe's client-level mode: every client (1.0)"""
     vote_batch_clients: int = 4096
-    """clients voting per matrix multiply (bounds memory)"""
+    """clients voting per matrix multiply in process (bounds memory); 1: the per-client arithmetic of a Flower
+    node, so the two runtimes release the same bits (docs/federation.md)"""
 
     def __post_init__(self):
         super().__post_init__()

@@ -30,7 +30,10 @@ from dpbench.toolkit import normalise_rows, round_metrics, stop_strings
 from dpbench_pe import votes
 from dpbench_pe.config import PeOptions
 from dpbench_pe.prompts import TONES, variation_prompt, variation_stop
-from dpbench_pe.votes import select, vote_batches
+from dpbench_pe.votes import select
+
+CLIENT_INPUTS = "pe-texts"
+"""each client's unit text embeddings, placed once with the client runtime"""
 
 
 class PrivateEvolution(Method):
@@ -63,7 +66,8 @@ class PrivateEvolution(Method):
         from dpbench.toolkit import Embedder, embed_clients, embed_split
 
         embedder = Embedder(o.embedder, device=ctx.device)
-        private = embed_clients(embedder, data, cache=ctx.cache)
+        ctx.clients.place(CLIENT_INPUTS, {cid: {"texts": texts}
+                                          for cid, texts in embed_clients(embedder, data, cache=ctx.cache).items()})
         validation = embed_split(embedder, data, "validation", cache=ctx.cache) if data.validation else None
         apis = _Apis(o, data.public, ctx)
 
@@ -79,7 +83,7 @@ class PrivateEvolution(Method):
             record = ctx.load_state(f"{folder}/iteration.json")
             if record is None:
                 with ctx.phase(f"iteration {t + 1}/{o.iterations}: voting on {len(candidates)} candidates"):
-                    record = self._iterate(t, candidates, embedder, private, validation, ctx)
+                    record = self._iterate(t, candidates, embedder, validation, ctx)
                 ctx.save_state(f"{folder}/iteration.json", record)
             selected = [candidates[i] for i in record["selected"]]
             history.append(record["monitor"])
@@ -88,14 +92,16 @@ class PrivateEvolution(Method):
         apis.close()
         return SyntheticTexts(texts=tuple(selected))
 
-    def _iterate(self, t, candidates, embedder, private, validation, ctx) -> dict:
-        """One DP iteration: embed, vote, release, select, monitor."""
+    def _iterate(self, t, candidates, embedder, validation, ctx) -> dict:
+        """One DP iteration: embed, vote (each client on its own texts), release, select, monitor."""
         o = self.config
         t0 = time.perf_counter()
         embedded = normalise_rows(embedder.encode(candidates))
         participants = ctx.privacy.cohort(t)
-        votes = vote_batches(embedded, [private[c] for c in participants], k=o.nearest_neighbors,
-                             batch_clients=o.vote_batch_clients)
+        votes = (ctx.clients.rows("dpbench_pe.votes:client_step", participants, inputs=CLIENT_INPUTS,
+                                  payload={"candidates": embedded}, config={"k": o.nearest_neighbors},
+                                  batch=o.vote_batch_clients)
+                 if participants else np.zeros((0, len(candidates))))
         noisy = ctx.privacy.release_clipped_sum(f"pe-iteration-{t}", votes, clip_norm=1.0, clients=participants)
         chosen = select(noisy, o.synthetic_samples, threshold=o.histogram_threshold, mode=o.selection,
                         rng=ctx.rng(f"pe-select-{t}"))

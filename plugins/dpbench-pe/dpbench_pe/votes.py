@@ -9,7 +9,7 @@ the shared privacy layer, never here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -40,13 +40,10 @@ def client_votes(candidates: np.ndarray, client_texts: Sequence[np.ndarray], *, 
     return normalise_rows(counts)
 
 
-def vote_batches(candidates: np.ndarray, client_texts: Sequence[np.ndarray], *, k: int = 1,
-                 batch_clients: int = 4096) -> Iterator[np.ndarray]:
-    """``client_votes`` ``batch_clients`` clients at a time; shape (0, candidates) if none."""
-    if not len(client_texts):
-        yield np.zeros((0, len(candidates)))
-    for start in range(0, len(client_texts), batch_clients):
-        yield client_votes(candidates, client_texts[start:start + batch_clients], k=k)
+def client_step(inputs: Sequence[dict], payload: dict, configs: Sequence[dict]) -> np.ndarray:
+    """What each client computes in a round (the client runtime's step): its unit vote vector
+    over ``payload["candidates"]`` from its own ``inputs[i]["texts"]``."""
+    return client_votes(payload["candidates"], [i["texts"] for i in inputs], k=configs[0]["k"])
 
 
 def select(noisy: np.ndarray, size: int, *, threshold: float = 0.0, mode: str = "rank",

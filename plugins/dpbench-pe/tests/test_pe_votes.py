@@ -7,7 +7,7 @@ import pytest
 
 from dpbench.errors import ConfigError
 from dpbench_pe.config import PeOptions
-from dpbench_pe.votes import client_votes, nearest, select, vote_batches
+from dpbench_pe.votes import client_votes, nearest, select
 
 CANDIDATES = np.eye(4)
 
@@ -45,15 +45,20 @@ def test_k_nearest_neighbours():
         nearest(texts @ CANDIDATES.T, 5)
 
 
-def test_batches_equal_one_pass_and_nobody_gives_an_empty_batch():
+def test_client_batches_through_the_runtime_equal_one_pass():
+    from dpbench.clients import InProcessClients
+
     rng = np.random.default_rng(0)
     candidates = unit(*rng.normal(size=(9, 6)))
     clients = [unit(*rng.normal(size=(n, 6))) if n else np.zeros((0, 6)) for n in rng.integers(0, 5, size=11)]
-    batched = np.vstack(list(vote_batches(candidates, clients, k=2, batch_clients=3)))
+    ids = [f"c{i}" for i in range(len(clients))]
+    runtime = InProcessClients()
+    runtime.place("texts", {cid: {"texts": texts} for cid, texts in zip(ids, clients, strict=True)})
+    batched = np.vstack(list(runtime.rows("dpbench_pe.votes:client_step", ids, inputs="texts",
+                                          payload={"candidates": candidates}, config={"k": 2}, batch=3)))
     np.testing.assert_allclose(batched, client_votes(candidates, clients, k=2))
     norms = np.linalg.norm(batched, axis=1)
     assert np.all(np.isclose(norms, 1) | (norms == 0))
-    assert [b.shape for b in vote_batches(candidates, [])] == [(0, 9)]
 
 
 def test_rank_selection_and_threshold():
@@ -80,7 +85,7 @@ def test_noiseless_session_selects_the_candidate_most_clients_are_near(tmp_path)
     # 20 raw votes lose to 4 clients, because each client's vote vector has norm 1
     near_2 = [unit([0, 0.1, 1, 0])] * 4
     near_0 = [np.repeat(unit([1, 0, 0.1, 0]), 10, axis=0)] * 2
-    noisy = session.release_clipped_sum("pe-iteration-0", vote_batches(CANDIDATES, near_2 + near_0), clip_norm=1.0,
+    noisy = session.release_clipped_sum("pe-iteration-0", client_votes(CANDIDATES, near_2 + near_0), clip_norm=1.0,
                                         clients=session.cohort(0))
     np.testing.assert_allclose(noisy, [2, 0, 4, 0], atol=1e-9)
     assert list(select(noisy, 1)) == [2]

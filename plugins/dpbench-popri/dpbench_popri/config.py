@@ -32,7 +32,8 @@ class PopriOptions(GeneratorOptions):
     sampling_rate: float = 1.0
     """Poisson client-sampling rate per round; paper: all clients (1.0)"""
     score_batch_clients: int = 4096
-    """clients scored per matrix multiply (bounds memory)"""
+    """clients scored per matrix multiply in process (bounds memory); 1: the per-client arithmetic of a Flower
+    node, so the two runtimes release the same bits (docs/federation.md)"""
 
     # DPO (trl) on a LoRA adapter; the reference is always the base model
     beta: float = 0.1

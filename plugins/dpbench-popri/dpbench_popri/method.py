@@ -45,7 +45,10 @@ from dpbench.toolkit import (
 )
 from dpbench_popri.config import PopriOptions
 from dpbench_popri.pairs import preference_pairs
-from dpbench_popri.scoring import client_sums, score_batches
+from dpbench_popri.scoring import client_sums
+
+CLIENT_INPUTS = "popri-sums"
+"""each client's sum of its normalised text embeddings, placed once with the client runtime"""
 
 
 class Popri(Method):
@@ -83,7 +86,7 @@ class Popri(Method):
         embedder = Embedder(o.embedder, device=ctx.device)
         client_ids = sorted(data.clients)
         sums = client_sums(embed_clients(embedder, data, cache=ctx.cache), client_ids, embedder.dimension)
-        row_of = {cid: i for i, cid in enumerate(client_ids)}
+        ctx.clients.place(CLIENT_INPUTS, {cid: {"sum": row} for cid, row in zip(client_ids, sums, strict=True)})
         validation = embed_split(embedder, data, "validation", cache=ctx.cache)
         generator = o.generator(ctx.device)
         self._check_dpo_length(data.public, generator.tokenizer)
@@ -109,9 +112,10 @@ class Popri(Method):
                 embedded = normalise_rows(embedder.encode(candidates))
                 monitor = {"checkpoint": r, **round_metrics(embedded, validation)}
                 participants = ctx.privacy.cohort(r)
-                rows = sums[[row_of[c] for c in participants]]
-                contributions = (np.vstack(list(score_batches(embedded, rows, batch_clients=o.score_batch_clients)))
-                                 if len(rows) else np.zeros((0, len(candidates))))
+                contributions = (np.vstack(list(ctx.clients.rows(
+                    "dpbench_popri.scoring:client_step", participants, inputs=CLIENT_INPUTS,
+                    payload={"samples": embedded}, batch=o.score_batch_clients)))
+                    if participants else np.zeros((0, len(candidates))))
                 noisy = ctx.privacy.release_clipped_sum(f"popri-round-{r}", contributions, clip_norm=1.0,
                                                         clients=participants)
 

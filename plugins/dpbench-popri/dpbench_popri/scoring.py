@@ -43,6 +43,14 @@ def score_batches(sample_embeddings: np.ndarray, sums: np.ndarray, *,
         yield centred_unit_scores(sums[start:start + batch_clients] @ samples.T)
 
 
+def client_step(inputs: Sequence[Mapping[str, np.ndarray]], payload: Mapping[str, np.ndarray],
+                configs: Sequence[Mapping]) -> np.ndarray:
+    """What each client computes in a round (the client runtime's step): its centred unit scores
+    of ``payload["samples"]`` (the candidates' embeddings) from ``inputs[i]["sum"]``, the sum of
+    its own normalised text embeddings."""
+    return centred_unit_scores(np.vstack([i["sum"] for i in inputs]) @ normalise_rows(payload["samples"]).T)
+
+
 def score_per_client_loop(sample_embeddings: np.ndarray, embeddings: Mapping[str, np.ndarray],
                           client_ids: Sequence[str]) -> np.ndarray:
     """The reference code's approach: one cosine-similarity call per client, which renormalises
