@@ -232,7 +232,7 @@ class Runner:
         if fresh:
             log.info("%s: running method %s", spec.run_id, spec.method.label)
             t0 = time.perf_counter()
-            artifact = method.run(method_data, ctx)
+            artifact = _run_method(spec, method, method_data, ctx)
             timings["method_s"] = time.perf_counter() - t0
             if isinstance(artifact, TrainedModel) and not method_cls.trains_downstream_model:
                 raise DpbenchError(f"method {spec.method.plugin!r} returned a TrainedModel but does not set "
@@ -406,6 +406,21 @@ def _check_scores(label: str, evaluator: Evaluator, scores) -> dict[str, float]:
             raise DpbenchError(f"evaluator {label!r} returned NaN for {name!r}")
         clean[name] = value
     return clean
+
+
+def _run_method(spec: RunSpec, method, data: MethodData, ctx: RunContext):
+    """``method.run``, under the suite's client runtime: a run with clients and a privacy
+    session runs as a Flower federation under ``runtime: flower`` (the reference rows, which
+    federate nothing, run in process)."""
+    if spec.runtime != "flower" or ctx.privacy is None or not data.clients:
+        return method.run(data, ctx)
+    import torch
+
+    from dpbench.federation import FlowerClients
+
+    ctx.clients = FlowerClients(list(data.clients), threads=torch.get_num_threads())
+    log.info("%s: the clients' steps run on %d Flower nodes (simulation engine)", spec.run_id, len(data.clients))
+    return ctx.clients.execute(lambda: method.run(data, ctx))
 
 
 def _device(device: str) -> str:

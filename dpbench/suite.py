@@ -36,6 +36,7 @@ SUITE_KEYS = {
     "leaderboard": "metric (default: the first evaluator's primary metric)",
     "runs_dir": "where run folders go (default: runs)",
     "device": "cpu, cuda or auto",
+    "runtime": "where methods' client steps run: inprocess (default) or flower (Flower's simulation engine)",
     "publish": "wandb (bool), project, entity",
 }
 PRIVACY_KEYS = ("epsilon", "delta", "accountant", "noise")
@@ -76,6 +77,7 @@ class RunSpec:
     device: str = "cpu"
     publish: Mapping[str, Any] = field(default_factory=dict, compare=False)
     noise: str = "seeded"
+    runtime: str = "inprocess"
 
     @property
     def budget(self) -> PrivacyBudget:
@@ -84,7 +86,7 @@ class RunSpec:
     def identity(self) -> dict[str, Any]:
         """Everything that can change this run's numbers (and nothing else); the noise mode
         only when it is not the default ``seeded``, so the reference rows' run ids (which have
-        no noise) stay as they were."""
+        no noise) stay as they were; the client runtime likewise."""
         identity = {
             "dataset": self.dataset.to_dict(),
             "method": self.method.to_dict(),
@@ -96,6 +98,8 @@ class RunSpec:
         }
         if self.noise != "seeded":
             identity["noise"] = self.noise
+        if self.runtime != "inprocess":  # the same releases where the per-client arithmetic is (docs/federation.md)
+            identity["runtime"] = self.runtime
         return identity
 
     @property
@@ -110,7 +114,8 @@ class RunSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"suite": self.suite, "run_id": self.run_id, "config_hash": self.config_hash,
-                "device": self.device, "publish": dict(self.publish), "noise": self.noise, **self.identity()}
+                "device": self.device, "publish": dict(self.publish), "noise": self.noise,
+                "runtime": self.runtime, **self.identity()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
@@ -122,6 +127,7 @@ class RunSpec:
             evaluators=tuple(choice(e) for e in data["evaluators"]), epsilon=float(data["epsilon"]),
             delta=data["delta"], accountant=data["accountant"], seed=data["seed"],
             device=data.get("device", "cpu"), publish=data.get("publish", {}), noise=data.get("noise", "seeded"),
+            runtime=data.get("runtime", "inprocess"),
         )
 
 
@@ -358,6 +364,12 @@ def build_suite(config: Mapping[str, Any], *, path: Path, overrides: Sequence[st
     device = config.get("device", "cpu")
     if device not in DEVICES:
         raise ConfigError("device", device, "one of " + ", ".join(DEVICES))
+    from dpbench.api.clients import CLIENT_RUNTIMES
+
+    runtime = config.get("runtime", "inprocess")
+    if runtime not in CLIENT_RUNTIMES:
+        raise ConfigError("runtime", runtime, "one of " + ", ".join(CLIENT_RUNTIMES) + "."
+                          + did_you_mean(str(runtime), CLIENT_RUNTIMES))
     publish = config.get("publish") or {}
     _check_keys("publish", publish, PUBLISH_KEYS)
 
@@ -381,7 +393,7 @@ def build_suite(config: Mapping[str, Any], *, path: Path, overrides: Sequence[st
                     runs.append(RunSpec(
                         suite=name, dataset=dataset, method=method, evaluators=tuple(evaluators),
                         epsilon=float(eps), delta=float(delta), accountant=accountant, seed=seed,
-                        device=device, publish=publish, noise=noise,
+                        device=device, publish=publish, noise=noise, runtime=runtime,
                     ))
     runs_dir = Path(runs_dir or config.get("runs_dir") or "runs")
     return Suite(name=name, path=path, config=config, overrides=tuple(overrides), runs=tuple(runs),
