@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dpbench.testing.runs import ledger_lines
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SUITE = ROOT / "suites" / "smoke.yaml"
@@ -47,17 +49,15 @@ def run(runs_dir: Path, overrides: list[str]) -> float:
 
 
 def method_folders(runs_dir: Path) -> dict[str, Path]:
-    return {m: next((runs_dir / "smoke").glob(f"sotu__{m}__eps*")) for m in METHODS}
-
-
-def ledger(folder: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k != "time"}
-            for line in (folder / "ledger.jsonl").read_text().splitlines()]
+    folders = {m: list((runs_dir / "smoke").glob(f"sotu__{m}__eps*")) for m in METHODS}
+    if any(len(found) != 1 for found in folders.values()):
+        raise SystemExit(f"expected one run per method: {folders}")
+    return {m: found[0] for m, found in folders.items()}
 
 
 def release_difference(a: Path, b: Path) -> float | None:
     """The largest |difference| between two runs' stored releases (``None`` if discarded)."""
-    pairs = [(a / x["file"], b / y["file"]) for x, y in zip(ledger(a), ledger(b), strict=True)]
+    pairs = [(a / x["file"], b / y["file"]) for x, y in zip(ledger_lines(a), ledger_lines(b), strict=True)]
     if not all(p.exists() and q.exists() for p, q in pairs):
         return None
     return max(float(np.abs(np.load(p) - np.load(q)).max()) for p, q in pairs)
@@ -69,7 +69,8 @@ def compare(local: dict[str, Path], flower: dict[str, Path]) -> dict:
         local_s = json.loads((local[m] / "result.json").read_text())["timings"]["method_s"]
         flower_s = json.loads((flower[m] / "result.json").read_text())["timings"]["method_s"]
         out[m] = {"method_s": {"inprocess": round(local_s, 2), "flower": round(flower_s, 2)},
-                  "ratio": round(flower_s / local_s, 2), "same_ledger": ledger(local[m]) == ledger(flower[m]),
+                  "ratio": round(flower_s / local_s, 2),
+                  "same_ledger": ledger_lines(local[m]) == ledger_lines(flower[m]),
                   "largest_release_difference": release_difference(local[m], flower[m])}
     return out
 

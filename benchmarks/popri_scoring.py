@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dpbench_popri.scoring import client_sums, normalise_rows, score_batches, score_per_client_loop
+from dpbench_popri.scoring import client_step, client_sums, normalise_rows, score_per_client_loop
 
+BATCH = 4096
+"""POPri's default score_batch_clients"""
 DIM = 384
 
 
@@ -44,9 +46,10 @@ def main() -> None:
         client_texts = count * args.texts_per_client
 
         start = time.perf_counter()
-        total = np.zeros(args.samples)
-        for batch in score_batches(samples, client_sums(embeddings, ids, DIM)):
-            total += batch.sum(axis=0)
+        sums = client_sums(embeddings, ids, DIM)
+        for first in range(0, count, BATCH):  # as the in-process runtime calls it (score_batch_clients)
+            part = sums[first:first + BATCH]
+            client_step([{"sum": row} for row in part], {"samples": samples}, [{}] * len(part))
         matmul_s = time.perf_counter() - start
 
         subset = ids[: min(count, args.loop_clients)]

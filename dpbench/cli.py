@@ -118,6 +118,9 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
         if executor != "local" and (jobs > 1 or force):
             raise ConfigError("--executor", executor, "local with --jobs or --force (Ray and Slurm run each run as "
                               "its own task, and a forced run must not race another task for its folder)")
+        if executor == "ray" and loaded.config.get("runtime") == "flower":
+            raise ConfigError("--executor", executor, "local or slurm with runtime: flower (Flower's simulation "
+                              "starts its own Ray cluster, which cannot run inside a Ray task)")
         part = _shard_runs(loaded, shard)
     except DpbenchError as err:
         _fail(err)

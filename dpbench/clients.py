@@ -31,6 +31,11 @@ def client_configs(clients: Sequence[str], config: Mapping[str, Any] | None,
     return [{**(config or {}), **own.get(cid, {})} for cid in clients]
 
 
+def unplaced(name: str, placed) -> DpbenchError:
+    """The error for a step reading inputs ``name`` that were never placed."""
+    return DpbenchError(f"no client inputs named {name!r} were placed (placed: {', '.join(placed) or 'none'})")
+
+
 def checked_rows(step: str, rows, count: int) -> np.ndarray:
     """``rows`` as a (count, d) float array, or an error naming the step."""
     rows = np.asarray(rows, dtype=np.float64)
@@ -62,6 +67,5 @@ class InProcessClients:
 
     def _held(self, name: str) -> dict[str, ClientInputs]:
         if name not in self._inputs:
-            placed = ", ".join(self._inputs) or "none"
-            raise DpbenchError(f"no client inputs named {name!r} were placed (placed: {placed})")
+            raise unplaced(name, self._inputs)
         return self._inputs[name]

@@ -419,7 +419,7 @@ def _run_method(spec: RunSpec, method, data: MethodData, ctx: RunContext):
     from dpbench.federation import FlowerClients
 
     ctx.clients = FlowerClients(list(data.clients), threads=torch.get_num_threads())
-    log.info("%s: the clients' steps run on %d Flower nodes (simulation engine)", spec.run_id, len(data.clients))
+    log.info("%s: the clients' steps run on %d Flower nodes", spec.run_id, len(data.clients))
     return ctx.clients.execute(lambda: method.run(data, ctx))
 
 

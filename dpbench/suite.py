@@ -98,7 +98,7 @@ class RunSpec:
         }
         if self.noise != "seeded":
             identity["noise"] = self.noise
-        if self.runtime != "inprocess":  # the same releases where the per-client arithmetic is (docs/federation.md)
+        if self.runtime != "inprocess":  # same releases only at the same per-client arithmetic (docs/federation.md)
             identity["runtime"] = self.runtime
         return identity
 
@@ -402,8 +402,15 @@ def build_suite(config: Mapping[str, Any], *, path: Path, overrides: Sequence[st
 
 def check_machine(suite: Suite) -> None:
     """Refuse, before any work, what this machine cannot run: ``device: cuda`` without a CUDA
-    GPU, and a ``backend: vllm`` option without a CUDA GPU, with ``device: cpu`` or without an
-    importable vLLM. torch (and vllm) are imported only when the suite asks for them."""
+    GPU, a ``backend: vllm`` option without a CUDA GPU, with ``device: cpu`` or without an
+    importable vLLM, and ``runtime: flower`` without Flower's simulation engine (flwr, ray).
+    torch, vllm and flwr are imported only when the suite asks for them."""
+    if suite.config.get("runtime") == "flower":
+        for module in ("flwr", "ray"):
+            problem = _import_problem(module)
+            if problem:
+                raise ConfigError("runtime", "flower", f"inprocess, or Flower's simulation engine installed "
+                                  f"(pip install 'dpbench[fl]'): import {module} failed: {problem}")
     device = suite.config.get("device", "cpu")
     fields = sorted({f"{kind}.{choice.label}.backend" for spec in suite.runs
                      for kind, choices in (("methods", (spec.method,)), ("evaluators", spec.evaluators))

@@ -1,6 +1,7 @@
 """Client runtimes: the in-process one, and Flower's simulation engine giving the same ledger."""
 
-import json
+import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from dpbench.errors import ConfigError, DpbenchError
 from dpbench.files import read_json
 from dpbench.runner import Runner
 from dpbench.suite import load_suite
+from dpbench.testing.runs import ledger_lines
 
 STEP = "dpbench.testing.toy:word_frequencies"
 
@@ -67,10 +69,79 @@ def test_an_unknown_runtime_is_refused_by_name(toy_plugin, toy_suite, tmp_path):
         load_suite(toy_suite(), ["+runtime=flowr"], runs_dir=tmp_path / "runs")
 
 
-def _ledger(folder):
-    """The ledger without its timestamps."""
-    return [{k: v for k, v in json.loads(line).items() if k != "time"}
-            for line in (folder / "ledger.jsonl").read_text().splitlines()]
+class _Grid:
+    """Flower's grid as the runtime uses it, without Flower's engines: every message answered by
+    ``dpbench.federation.answer`` on the node's own context, replies in shuffled order; the
+    nodes in ``failing`` reply with an error, as a node whose step raised does."""
+
+    def __init__(self, nodes: int, failing=()):
+        self.contexts = {100 + i: SimpleNamespace(node_config={"partition-id": i}) for i in range(nodes)}
+        self.failing = set(failing)
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        from flwr.app import Error, Message
+
+        from dpbench.federation import answer
+
+        def fails(m):
+            return m.metadata.dst_node_id in self.failing and m.content["config"]["op"] == "step"
+
+        replies = [Message(Error(code=0, reason="step raised"), reply_to=m) if fails(m)
+                   else answer(m, self.contexts[m.metadata.dst_node_id]) for m in messages]
+        random.Random(len(replies)).shuffle(replies)
+        return replies
+
+
+@pytest.fixture
+def flower_task(monkeypatch):
+    """A Flower task identity for this process, which building a Message needs."""
+    pytest.importorskip("flwr")
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name in ("_run_id", "_task_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+
+
+def test_flower_rows_come_back_in_cohort_order(flower_task):
+    from dpbench.federation import FlowerClients
+
+    words = {cid: {"words": np.arange(i + 1) % 40} for i, cid in enumerate(["d", "a", "c", "b"])}
+    local = InProcessClients()
+    local.place("words", words)
+    expected = np.vstack(list(local.rows(STEP, ["d", "a", "c"], inputs="words", batch=3)))
+
+    def work():
+        clients.place("words", words)
+        return [list(clients.rows(STEP, ["d", "a", "c"], inputs="words", batch=batch)) for batch in (1, 3)]
+
+    clients = FlowerClients(["a", "b", "c", "d"])
+    one, three = clients.serve(_Grid(4), work)
+    assert [b.shape[0] for b in one] == [1, 1, 1] and [b.shape[0] for b in three] == [3]
+    assert np.array_equal(np.vstack(one), expected) and np.array_equal(three[0], expected)
+
+
+def test_flower_runtime_refuses_and_reports(flower_task):
+    from dpbench.federation import FlowerClients
+
+    clients = FlowerClients(["a", "b"])
+    with pytest.raises(DpbenchError, match="only inside execute"):
+        clients.place("words", {"a": {"words": np.array([1])}})
+
+    def work(cohort, inputs="words"):
+        def run():
+            clients.place("words", {"a": {"words": np.array([1])}, "b": {"words": np.array([2])}})
+            return list(clients.rows(STEP, cohort, inputs=inputs, batch=2))
+        return run
+
+    with pytest.raises(DpbenchError, match="client 'z' is not one of this run's 2 clients"):
+        clients.serve(_Grid(2), work(["a", "z"]))
+    with pytest.raises(DpbenchError, match="no client inputs named 'votes'"):
+        clients.serve(_Grid(2), work(["a"], inputs="votes"))
+    with pytest.raises(DpbenchError, match="client 'b' failed step .* on its Flower node: step raised"):
+        clients.serve(_Grid(2, failing={101}), work(["a", "b"]))
 
 
 def test_flower_simulation_gives_the_in_process_ledger(toy_plugin, toy_suite, tmp_path, monkeypatch):
@@ -98,7 +169,22 @@ def test_flower_simulation_gives_the_in_process_ledger(toy_plugin, toy_suite, tm
         runs[runtime] = (spec, suite.folder / spec.run_id)
     (local, local_dir), (flower, flower_dir) = runs["inprocess"], runs["flower"]
     assert local.run_id != flower.run_id and read_json(flower_dir / "spec.json")["runtime"] == "flower"
-    assert len(_ledger(local_dir)) == 3 and _ledger(flower_dir) == _ledger(local_dir)
+    assert len(ledger_lines(local_dir)) == 3 and ledger_lines(flower_dir) == ledger_lines(local_dir)
     assert read_json(flower_dir / "artifact.json") == read_json(local_dir / "artifact.json")
     assert simulations == [30]  # one simulation, for the flower run, one node per client
 
+
+
+def test_flower_needs_its_engine_and_no_ray_executor(toy_plugin, toy_suite, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import dpbench.suite
+    from dpbench.cli import cli
+
+    out = CliRunner().invoke(cli, ["run", str(toy_suite()), "+runtime=flower", "--executor", "ray", "--dry-run"])
+    assert out.exit_code != 0 and "--executor" in out.output and "runtime: flower" in out.output
+    suite = load_suite(toy_suite(), ["+runtime=flower"], runs_dir=tmp_path / "runs")
+    monkeypatch.setattr(dpbench.suite, "_import_problem", lambda module: "ModuleNotFoundError: no" if module == "ray"
+                        else None)
+    with pytest.raises(ConfigError, match="runtime: 'flower'.*dpbench\\[fl\\].*import ray failed"):
+        dpbench.suite.check_machine(suite)

@@ -64,3 +64,10 @@ class _ListHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
+
+
+def ledger_lines(folder: Path) -> list[dict]:
+    """A run folder's ledger lines without their timestamps: what two runs of the same releases share."""
+    from dpbench.privacy.ledger import LEDGER_NAME, read_ledger
+
+    return [{key: value for key, value in line.items() if key != "time"} for line in read_ledger(folder / LEDGER_NAME)]

@@ -234,10 +234,9 @@ def client_step(inputs, payload, configs) -> np.ndarray:
     ``token_arrays``) with its own seed; the model architecture is loaded from ``configs[i]["model"]``."""
     import torch
 
-    rows = []
+    rows, weights = [], torch.from_numpy(payload["weights"]).to(configs[0]["device"])
     for held, config in zip(inputs, configs, strict=True):
         model = _client_model(config["model"], config["device"])
-        weights = torch.from_numpy(payload["weights"]).to(config["device"])
         encoded = [ids.tolist() for ids in np.split(held["ids"], np.cumsum(held["lengths"])[:-1])] if len(
             held["lengths"]) else []
         local = local_update(model, weights, encoded, pad_id=config["pad_id"], epochs=config["epochs"],

@@ -42,7 +42,7 @@ def client_votes(candidates: np.ndarray, client_texts: Sequence[np.ndarray], *, 
 
 def client_step(inputs: Sequence[dict], payload: dict, configs: Sequence[dict]) -> np.ndarray:
     """What each client computes in a round (the client runtime's step): its unit vote vector
-    over ``payload["candidates"]`` from its own ``inputs[i]["texts"]``."""
+    over ``payload["candidates"]`` from its own ``inputs[i]["texts"]`` (``k`` is every client's)."""
     return client_votes(payload["candidates"], [i["texts"] for i in inputs], k=configs[0]["k"])
 
 

@@ -10,7 +10,7 @@ privacy layer, never here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -33,14 +33,6 @@ def centred_unit_scores(scores: np.ndarray) -> np.ndarray:
     finite = np.isfinite(scores).all(axis=1, keepdims=True)
     centred = np.where(finite, scores - np.where(finite, scores, 0).mean(axis=1, keepdims=True), 0.0)
     return normalise_rows(centred)
-
-
-def score_batches(sample_embeddings: np.ndarray, sums: np.ndarray, *,
-                  batch_clients: int = 4096) -> Iterator[np.ndarray]:
-    """Per-client contributions (clients × samples), ``batch_clients`` rows at a time to bound memory."""
-    samples = normalise_rows(sample_embeddings)
-    for start in range(0, len(sums), batch_clients):
-        yield centred_unit_scores(sums[start:start + batch_clients] @ samples.T)
 
 
 def client_step(inputs: Sequence[Mapping[str, np.ndarray]], payload: Mapping[str, np.ndarray],

@@ -1,15 +1,16 @@
 """POPri on Flower's deployment engine: a SuperLink and two SuperNodes as processes of their own."""
 
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from dpbench.federation import APP_DIR
+import pytest
+
 from dpbench.runner import Runner
 from dpbench.suite import load_suite
+from dpbench.testing.runs import ledger_lines
 
 DEPLOYED_SUITE = """\
 seeds: 1
@@ -51,15 +52,11 @@ def _wait_for_port(port: int, seconds: float = 120) -> None:
             time.sleep(0.5)
 
 
-def _ledger(folder):
-    """The ledger without its timestamps."""
-    return [{k: v for k, v in json.loads(line).items() if k != "time"}
-            for line in (folder / "ledger.jsonl").read_text().splitlines()]
-
-
+@pytest.mark.e2e
 def test_flower_deployment_engine_serves_two_popri_rounds(tmp_path, tiny_llama, popri_plugin):
     """A SuperLink and two SuperNodes (one per client) on 127.0.0.1, the run submitted with
     ``flwr run``: two POPri rounds whose ledger is the in-process one (one client per step)."""
+    federation = pytest.importorskip("dpbench.federation")  # needs flwr (dpbench[fl])
     path = tmp_path / "deployed.yaml"
     path.write_text(DEPLOYED_SUITE.format(model=tiny_llama))
     local = load_suite(path, runs_dir=tmp_path / "local")
@@ -77,8 +74,9 @@ def test_flower_deployment_engine_serves_two_popri_rounds(tmp_path, tiny_llama, 
     logs.mkdir()
 
     def start(name, *args):
-        return subprocess.Popen([str(bin_dir / name), *args], env=env, cwd=tmp_path,
-                                stdout=(logs / f"{name}-{len(processes)}.log").open("w"), stderr=subprocess.STDOUT)
+        with (logs / f"{name}-{len(processes)}.log").open("w") as log:  # the child keeps its own handle
+            return subprocess.Popen([str(bin_dir / name), *args], env=env, cwd=tmp_path, stdout=log,
+                                    stderr=subprocess.STDOUT)
 
     processes = []
     try:
@@ -90,8 +88,9 @@ def test_flower_deployment_engine_serves_two_popri_rounds(tmp_path, tiny_llama, 
         _wait_for_port(link)
         run_config = (f"suite='{path}' runs-dir='{tmp_path / 'deployed'}' run='{spec.run_id}' "
                       "overrides='+runtime=flower'")
-        submitted = subprocess.run([str(bin_dir / "flwr"), "run", str(APP_DIR), "dpbench", "--run-config", run_config,
-                                    "--stream"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        submitted = subprocess.run([str(bin_dir / "flwr"), "run", str(federation.APP_DIR), "dpbench",
+                                    "--run-config", run_config, "--stream"],
+                                   env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
         folder = tmp_path / "deployed" / "deployed" / spec.run_id
         deadline = time.monotonic() + 60
         while not (folder / "result.json").exists() and time.monotonic() < deadline:
@@ -102,8 +101,12 @@ def test_flower_deployment_engine_serves_two_popri_rounds(tmp_path, tiny_llama, 
         for process in processes:
             process.terminate()
         for process in processes:
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     (local_spec,) = local.runs
-    ledger = _ledger(folder)
+    ledger = ledger_lines(folder)
     assert [line["key"] for line in ledger] == ["popri-round-0", "popri-round-1"]
-    assert ledger == _ledger(local.folder / local_spec.run_id)
+    assert ledger == ledger_lines(local.folder / local_spec.run_id)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from dpbench_popri.pairs import preference_pairs
-from dpbench_popri.scoring import centred_unit_scores, client_sums, score_batches, score_per_client_loop
+from dpbench_popri.scoring import centred_unit_scores, client_step, client_sums, score_per_client_loop
 
 
 def test_centring_and_normalisation_hand_checked():
@@ -24,7 +24,8 @@ def test_matrix_multiply_equals_per_client_loop():
     embeddings = {f"c{i}": rng.normal(size=(rng.integers(0, 6), 16)) for i in range(37)}
     ids = sorted(embeddings)
     samples = rng.normal(size=(24, 16))
-    fast = np.vstack(list(score_batches(samples, client_sums(embeddings, ids, 16), batch_clients=5)))
+    sums = client_sums(embeddings, ids, 16)
+    fast = client_step([{"sum": row} for row in sums], {"samples": samples}, [{}] * len(ids))
     slow = score_per_client_loop(samples, embeddings, ids)
     np.testing.assert_allclose(fast, slow, atol=1e-12)
     norms = np.linalg.norm(fast, axis=1)
