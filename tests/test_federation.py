@@ -188,3 +188,16 @@ def test_flower_needs_its_engine_and_no_ray_executor(toy_plugin, toy_suite, tmp_
                         else None)
     with pytest.raises(ConfigError, match="runtime: 'flower'.*dpbench\\[fl\\].*import ray failed"):
         dpbench.suite.check_machine(suite)
+
+
+def test_a_deployment_serves_only_a_flower_run_of_its_suite(toy_plugin, toy_suite, tmp_path):
+    from dpbench.federation import serve_run
+
+    path = toy_suite()
+    local = load_suite(path, runs_dir=tmp_path / "runs").runs[-1]
+    flower = load_suite(path, ["+runtime=flower"], runs_dir=tmp_path / "runs").runs[-1]
+    settings = {"suite": str(path), "runs-dir": str(tmp_path / "runs"), "overrides": "+runtime=flower"}
+    with pytest.raises(DpbenchError, match=f"is not in .*Did you mean '{flower.run_id}'"):
+        serve_run(None, {**settings, "run": flower.run_id[:-1]})
+    with pytest.raises(DpbenchError, match="has runtime 'inprocess'; a Flower deployment serves runtime: flower"):
+        serve_run(None, {**settings, "overrides": "", "run": local.run_id})
