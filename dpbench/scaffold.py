@@ -63,6 +63,8 @@ METHOD = '''\
 - ``run`` reaches the clients' data only through ``ctx.privacy``: each release is one row per
   sampled client, clipped, summed, noised and ledgered by the session. All else is
   post-processing of releases and public data.
+- Each client's row is a client step (``client_step``) that ``ctx.clients`` runs, in process
+  or, under ``runtime: flower``, on the client's own Flower node.
 - A run killed midway resumes: state goes through ``ctx.save_state`` / ``ctx.load_state``, and
   a release the session already made is replayed, not charged again.
 
@@ -106,15 +108,16 @@ class $cls(Method):
 
     def run(self, data, ctx):
         public = list(data.public)
-        words = [set(text.split()) for text in public]
+        ctx.clients.place("texts", {client: {"texts": np.array(texts, dtype=str)}
+                                    for client, texts in data.clients.items()})
         votes = np.zeros(len(public))
         for r in ctx.track(range(self.config.rounds), "$name rounds"):
             released = ctx.load_state(f"round{r}.json")
             if released is None:
                 clients = ctx.privacy.cohort(r)
-                rows = np.zeros((len(clients), len(public)))
-                for row, client in zip(rows, clients, strict=True):
-                    row[:] = client_vote(data.clients[client], words)
+                rows = (ctx.clients.rows("$package.method:client_step", clients, inputs="texts",
+                                         payload={"public": np.array(public, dtype=str)}, batch=len(clients))
+                        if clients else np.zeros((0, len(public))))
                 noisy = ctx.privacy.release_clipped_sum(f"$name-round-{r}", rows, clip_norm=1.0, clients=clients)
                 released = noisy.tolist()
                 ctx.save_state(f"round{r}.json", released)
@@ -122,6 +125,12 @@ class $cls(Method):
             ctx.report(r, {"round": r, "top_vote": float(votes.max(initial=0.0))})  # followed live (wandb)
         best = np.argsort(-votes, kind="stable")[: self.config.num_texts]
         return SyntheticTexts(texts=tuple(public[i] for i in best))
+
+
+def client_step(inputs, payload, configs) -> np.ndarray:
+    """What each client computes (its row of a release), from its own ``texts`` and the public texts."""
+    public_words = [set(text.split()) for text in payload["public"]]
+    return np.array([client_vote(held["texts"], public_words) for held in inputs])
 
 
 def client_vote(texts, public_words) -> np.ndarray:
