@@ -201,3 +201,19 @@ def test_a_deployment_serves_only_a_flower_run_of_its_suite(toy_plugin, toy_suit
         serve_run(None, {**settings, "run": flower.run_id[:-1]})
     with pytest.raises(DpbenchError, match="has runtime 'inprocess'; a Flower deployment serves runtime: flower"):
         serve_run(None, {**settings, "overrides": "", "run": local.run_id})
+
+
+def test_a_node_started_with_its_own_inputs_folder_reads_it(flower_task, tmp_path):
+    from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+
+    from dpbench.federation import MESSAGE_TYPE, answer
+
+    (tmp_path / "own" / "words").mkdir(parents=True)
+    np.savez(tmp_path / "own" / "words" / "0.npz", words=np.array([3, 3]))
+    settings = {"op": "step", "step": STEP, "inputs": "words", "folder": str(tmp_path / "server"), "threads": 0,
+                "client": "{}"}
+    message = Message(RecordDict({"config": ConfigRecord(settings), "payload": ArrayRecord({})}), dst_node_id=5,
+                      message_type=MESSAGE_TYPE)
+    node = SimpleNamespace(node_config={"partition-id": 0, "inputs": str(tmp_path / "own")})
+    row = answer(message, node).content["row"]["row"].numpy()
+    assert row[3] == 1.0 and row.sum() == 1.0  # its own texts, not the (absent) server folder's
