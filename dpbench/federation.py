@@ -227,5 +227,5 @@ class FlowerClients:
 
     def _require_folder(self) -> Path:
         if self._folder is None:
-            raise DpbenchError("the Flower runtime places inputs and runs steps only inside execute()")
+            raise DpbenchError("the Flower runtime places inputs and runs steps only inside execute() or serve()")
         return self._folder
