@@ -180,19 +180,19 @@ class Session:
         }
         if tree:
             record["tree"] = self._tree_slot(index)[0]
+        note = None
+        if self._seed is not None:  # seeded runs are simulations; a secure run keeps nothing of the clean sum
+            note = {"key": key, "index": index, "clients": len(contributors), **release_diagnostics(total, noise)}
+            if self._agreement is not None:
+                note["agreement"] = self._agreement(value, total)
+            _append_note(self.run_dir / DIAGNOSTICS_NAME, note)
         append_record(self.run_dir / LEDGER_NAME, record, expected=self._records)
         self._records.append(record)
         self._releases[key] = record
         if tree:
             self._forget_nodes(index + 1)
-        if self._seed is not None:  # seeded runs are simulations; a secure run keeps nothing of the clean sum
-            line = {"key": key, "index": index, "clients": len(contributors), **release_diagnostics(total, noise)}
-            if self._agreement is not None:
-                line["agreement"] = self._agreement(value, total)
-            with open(self.run_dir / DIAGNOSTICS_NAME, "a") as handle:
-                handle.write(json.dumps(line) + "\n")
-            if self._report is not None:
-                self._report(index, {"release": line})
+        if note is not None and self._report is not None:
+            self._report(index, {"release": note})
         return value
 
     def epsilon_spent(self) -> float:
@@ -294,6 +294,20 @@ class Session:
         if release_digest(value) != record["sha256"]:
             raise LedgerError(f"{record['file']} does not match the ledger's sha256 for release {key!r}")
         return value
+
+
+def _append_note(path: Path, note: dict) -> None:
+    """Append a diagnostics line, written *before* its release's ledger line: a run killed
+    between the two redoes the release at resume (same seeded noise, same note, the reader
+    keeps the last per key) instead of losing the note. After a torn last line the note starts
+    on a line of its own."""
+    torn = False
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as handle:
+            handle.seek(-1, 2)
+            torn = handle.read(1) != b"\n"
+    with open(path, "a") as handle:
+        handle.write(("\n" if torn else "") + json.dumps(note) + "\n")
 
 
 class _CountedRows:

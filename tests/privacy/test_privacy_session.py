@@ -550,3 +550,42 @@ def test_the_methods_agreement_measure_joins_the_notes(tmp_path):
     assert note["agreement"] == {"same_argmax": 1.0}
     np.testing.assert_array_equal(seen[0][0], value)
     np.testing.assert_allclose(seen[0][1], [0.0, 1.5])
+
+
+def test_a_run_killed_after_a_ledger_line_keeps_its_note(tmp_path, monkeypatch):
+    """The note is written before the ledger line, so a run killed right after it resumes with
+    one note per release, equal to an uninterrupted run's."""
+    from dpbench.results import release_notes
+
+    x = rows(8, 5)
+    reference = make(tmp_path / "reference", sigma=0.5)
+    expected = [reference.release_clipped_sum(k, x, clip_norm=C) for k in ("r0", "r1")]
+    append_record = session_module.append_record
+
+    def killed_after(*args, **kwargs):
+        append_record(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    first = make(tmp_path / "run", sigma=0.5)
+    first.release_clipped_sum("r0", x, clip_norm=C)
+    monkeypatch.setattr(session_module, "append_record", killed_after)
+    with pytest.raises(KeyboardInterrupt):
+        first.release_clipped_sum("r1", x, clip_norm=C)
+    monkeypatch.undo()
+    resumed = make(tmp_path / "run", sigma=0.5)
+    for key, want in zip(("r0", "r1"), expected, strict=True):
+        np.testing.assert_array_equal(resumed.release_clipped_sum(key, x, clip_norm=C), want)
+    notes = {n["key"]: n for n in release_notes(tmp_path / "run")}
+    assert notes == {n["key"]: n for n in release_notes(tmp_path / "reference")} and set(notes) == {"r0", "r1"}
+
+
+def test_a_note_after_a_torn_one_starts_its_own_line(tmp_path):
+    from dpbench.privacy.session import DIAGNOSTICS_NAME
+    from dpbench.results import release_notes
+
+    session = make(tmp_path, sigma=0.5)
+    session.release_clipped_sum("r0", rows(8, 5), clip_norm=C)
+    with open(tmp_path / DIAGNOSTICS_NAME, "a") as handle:
+        handle.write('{"key": "r')  # a note torn by a crash
+    session.release_clipped_sum("r1", rows(8, 5), clip_norm=C)
+    assert [n["key"] for n in release_notes(tmp_path)] == ["r0", "r1"]
