@@ -297,10 +297,10 @@ class Session:
 
 
 def _append_note(path: Path, note: dict) -> None:
-    """Append a diagnostics line, written *before* its release's ledger line: a run killed
-    between the two redoes the release at resume (same seeded noise, same note, the reader
-    keeps the last per key) instead of losing the note. After a torn last line the note starts
-    on a line of its own."""
+    """Append a diagnostics line. It is written *before* its release's ledger line, so every
+    ledgered release has its note; a release killed before its ledger line is made again (same
+    seeded noise, same note; the reader keeps the last per key). After a torn last line the
+    note starts on a line of its own."""
     torn = False
     if path.exists() and path.stat().st_size:
         with open(path, "rb") as handle:
