@@ -42,6 +42,12 @@ def run_progress(run, step, entry):
 
 
 @hookspec
+def run_failed(run, error, folder):
+    """Called when run ``run`` raised ``error`` (its ``error.json`` written in ``folder``; the
+    suite goes on with the other runs). Publishers close what they opened for it."""
+
+
+@hookspec
 def leaderboard_written(suite, leaderboard, paths):
     """Called after ``dpbench leaderboard`` writes its files: ``suite`` is the ``Suite``,
     ``leaderboard`` the ``Leaderboard``, ``paths`` the written files."""

@@ -128,6 +128,7 @@ class Runner:
         except Exception as err:  # one failing run must not lose the others
             report.failed[spec.run_id] = f"{type(err).__name__}: {err}"
             self._record_error(spec, err)
+            _tell_failed(spec, err, self.suite.folder / spec.run_id)
             if self.fail_fast:
                 raise
             log.error("run %s failed: %s", spec.run_id, err)
@@ -438,6 +439,15 @@ def _report_progress(spec: RunSpec, step: int, entry: dict) -> None:
         load_plugins().hook.run_progress(run=spec, step=step, entry=entry)
     except Exception as err:  # a live view going down must not cost the run
         log.warning("%s: round %d not published live (%s: %s)", spec.run_id, step, type(err).__name__, err)
+
+
+def _tell_failed(spec: RunSpec, err: Exception, folder: Path) -> None:
+    """Tell the publishers run ``spec`` failed (``run_failed``); one that fails doing so is
+    logged, never allowed to stop the suite."""
+    try:
+        load_plugins().hook.run_failed(run=spec, error=err, folder=folder)
+    except Exception as hook_err:
+        log.warning("%s: its failure not published (%s: %s)", spec.run_id, type(hook_err).__name__, hook_err)
 
 
 @contextmanager

@@ -106,6 +106,27 @@ def test_a_failing_run_is_recorded_and_the_others_continue(toy_plugin, toy_suite
         _run(toy_suite(), tmp_path / "ff", ["seeds=1"], fail_fast=True)
 
 
+def test_publishers_are_told_of_a_failed_run(toy_plugin, toy_suite, tmp_path, monkeypatch):
+    from dpbench.hookspecs import hookimpl
+    from dpbench.plugins import registered
+
+    def broken(self, artifact, data, ctx):
+        raise RuntimeError("evaluator exploded")
+
+    class Recorder:
+        calls = []
+
+        @hookimpl
+        def run_failed(self, run, error, folder):
+            self.calls.append((run.run_id, str(error), (folder / "error.json").exists()))
+
+    monkeypatch.setattr(toy_plugin.NextWord, "evaluate", broken)
+    with registered(Recorder(), name="recorder"):
+        suite, report = _run(toy_suite(), tmp_path, ["seeds=1", "privacy.epsilon=[1]"])
+    assert sorted(Recorder.calls) == sorted((run_id, "evaluator exploded", True) for run_id in report.failed)
+    assert len(Recorder.calls) == len(suite.runs)
+
+
 def test_saved_artifact_is_reused_when_evaluation_was_interrupted(toy_plugin, toy_suite, tmp_path, monkeypatch):
     path = toy_suite()
     calls = []

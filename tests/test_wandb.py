@@ -160,3 +160,35 @@ def test_a_failing_live_publisher_does_not_stop_the_run(toy_plugin, toy_suite, t
     with registered(Down(), "down"):
         assert not Runner(suite).run().failed
     assert "round 0 not published live (ConnectionError: wandb is down)" in caplog.text
+
+
+def test_a_failed_run_marks_its_live_wandb_run_failed(toy_plugin, toy_suite, tmp_path, monkeypatch):
+    """A run that fails after reporting rounds live has its wandb run finished as failed (with
+    the error, secrets scrubbed) when it fails, not left running until the process exits."""
+    from dpbench.builtin import wandb_publisher
+
+    class FakeRun:
+        def __init__(self):
+            self.summary, self.exit_codes, self.logged = {}, [], []
+
+        def log(self, row):
+            self.logged.append(row)
+
+        def finish(self, exit_code=0):
+            self.exit_codes.append(exit_code)
+
+    opened = []
+    monkeypatch.setattr(wandb_publisher, "_init_run", lambda spec, settings: opened.append(FakeRun()) or opened[-1])
+    monkeypatch.setenv("WANDB_API_KEY", SENTINEL)
+
+    def broken(self, artifact, data, ctx):
+        raise RuntimeError(f"evaluator exploded near {SENTINEL}")
+
+    monkeypatch.setattr(toy_plugin.NextWord, "evaluate", broken)
+    suite = load_suite(toy_suite(), ["seeds=1", "privacy.epsilon=[1]", "publish.wandb=true"],
+                       runs_dir=tmp_path / "runs")
+    report = Runner(suite).run()
+    assert len(report.failed) == len(suite.runs)
+    (live,) = opened  # only the private run reported rounds
+    assert live.logged and live.exit_codes == [1]
+    assert live.summary["error"] == "[redacted]" and not wandb_publisher._live

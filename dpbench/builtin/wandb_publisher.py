@@ -52,7 +52,8 @@ def run_finished(run, result, folder):
 
 
 _live: dict[str, object] = {}
-"""wandb runs opened by ``run_progress``, by dpbench run id, until ``run_finished`` completes them"""
+"""wandb runs opened by ``run_progress``, by dpbench run id, until ``run_finished`` completes them
+(or ``run_failed`` marks them failed)"""
 
 
 @hookimpl
@@ -62,6 +63,14 @@ def run_progress(run, step, entry):
             _live[run.run_id] = _init_run(run, run.publish)
         row = {f"live/{k}": v for name, part in entry.items() for k, v in _numbers(part, name).items()}
         _live[run.run_id].log({"live/round": step, **row})
+
+
+@hookimpl
+def run_failed(run, error, folder):
+    live = _live.pop(run.run_id, None)
+    if live is not None:  # marked failed now, not left running until the process exits
+        live.summary["error"] = scrub(f"{type(error).__name__}: {error}")
+        live.finish(exit_code=1)
 
 
 @hookimpl
