@@ -26,14 +26,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "avx512_bf16": "avx512_bf16" in flags, "torch": torch.__version__, "python": platform.python_version()}
+    from dpbench.models.precision import cpuinfo
+
+    info = cpuinfo()
+    return {"cpu": info.get("model name") or platform.processor(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "avx512_bf16": "avx512_bf16" in info.get("flags", "").split(),
+            "torch": torch.__version__, "python": platform.python_version()}
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:

@@ -75,6 +75,12 @@ class GeneratorOptions:
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
                               stop=stop)
 
+    def check_public_seeds(self, public: Sequence[str]) -> None:
+        """Refuse, before any work, a public seed set too small to fill one prompt."""
+        if len(public) < self.examples_per_prompt:
+            raise ConfigError("examples_per_prompt", self.examples_per_prompt,
+                              f"at most the {len(public)} public seed texts the dataset has")
+
     def public_prompts(self, public: Sequence[str], *, count: int, rng) -> list:
         """``count`` prompts, each showing ``examples_per_prompt`` random public seed texts
         (drawn with ``rng``) in ``prompt_style``."""

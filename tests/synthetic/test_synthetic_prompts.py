@@ -37,3 +37,13 @@ def test_postprocess_normalises_and_cuts_to_generator_tokens():
     assert clean("  one\n\ntwo\tthree ") == "one two three"
     assert postprocess("one\ntwo three four", WordTokenizer(), 3) == "one two three"
     assert postprocess(" one  two ", WordTokenizer(), 3) == "one two"
+
+
+def test_options_refuse_a_public_seed_set_too_small_for_one_prompt():
+    from dpbench.errors import ConfigError
+    from dpbench.synthetic.options import GeneratorOptions
+
+    options = GeneratorOptions(examples_per_prompt=3)
+    options.check_public_seeds(["a", "b", "c"])
+    with pytest.raises(ConfigError, match=r"examples_per_prompt.*at most the 2 public seed texts"):
+        options.check_public_seeds(["a", "b"])

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from dpbench.api import DpbenchError, MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
+from dpbench.api import MechanismSpec, Method, MethodData, RunContext, SyntheticTexts
 from dpbench.toolkit import normalise_rows, round_metrics, stop_strings
 from dpbench_pe import votes
 from dpbench_pe.config import PeOptions
@@ -60,9 +60,7 @@ class PrivateEvolution(Method):
 
     def run(self, data: MethodData, ctx: RunContext) -> SyntheticTexts:
         o = self.config
-        if len(data.public) < o.examples_per_prompt:
-            raise DpbenchError(f"PE needs at least {o.examples_per_prompt} public seed texts for its prompts; "
-                               f"the dataset has {len(data.public)}")
+        o.check_public_seeds(data.public)
         from dpbench.toolkit import Embedder, embed_clients, embed_split
 
         embedder = Embedder(o.embedder, device=ctx.device)

@@ -75,9 +75,7 @@ class Popri(Method):
 
     def run(self, data: MethodData, ctx: RunContext) -> SyntheticTexts:
         o = self.config
-        if len(data.public) < o.examples_per_prompt:
-            raise DpbenchError(f"POPri needs at least {o.examples_per_prompt} public seed texts for its prompts; "
-                               f"the dataset has {len(data.public)}")
+        o.check_public_seeds(data.public)
         if not data.validation:
             raise DpbenchError("POPri monitors rounds on the validation split, which is empty")
         from dpbench.toolkit import Embedder, embed_clients, embed_split
