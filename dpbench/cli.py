@@ -274,7 +274,10 @@ def _board(loaded, include_all=False):
     from dpbench import leaderboard
 
     runs = leaderboard.collect(loaded.folder, None if include_all else {r.run_id for r in loaded.runs})
-    return runs, leaderboard.build(loaded.name, runs, loaded.metric, command=loaded.command)
+    done = {result.run_id for _, result in runs}
+    unfinished = [{"run_id": r.run_id, "dataset": r.dataset.label, "method": r.method.label, "epsilon": r.epsilon,
+                   "seed": r.seed} for r in loaded.runs if r.run_id not in done]
+    return runs, leaderboard.build(loaded.name, runs, loaded.metric, command=loaded.command, unfinished=unfinished)
 
 
 def _write_leaderboard(loaded, folder, include_all=False, *, html=False):

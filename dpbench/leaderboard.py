@@ -94,12 +94,14 @@ class Leaderboard:
     """the ``dpbench run`` command line that produces (or resumes) the board's runs"""
     references: dict[str, str] = field(default_factory=dict)
     """method plugin -> the BibTeX entry of its paper (``Method.citation``)"""
+    unfinished: list[dict] = field(default_factory=list)
+    """the suite's runs with no finished result (a partial board): run id, dataset, method, ε, seed"""
 
     def to_dict(self) -> dict:
         return {"suite": self.suite, "command": self.command, "metric": self.metric,
                 "columns": [{"name": n, "higher_is_better": h} for n, h in self.columns],
                 "rows": [asdict(r) for r in self.rows], "incomplete": dict(self.incomplete), "data": dict(self.data),
-                "references": dict(self.references)}
+                "references": dict(self.references), "unfinished": list(self.unfinished)}
 
 
 def collect(folder: Path, run_ids: set[str] | None = None) -> list[tuple[Path, RunResult]]:
@@ -117,8 +119,9 @@ def collect(folder: Path, run_ids: set[str] | None = None) -> list[tuple[Path, R
 
 
 def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | None = None, *,
-          command: str | None = None) -> Leaderboard:
-    """The board of ``runs``; a run whose ledger is not sound goes to ``incomplete``, not to a row."""
+          command: str | None = None, unfinished: list[dict] = ()) -> Leaderboard:
+    """The board of ``runs``; a run whose ledger is not sound goes to ``incomplete``, not to a
+    row; ``unfinished`` (the grid's runs not yet done) is stated on it."""
     from dpbench.privacy.ledger import run_ledger_problems
 
     if not runs:
@@ -169,7 +172,7 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
     for _, result in runs:
         data.setdefault(result.spec["dataset"]["label"], result.data)
     return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows, incomplete=incomplete, data=data,
-                       command=command, references=_citations(rows))
+                       command=command, references=_citations(rows), unfinished=list(unfinished))
 
 
 def _citations(rows: list[Row]) -> dict[str, str]:
@@ -369,6 +372,18 @@ def _fmt_eps(eps: float) -> str:
     return "∞" if math.isinf(eps) else f"{eps:.3g}"
 
 
+def _partial_notice(unfinished: list[dict]) -> str:
+    """One line naming the grid cells whose runs are not finished, seeds grouped."""
+    seeds = defaultdict(list)
+    for run in unfinished:
+        seeds[(run["dataset"], run["method"], _fmt_eps(as_float(run["epsilon"])))].append(str(run["seed"]))
+    cells = "; ".join(f"{dataset} {method} ε = {eps} (seed{'s' if len(s) > 1 else ''} {', '.join(s)})"
+                      for (dataset, method, eps), s in seeds.items())
+    return (f"⚠ **Partial board**: {len(unfinished)} run{'s' if len(unfinished) > 1 else ''} of the suite's grid "
+            f"{'have' if len(unfinished) > 1 else 'has'} not finished and {'are' if len(unfinished) > 1 else 'is'} "
+            f"not on it: {cells}.")
+
+
 def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
     lines = [f"# {title or board.suite}", ""]
     if board.command:
@@ -383,6 +398,8 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
              "not reproduced), *untested* with fewer than two shared seeds. *vs synthetic public* is the same "
              "comparison with the `synthetic_public` row: the shared generator's text from public-seeded "
              "prompts alone, i.e. what the private data added.", ""]
+    if board.unfinished:
+        lines += [_partial_notice(board.unfinished), ""]
     for dataset in sorted({r.dataset for r in board.rows}):
         lines += [f"## {dataset}", ""]
         if about := _describe_data(board.data.get(dataset)):

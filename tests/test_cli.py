@@ -65,6 +65,25 @@ def test_run_then_leaderboard(toy_plugin, toy_suite, tmp_path):
     assert load_suite(path, ["seeds=1", PUBLISH_OVERRIDE], runs_dir=runs).command == command
 
 
+def test_a_partial_board_names_the_runs_it_lacks(toy_plugin, toy_suite, tmp_path):
+    path, runs, boards = str(toy_suite()), str(tmp_path / "runs"), tmp_path / "boards"
+    assert CliRunner().invoke(cli, ["run", path, "seeds=2", "--runs-dir", runs]).exit_code == 0
+    suite = load_suite(path, ["seeds=2"], runs_dir=runs)
+    complete = CliRunner().invoke(cli, ["leaderboard", path, "seeds=2", "--runs-dir", runs, "--out", str(boards)])
+    assert complete.exit_code == 0, complete.output
+    assert json.loads((boards / "toy.json").read_text())["unfinished"] == []
+    assert "Partial board" not in (boards / "toy.md").read_text()
+    private = [s for s in suite.runs if s.method.label == "noisy_unigram" and s.epsilon == 8]
+    for spec in private:
+        (suite.folder / spec.run_id / "result.json").unlink()
+    partial = CliRunner().invoke(cli, ["leaderboard", path, "seeds=2", "--runs-dir", runs, "--out", str(boards)])
+    assert partial.exit_code == 0, partial.output
+    board = json.loads((boards / "toy.json").read_text())
+    assert sorted(r["run_id"] for r in board["unfinished"]) == sorted(s.run_id for s in private)
+    assert ("⚠ **Partial board**: 2 runs of the suite's grid have not finished and are not on it: "
+            "toy_texts noisy_unigram ε = 8 (seeds 0, 1).") in (boards / "toy.md").read_text()
+
+
 def test_list_shows_origins(toy_plugin):
     out = CliRunner().invoke(cli, ["list", "methods"])
     assert out.exit_code == 0
