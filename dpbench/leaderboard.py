@@ -133,6 +133,7 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
     sound = [(folder, result) for folder, result in runs if result.run_id not in incomplete]
     _check_versions(sound)
     _check_precision(sound)
+    _check_yardstick(sound)
     columns = _columns(sound or runs)
     metric = _qualified(metric, columns) if metric else columns[0][0]
     higher = dict(columns)[metric]
@@ -329,6 +330,48 @@ def _check_precision(runs) -> None:
                                f"`bf16: auto` ran their models at different precisions and the rows do not share "
                                f"one yardstick: finish the board on one kind of machine, or move one kind of "
                                f"run out of the suite folder and redo it (env.json says which machine ran each)")
+
+
+def _check_yardstick(runs) -> None:
+    """Refuse runs scored against machine-dependent cache entries (the evaluator's pretrained
+    model) built on different machines: the same training gives other bits on another CPU, so
+    such rows do not share one yardstick (measured: the ConVote public-only model scores 0.28767
+    built on an AMD EPYC, 0.28759 on an Intel Xeon). A run made before runs recorded their
+    entries is taken to have read entries built on its own machine (the cache was never moved)."""
+    from dpbench.cache import machine_label, read_inputs
+
+    builders: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    legacy: dict[str, list[str]] = defaultdict(list)
+    for folder, result in runs:
+        record = read_inputs(folder)
+        if record is None:
+            env = read_json(folder / "env.json") if (folder / "env.json").exists() else {}
+            if env.get("cpu"):
+                legacy[_env_machine(env)].append(result.run_id)
+            continue
+        for entry, machines in record.items():
+            for machine in machines:
+                builders[entry][machine].append(result.run_id)
+    conflicts = []
+    for entry, seen in builders.items() or [("the evaluator's pretrained model (rebuilt on each machine)", {})]:
+        merged = defaultdict(list, {machine: list(ids) for machine, ids in legacy.items()})
+        for machine, ids in seen.items():
+            merged[machine] += ids
+        if len(merged) > 1:
+            conflicts.append((entry, merged))
+    if conflicts:
+        entry, seen = conflicts[0]
+        detail = "; ".join(f"built on {machine}: {len(ids)} runs, e.g. {ids[0]}"
+                           for machine, ids in sorted(seen.items()))
+        raise IncompatibleRuns(f"runs were scored against {entry} as built on different machines ({detail}), so the "
+                               f"rows do not share one yardstick: finish the board where its cache entry was built, "
+                               f"or keep that entry with the board's records so every machine reads the same one "
+                               f"(this machine: {machine_label()})")
+
+
+def _env_machine(env: dict) -> str:
+    """``machine_label`` of the machine that wrote ``env`` (a run's env.json)."""
+    return f"{env['cpu']} ({'' if env.get('native_bf16_cpu', True) else 'no '}native bf16)"
 
 
 def _check_same_config(dataset, method, epsilon, members) -> None:

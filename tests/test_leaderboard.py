@@ -146,6 +146,37 @@ def test_runs_from_machines_that_differ_in_native_bf16_are_refused(finished_suit
         leaderboard.build(finished_suite.name, leaderboard.collect(finished_suite.folder))
 
 
+def test_runs_scored_against_yardsticks_built_on_different_machines_are_refused(finished_suite):
+    from dpbench.cache import CACHE_INPUTS
+
+    runs = leaderboard.collect(finished_suite.folder)
+    entry = "next_token/pretrained/0123"
+    for folder, _ in runs:  # every run read one pretrained model, built on machine A
+        write_json(folder / CACHE_INPUTS, {entry: ["CPU A (native bf16)"]})
+    for folder, _ in runs[::2]:  # some of them on machine B: same yardstick, still one board
+        write_json(folder / "env.json", {**read_json(folder / "env.json"), "cpu": "CPU B"})
+    leaderboard.build(finished_suite.name, runs)
+    write_json(runs[-1][0] / CACHE_INPUTS, {entry: ["CPU B (native bf16)"]})  # one rebuilt it on B
+    with pytest.raises(IncompatibleRuns, match=f"{entry} as built on different machines .*built on CPU B "
+                                               f"\\(native bf16\\): 1 runs, e.g. {runs[-1][1].run_id}"):
+        leaderboard.build(finished_suite.name, runs)
+
+
+def test_runs_made_before_the_record_count_as_built_on_their_own_machine(finished_suite):
+    from dpbench.cache import CACHE_INPUTS
+
+    runs = leaderboard.collect(finished_suite.folder)
+    for folder, _ in runs:
+        (folder / CACHE_INPUTS).unlink()
+        write_json(folder / "env.json", {**read_json(folder / "env.json"), "cpu": "CPU A", "native_bf16_cpu": True})
+    leaderboard.build(finished_suite.name, runs)  # all on A
+    write_json(runs[0][0] / CACHE_INPUTS, {"next_token/pretrained/0123": ["CPU A (native bf16)"]})
+    leaderboard.build(finished_suite.name, runs)  # resumed on any machine with the entry built on A
+    write_json(runs[-1][0] / "env.json", {**read_json(runs[-1][0] / "env.json"), "cpu": "CPU B"})
+    with pytest.raises(IncompatibleRuns, match="built on CPU B"):  # a pre-record run made on B
+        leaderboard.build(finished_suite.name, runs)
+
+
 def test_only_the_current_grid_is_collected(finished_suite):
     ids = {r.run_id for r in finished_suite.runs if r.seed == 0}
     assert {r.run_id for _, r in leaderboard.collect(finished_suite.folder, ids)} == ids

@@ -111,6 +111,27 @@ def test_a_cache_entry_is_built_once_while_others_wait(tmp_path):
     assert (found[0] / "value.txt").read_text() == "built"
 
 
+def test_a_run_notes_where_its_machine_dependent_cache_entries_were_built(tmp_path, monkeypatch):
+    from dpbench import cache as cache_module
+    from dpbench.cache import SuiteCache, note_inputs, read_inputs
+
+    monkeypatch.setattr(cache_module, "machine_label", lambda: "CPU A (native bf16)")
+    shared = SuiteCache(tmp_path / "cache")
+    run = shared.for_run()
+    model = run.get_or_build("models", {"k": 1}, lambda folder: None, machine_dependent=True)
+    run.get_or_build("texts", {"k": 1}, lambda folder: None)  # deterministic work: not noted
+    assert run.used == {f"models/{model.name}": "CPU A (native bf16)"} and shared.used is None
+    assert read_inputs(tmp_path / "run") is None  # a run made before the record
+    (tmp_path / "run").mkdir()
+    note_inputs(tmp_path / "run", run.used)
+    monkeypatch.setattr(cache_module, "machine_label", lambda: "CPU B (native bf16)")
+    again = shared.for_run()  # resumed on another machine, reading the entry built on the first
+    again.get_or_build("models", {"k": 1}, lambda folder: None, machine_dependent=True)
+    note_inputs(tmp_path / "run", {**again.used, "models/older": None})  # an entry that does not say: built here
+    assert read_inputs(tmp_path / "run") == {f"models/{model.name}": ["CPU A (native bf16)"],
+                                              "models/older": ["CPU B (native bf16)"]}
+
+
 def test_a_sealed_checkpoint_changed_on_disk_is_refused(tmp_path):
     from dpbench.files import CheckpointError, read_sealed, write_sealed
 
