@@ -25,7 +25,7 @@ def test_default_plugins_are_loaded_with_their_hooks():
     for name in DEFAULT_PLUGINS:
         assert name in plugins
     assert "register_methods" in plugins["dpbench.builtin.references"]["hooks"]
-    assert set(plugins["dpbench.builtin.wandb_publisher"]["hooks"]) == {"run_progress", "run_finished",
+    assert set(plugins["dpbench.builtin.wandb_publisher"]["hooks"]) == {"run_progress", "run_finished", "run_failed",
                                                                         "leaderboard_written"}
 
 
