@@ -260,8 +260,9 @@ def _fill_comparisons(rows: list[Row], metric: str, higher: bool) -> None:
         if others:
             row.comparison = compare(row, max(others, key=lambda r: _sortable(r.metrics[metric]["mean"], higher)))
         public = [r for r in rows if r.dataset == row.dataset and r.reference == "synthetic_public" and r.seed_values]
-        if public:
-            row.over_synthetic_public = compare(row, public[0])
+        if public:  # of several (a suite comparing output sizes), the one at the row's own M
+            row.over_synthetic_public = compare(row, next((r for r in public if r.output_texts == row.output_texts),
+                                                          public[0]))
 
 
 def _diagnostics(folders: list[Path]) -> dict | None:

@@ -87,6 +87,24 @@ def test_unequal_output_sizes_are_flagged():
         "pe 1024, popri 256, synthetic_public 256")
 
 
+def test_a_row_is_compared_with_the_synthetic_public_row_at_its_own_output_size():
+    def row(method, reference, m, values, epsilon=1.0):
+        return leaderboard.Row(dataset="d", method=method, plugin=method, reference=reference, epsilon=epsilon,
+                               delta=1e-5, epsilon_ledger=epsilon, metrics={"e/acc": {"mean": sum(values) / 3}},
+                               gap_closed=None, runs=3, versions={}, output_texts=m,
+                               seed_values={str(i): v for i, v in enumerate(values)})
+
+    rows = [row("public_only", "epsilon_zero", 0, [0.1] * 3, 0.0),
+            row("synthetic_public_256", "synthetic_public", 256, [0.12, 0.13, 0.14], 0.0),
+            row("synthetic_public_1024", "synthetic_public", 1024, [0.15, 0.16, 0.17], 0.0),
+            row("pe_256", None, 256, [0.2] * 3), row("pe_1024", None, 1024, [0.2] * 3),
+            row("dp_fedavg", None, None, [0.2] * 3)]
+    leaderboard._fill_comparisons(rows, "e/acc", True)
+    against = {r.method: r.over_synthetic_public["against"] for r in rows if r.over_synthetic_public}
+    assert against == {"pe_256": "synthetic_public_256", "pe_1024": "synthetic_public_1024",
+                       "dp_fedavg": "synthetic_public_256"}  # a model row: the first
+
+
 def test_the_board_names_the_privacy_unit():
     data = {"clients": 4, "train_texts": 10, "validation_texts": 3, "test_texts": 5, "public_texts": 7,
             "privacy_unit": "one speaker"}
