@@ -27,29 +27,35 @@ def cache_key(key: Mapping[str, Any]) -> str:
 BUILT_ON = "built-on.json"
 """in a machine-dependent entry: the machine that built it (``machine_label``)"""
 
-
-def machine_label() -> str:
-    """This machine as far as float results go: its CPU model and whether it computes bf16
-    natively (two machines that differ here train the same model to different bits)."""
-    from dpbench.models.precision import cpuinfo, native_bf16
-
-    return f"{cpuinfo().get('model name') or 'unknown CPU'} ({'' if native_bf16('cpu') else 'no '}native bf16)"
-
-
 CACHE_INPUTS = "cache-inputs.json"
 """in a run folder: the machine-dependent cache entries the run read -> the machines that built them"""
 
 
-def note_inputs(folder: Path, used: Mapping[str, str | None]) -> None:
-    """Add ``used`` (``SuiteCache.used`` of a run's view) to ``folder``'s record, keeping what
-    earlier attempts of the run noted (a resumed run may have read an entry built elsewhere).
-    An entry that does not say where it was built (made before entries did) counts as built
-    here."""
+def machine_label(cpu: str | None, native_bf16: bool, gpu: str | None = None) -> str:
+    """A machine as far as float results go: the GPU the work ran on, or else the CPU model and
+    whether it computes bf16 natively (machines that differ here train one model to other bits)."""
+    return f"GPU {gpu}" if gpu else f"{cpu or 'unknown CPU'} ({'' if native_bf16 else 'no '}native bf16)"
+
+
+def this_machine(device: str) -> str:
+    """``machine_label`` of this machine's ``device`` (``cpu``, ``cuda``, ``cuda:1``)."""
+    from dpbench.models.precision import cpuinfo, native_bf16
+
+    if device.startswith("cuda"):
+        import torch
+
+        return machine_label(None, True, gpu=torch.cuda.get_device_name(torch.device(device)))
+    return machine_label(cpuinfo().get("model name"), native_bf16("cpu"))
+
+
+def note_inputs(folder: Path, used: Mapping[str, str]) -> None:
+    """Add ``used`` (entry -> the machine that built it) to ``folder``'s record, keeping what
+    earlier attempts of the run noted (a resumed run may read an entry built elsewhere)."""
     from dpbench.files import write_json
 
     record = read_inputs(folder) or {}
     for entry, machine in used.items():
-        record[entry] = sorted({*record.get(entry, []), machine or machine_label()})
+        record[entry] = sorted({*record.get(entry, []), machine})
     write_json(Path(folder) / CACHE_INPUTS, record)
 
 
@@ -66,34 +72,39 @@ class SuiteCache:
     A half-built entry (killed mid-way) is never visible: entries are built in a temporary
     folder and renamed into place. One process builds an entry while others wait for it (a
     file lock beside the entry). The key is stored beside the entry for inspection. An entry
-    built with ``machine_dependent=True`` (a trained model: its bits depend on the CPU) also
-    stores the machine that built it, and a run's view of the cache (``for_run``) notes in
-    ``used`` which such entries it read and where they were built, so a board can refuse rows
-    scored against differently built yardsticks.
+    whose bits depend on the machine that computes it (a trained model) also stores that
+    machine, and a run's view of the cache (``for_run``) notes in the run folder which such
+    entries the run read and where they were built, so a board can refuse rows scored against
+    differently built yardsticks.
     """
 
-    def __init__(self, root: Path, *, used: dict[str, str] | None = None):
+    def __init__(self, root: Path, *, run_folder: Path | None = None):
         self.root = Path(root)
-        self.used = used
+        self.run_folder = run_folder
 
-    def for_run(self) -> SuiteCache:
-        """The same cache, noting the machine-dependent entries one run reads in ``used``."""
-        return SuiteCache(self.root, used={})
+    def for_run(self, folder: Path) -> SuiteCache:
+        """The same cache, noting each machine-dependent entry it serves in ``folder``'s
+        ``CACHE_INPUTS`` as it serves it (an empty record at once: a run that reads none says so)."""
+        note_inputs(folder, {})
+        return SuiteCache(self.root, run_folder=Path(folder))
 
     def path(self, namespace: str, key: Mapping[str, Any]) -> Path:
         return self.root / namespace / cache_key(key)
 
     def get_or_build(self, namespace: str, key: Mapping[str, Any], build: Callable[[Path], None], *,
-                     machine_dependent: bool = False) -> Path:
-        """Return the entry's folder, calling ``build(tmp_folder)`` first if it does not exist."""
+                     machine_dependent: str | None = None) -> Path:
+        """Return the entry's folder, calling ``build(tmp_folder)`` first if it does not exist.
+        ``machine_dependent``: the device ``build`` computes on, when the entry's bits depend on
+        the machine (a trained model); the entry then records the machine that built it."""
         final = self._get_or_build(namespace, key, build, machine_dependent)
-        if machine_dependent and self.used is not None:
-            built_on = final / BUILT_ON
-            self.used[f"{namespace}/{final.name}"] = (json.loads(built_on.read_text())["machine"]
-                                                      if built_on.exists() else None)
+        if machine_dependent and self.run_folder is not None:
+            built_on = final / BUILT_ON  # an entry made before entries said so: built here
+            machine = json.loads(built_on.read_text())["machine"] if built_on.exists() else this_machine(
+                machine_dependent)
+            note_inputs(self.run_folder, {f"{namespace}/{final.name}": machine})
         return final
 
-    def _get_or_build(self, namespace, key, build, machine_dependent: bool) -> Path:
+    def _get_or_build(self, namespace, key, build, machine_dependent: str | None) -> Path:
         from filelock import FileLock
 
         final = self.path(namespace, key)
@@ -108,7 +119,7 @@ class SuiteCache:
                 build(tmp)
                 (tmp / "cache-key.json").write_text(json.dumps(key, sort_keys=True, default=str, indent=1))
                 if machine_dependent:
-                    (tmp / BUILT_ON).write_text(json.dumps({"machine": machine_label()}))
+                    (tmp / BUILT_ON).write_text(json.dumps({"machine": this_machine(machine_dependent)}))
                 os.rename(tmp, final)
             finally:
                 if tmp.exists():

@@ -43,8 +43,9 @@ def run_progress(run, step, entry):
 
 @hookspec
 def run_failed(run, error, folder):
-    """Called when run ``run`` raised ``error`` (its ``error.json`` written in ``folder``; the
-    suite goes on with the other runs). Publishers close what they opened for it."""
+    """Called when run ``run`` raised ``error`` (``folder``: its run folder, with ``error.json``
+    when it got that far; the suite goes on with the other runs). Publishers close what they
+    opened for it."""
 
 
 @hookspec

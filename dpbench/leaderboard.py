@@ -334,45 +334,42 @@ def _check_precision(runs) -> None:
 
 
 def _check_yardstick(runs) -> None:
-    """Refuse runs scored against machine-dependent cache entries (the evaluator's pretrained
-    model) built on different machines: the same training gives other bits on another CPU, so
-    such rows do not share one yardstick (measured: the ConVote public-only model scores 0.28767
-    built on an AMD EPYC, 0.28759 on an Intel Xeon). A run made before runs recorded their
-    entries is taken to have read entries built on its own machine (the cache was never moved)."""
+    """Refuse rows of one dataset scored against machine-dependent cache entries (the
+    evaluator's pretrained model) built on different machines: the same training gives other
+    bits on another CPU, so the rows would not share one yardstick (measured: ConVote's
+    public-only model scores 0.28767 built on an AMD EPYC, 0.28759 on an Intel Xeon). A run made
+    before runs noted their entries (no ``cache-inputs.json``) read entries built on its own
+    machine, which its ``env.json`` names (every run's has since the CPU was recorded)."""
     from dpbench.cache import machine_label, read_inputs
 
-    builders: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    legacy: dict[str, list[str]] = defaultdict(list)
+    built: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    unnoted: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for folder, result in runs:
-        record = read_inputs(folder)
+        dataset, record = result.spec["dataset"]["label"], read_inputs(folder)
         if record is None:
             env = read_json(folder / "env.json") if (folder / "env.json").exists() else {}
             if env.get("cpu"):
-                legacy[_env_machine(env)].append(result.run_id)
+                unnoted[dataset][machine_label(env["cpu"], env.get("native_bf16_cpu", True))].append(result.run_id)
             continue
         for entry, machines in record.items():
             for machine in machines:
-                builders[entry][machine].append(result.run_id)
-    conflicts = []
-    for entry, seen in builders.items() or [("the evaluator's pretrained model (rebuilt on each machine)", {})]:
-        merged = defaultdict(list, {machine: list(ids) for machine, ids in legacy.items()})
-        for machine, ids in seen.items():
-            merged[machine] += ids
-        if len(merged) > 1:
-            conflicts.append((entry, merged))
-    if conflicts:
-        entry, seen = conflicts[0]
-        detail = "; ".join(f"built on {machine}: {len(ids)} runs, e.g. {ids[0]}"
-                           for machine, ids in sorted(seen.items()))
-        raise IncompatibleRuns(f"runs were scored against {entry} as built on different machines ({detail}), so the "
-                               f"rows do not share one yardstick: finish the board where its cache entry was built, "
-                               f"or keep that entry with the board's records so every machine reads the same one "
-                               f"(this machine: {machine_label()})")
-
-
-def _env_machine(env: dict) -> str:
-    """``machine_label`` of the machine that wrote ``env`` (a run's env.json)."""
-    return f"{env['cpu']} ({'' if env.get('native_bf16_cpu', True) else 'no '}native bf16)"
+                built[dataset, entry][machine].append(result.run_id)
+    for dataset in sorted({*unnoted, *(d for d, _ in built)}):
+        entries = [(entry, seen) for (d, entry), seen in built.items() if d == dataset]
+        if not entries:
+            entries = [("the evaluator's models, built on each run's machine", {})]
+        for entry, seen in entries:
+            machines = defaultdict(list, {machine: list(ids) for machine, ids in unnoted[dataset].items()})
+            for machine, ids in seen.items():
+                machines[machine] += ids
+            if len(machines) > 1:
+                detail = "; ".join(f"built on {machine}: {len(ids)} runs, e.g. {ids[0]}"
+                                   for machine, ids in sorted(machines.items()))
+                raise IncompatibleRuns(
+                    f"runs on {dataset!r} were scored against {entry} as built on different machines ({detail}), "
+                    f"so the rows do not share one yardstick: finish the board where it was built, keep that entry "
+                    f"with the board's records so that every machine reads it (leaderboards/README.md), or move one "
+                    f"machine's runs out of the suite folder and redo them")
 
 
 def _check_same_config(dataset, method, epsilon, members) -> None:

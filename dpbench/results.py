@@ -164,19 +164,26 @@ def folder_digest(path: Path) -> str:
 
 
 def release_notes(folder: Path) -> list[dict]:
-    """The release diagnostics a seeded run's privacy session noted, one per release (the last
-    note of each key); a torn line is skipped: the notes are a benchmark aid, not a record."""
+    """The release diagnostics a seeded run's privacy session noted, one per ledgered release
+    (the last note of each key); a torn line is skipped: the notes are a benchmark aid, not a
+    record."""
+    from dpbench.privacy.ledger import LEDGER_NAME, LedgerError, read_ledger
     from dpbench.privacy.session import DIAGNOSTICS_NAME
 
     path, by_key = Path(folder) / DIAGNOSTICS_NAME, {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                note = json.loads(line)
-                by_key[note["key"]] = note
-            except (ValueError, KeyError, TypeError):
-                continue
-    return list(by_key.values())
+    if not path.exists():
+        return []
+    for line in path.read_text().splitlines():
+        try:
+            note = json.loads(line)
+            by_key[note["key"]] = note
+        except (ValueError, KeyError, TypeError):
+            continue
+    try:
+        ledgered = {record["key"] for record in read_ledger(Path(folder) / LEDGER_NAME)}
+    except LedgerError:  # a damaged run: nothing of it is shown
+        return []
+    return [note for key, note in by_key.items() if key in ledgered]
 
 
 def monitor_history(folder: Path) -> list[dict]:

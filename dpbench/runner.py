@@ -28,7 +28,7 @@ from dpbench.api import Evaluator, FederatedTextData, Method, MethodData, RunCon
 from dpbench.api.config import config_dict
 from dpbench.api.method import REFERENCE_EPSILON
 from dpbench.builtin.references import NonPrivate, PublicOnly, SyntheticPublic
-from dpbench.cache import SuiteCache, note_inputs
+from dpbench.cache import SuiteCache
 from dpbench.datacheck import check_datasets, check_delta
 from dpbench.env import environment
 from dpbench.errors import ConfigError, DamagedRunError, DpbenchError, PrivacyMisuseError
@@ -219,7 +219,7 @@ class Runner:
 
         evaluators = self.evaluators(spec)
         ctx = RunContext(run_id=spec.run_id, seed=spec.seed, output_dir=folder, budget=spec.budget,
-                         cache=self.cache.for_run(), device=_device(spec.device), log=log, progress=self.progress,
+                         cache=self.cache.for_run(folder), device=_device(spec.device), log=log, progress=self.progress,
                          reporter=functools.partial(_report_progress, spec))
         if method_cls.trains_downstream_model:
             ctx.downstream_model = _downstream_model(evaluators, method_data, ctx)
@@ -272,7 +272,6 @@ class Runner:
             versions[f"evaluator/{choice.label}"] = choice.version
             timings[f"evaluate_{choice.label}_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - start
-        note_inputs(folder, ctx.cache.used)
         return RunResult(
             run_id=spec.run_id, suite=spec.suite, spec=spec.to_dict(), metrics=metrics, metric_specs=metric_specs,
             versions=versions, privacy=asdict(privacy), timings=timings, data=data.summary(), checks=checks,

@@ -74,3 +74,10 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert "pairs_as_noise_free" in rows["popri"]["diagnostics"]["agreement"]
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert "0 completed, 8 already complete" in again.stdout
+    # every run notes the pretrained evaluator it was scored against, built here
+    from dpbench.cache import read_inputs, this_machine
+
+    pretrained = {entry: machines for run in (tmp_path / "runs" / "smoke").glob("sotu__*")
+                  for entry, machines in read_inputs(run).items()}
+    (entry,) = pretrained
+    assert entry.startswith("next_token/pretrained/") and pretrained[entry] == [this_machine("cpu")]

@@ -175,8 +175,9 @@ def test_runs_scored_against_yardsticks_built_on_different_machines_are_refused(
         write_json(folder / "env.json", {**read_json(folder / "env.json"), "cpu": "CPU B"})
     leaderboard.build(finished_suite.name, runs)
     write_json(runs[-1][0] / CACHE_INPUTS, {entry: ["CPU B (native bf16)"]})  # one rebuilt it on B
-    with pytest.raises(IncompatibleRuns, match=f"{entry} as built on different machines .*built on CPU B "
-                                               f"\\(native bf16\\): 1 runs, e.g. {runs[-1][1].run_id}"):
+    with pytest.raises(IncompatibleRuns, match=f"runs on 'toy_texts' were scored against {entry} as built on "
+                                               f"different machines .*built on CPU B \\(native bf16\\): 1 runs, "
+                                               f"e.g. {runs[-1][1].run_id}"):
         leaderboard.build(finished_suite.name, runs)
 
 
@@ -193,6 +194,24 @@ def test_runs_made_before_the_record_count_as_built_on_their_own_machine(finishe
     write_json(runs[-1][0] / "env.json", {**read_json(runs[-1][0] / "env.json"), "cpu": "CPU B"})
     with pytest.raises(IncompatibleRuns, match="built on CPU B"):  # a pre-record run made on B
         leaderboard.build(finished_suite.name, runs)
+
+
+def test_each_dataset_has_its_own_yardstick(finished_suite):
+    """Rows are compared within a dataset only: one dataset's runs made on A before the record,
+    another's on B scored against a model built on B, make one board."""
+    from dpbench.cache import CACHE_INPUTS
+
+    runs = leaderboard.collect(finished_suite.folder)
+    for folder, _ in runs[::2]:
+        (folder / CACHE_INPUTS).unlink()
+        write_json(folder / "env.json", {**read_json(folder / "env.json"), "cpu": "CPU A", "native_bf16_cpu": True})
+    for folder, _ in runs[1::2]:
+        write_json(folder / CACHE_INPUTS, {"next_token/pretrained/b": ["CPU B (native bf16)"]})
+        result = read_json(folder / "result.json")
+        result["spec"]["dataset"]["label"] = "toy_b"
+        write_json(folder / "result.json", result)
+    board = leaderboard.build(finished_suite.name, leaderboard.collect(finished_suite.folder))
+    assert {r.dataset for r in board.rows} == {"toy_texts", "toy_b"}
 
 
 def test_only_the_current_grid_is_collected(finished_suite):

@@ -113,23 +113,25 @@ def test_a_cache_entry_is_built_once_while_others_wait(tmp_path):
 
 def test_a_run_notes_where_its_machine_dependent_cache_entries_were_built(tmp_path, monkeypatch):
     from dpbench import cache as cache_module
-    from dpbench.cache import SuiteCache, note_inputs, read_inputs
+    from dpbench.cache import BUILT_ON, SuiteCache, read_inputs
 
-    monkeypatch.setattr(cache_module, "machine_label", lambda: "CPU A (native bf16)")
-    shared = SuiteCache(tmp_path / "cache")
-    run = shared.for_run()
-    model = run.get_or_build("models", {"k": 1}, lambda folder: None, machine_dependent=True)
-    run.get_or_build("texts", {"k": 1}, lambda folder: None)  # deterministic work: not noted
-    assert run.used == {f"models/{model.name}": "CPU A (native bf16)"} and shared.used is None
-    assert read_inputs(tmp_path / "run") is None  # a run made before the record
-    (tmp_path / "run").mkdir()
-    note_inputs(tmp_path / "run", run.used)
-    monkeypatch.setattr(cache_module, "machine_label", lambda: "CPU B (native bf16)")
-    again = shared.for_run()  # resumed on another machine, reading the entry built on the first
-    again.get_or_build("models", {"k": 1}, lambda folder: None, machine_dependent=True)
-    note_inputs(tmp_path / "run", {**again.used, "models/older": None})  # an entry that does not say: built here
-    assert read_inputs(tmp_path / "run") == {f"models/{model.name}": ["CPU A (native bf16)"],
-                                              "models/older": ["CPU B (native bf16)"]}
+    monkeypatch.setattr(cache_module, "this_machine", lambda device: f"CPU A ({device})")
+    shared, run = SuiteCache(tmp_path / "cache"), tmp_path / "run"
+    run.mkdir()
+    assert read_inputs(run) is None  # a run made before the record
+    view = shared.for_run(run)
+    assert read_inputs(run) == {}  # a run that reads nothing machine-dependent says so
+    model = view.get_or_build("models", {"k": 1}, lambda folder: None, machine_dependent="cpu")
+    view.get_or_build("texts", {"k": 1}, lambda folder: None)  # deterministic work: not noted
+    shared.get_or_build("models", {"k": 2}, lambda folder: None, machine_dependent="cpu")  # no run's view
+    assert read_inputs(run) == {f"models/{model.name}": ["CPU A (cpu)"]}
+    monkeypatch.setattr(cache_module, "this_machine", lambda device: f"CPU B ({device})")
+    older = shared.get_or_build("models", {"k": 3}, lambda folder: None, machine_dependent="cpu")
+    (older / BUILT_ON).unlink()  # an entry made before entries said where: counts as built here
+    again = shared.for_run(run)  # resumed on another machine: the record keeps what came before
+    again.get_or_build("models", {"k": 1}, lambda folder: None, machine_dependent="cpu")
+    again.get_or_build("models", {"k": 3}, lambda folder: None, machine_dependent="cpu")
+    assert read_inputs(run) == {f"models/{model.name}": ["CPU A (cpu)"], f"models/{older.name}": ["CPU B (cpu)"]}
 
 
 def test_a_sealed_checkpoint_changed_on_disk_is_refused(tmp_path):

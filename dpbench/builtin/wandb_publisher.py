@@ -69,8 +69,10 @@ def run_progress(run, step, entry):
 def run_failed(run, error, folder):
     live = _live.pop(run.run_id, None)
     if live is not None:  # marked failed now, not left running until the process exits
-        live.summary["error"] = scrub(f"{type(error).__name__}: {error}")
-        live.finish(exit_code=1)
+        try:
+            live.summary["error"] = scrub(f"{type(error).__name__}: {error}")
+        finally:
+            live.finish(exit_code=1)
 
 
 @hookimpl

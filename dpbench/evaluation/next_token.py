@@ -189,7 +189,7 @@ class NextTokenEvaluator(Evaluator):
         def build(folder: Path) -> None:
             self._pretrain(public, folder, ctx)
 
-        return ctx.cache.get_or_build("next_token/pretrained", key, build, machine_dependent=True)
+        return ctx.cache.get_or_build("next_token/pretrained", key, build, machine_dependent=ctx.device)
 
     def evaluate(self, artifact, data: FederatedTextData, ctx: RunContext) -> dict[str, float]:
         if not data.test:

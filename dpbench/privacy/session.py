@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -297,10 +298,10 @@ class Session:
 
 
 def _append_note(path: Path, note: dict) -> None:
-    """Append a diagnostics line. It is written *before* its release's ledger line, so every
-    ledgered release has its note; a release killed before its ledger line is made again (same
-    seeded noise, same note; the reader keeps the last per key). After a torn last line the
-    note starts on a line of its own."""
+    """Append a diagnostics line, synced *before* its release's ledger line, so every ledgered
+    release has its note; a release stopped before its ledger line is made again (same seeded
+    noise, same note; readers keep the last note per key, of releases in the ledger). After a
+    torn last line the note starts on a line of its own."""
     torn = False
     if path.exists() and path.stat().st_size:
         with open(path, "rb") as handle:
@@ -308,6 +309,8 @@ def _append_note(path: Path, note: dict) -> None:
             torn = handle.read(1) != b"\n"
     with open(path, "a") as handle:
         handle.write(("\n" if torn else "") + json.dumps(note) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 class _CountedRows:
