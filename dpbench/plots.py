@@ -97,6 +97,7 @@ def _gap_panel(ax, rows, metric, epsilon) -> None:
     colours = [f"C{methods.index(name)}" if name in methods else "tab:olive" for name in names]
     ax.bar(names, gaps, yerr=errors, capsize=4, color=colours)
     ax.axhline(0, color="tab:gray", linewidth=1)
+    ax.tick_params(axis="x", labelrotation=25)  # long method names would overlap
     ax.set_ylabel("gap closed: (acc − acc(ε=0)) / (acc(ε=∞) − acc(ε=0))")
     ax.set_title(f"gap closed at ε = {_label(chosen)} (± marginal 95 % CI; paired: see the board)")
 
