@@ -48,6 +48,13 @@ def this_machine(device: str) -> str:
     return machine_label(cpuinfo().get("model name"), native_bf16("cpu"))
 
 
+def built_on(entry: Path, device: str) -> str:
+    """The machine that built the machine-dependent cache entry ``entry``: the one it names,
+    or this one for an entry made before entries named theirs (or not yet made here)."""
+    path = Path(entry) / BUILT_ON
+    return json.loads(path.read_text())["machine"] if path.exists() else this_machine(device)
+
+
 def note_inputs(folder: Path, used: Mapping[str, str]) -> None:
     """Add ``used`` (entry -> the machine that built it) to ``folder``'s record, keeping what
     earlier attempts of the run noted (a resumed run may read an entry built elsewhere)."""
@@ -98,10 +105,7 @@ class SuiteCache:
         the machine (a trained model); the entry then records the machine that built it."""
         final = self._get_or_build(namespace, key, build, machine_dependent)
         if machine_dependent and self.run_folder is not None:
-            built_on = final / BUILT_ON  # an entry made before entries said so: built here
-            machine = json.loads(built_on.read_text())["machine"] if built_on.exists() else this_machine(
-                machine_dependent)
-            note_inputs(self.run_folder, {f"{namespace}/{final.name}": machine})
+            note_inputs(self.run_folder, {f"{namespace}/{final.name}": built_on(final, machine_dependent)})
         return final
 
     def _get_or_build(self, namespace, key, build, machine_dependent: str | None) -> Path:

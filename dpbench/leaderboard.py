@@ -333,13 +333,16 @@ def _check_precision(runs) -> None:
                                f"run out of the suite folder and redo it (env.json says which machine ran each)")
 
 
-def _check_yardstick(runs) -> None:
-    """Refuse rows of one dataset scored against machine-dependent cache entries (the
-    evaluator's pretrained model) built on different machines: the same training gives other
-    bits on another CPU, so the rows would not share one yardstick (measured: ConVote's
-    public-only model scores 0.28767 built on an AMD EPYC, 0.28759 on an Intel Xeon). A run made
-    before runs noted their entries (no ``cache-inputs.json``) read entries built on its own
-    machine, which its ``env.json`` names (every run's has since the CPU was recorded)."""
+UNNOTED = "the evaluator's models, built on each run's machine"
+"""``yardsticks``' entry for runs made before runs noted their machine-dependent cache entries"""
+
+
+def yardsticks(runs) -> dict[str, dict[str, dict[str, list[str]]]]:
+    """Per dataset, each machine-dependent cache entry its runs were scored against (the
+    evaluator's pretrained model) -> the machines that built it -> run ids. A run made before
+    runs noted their entries (no ``cache-inputs.json``) read entries built on its own machine,
+    which its ``env.json`` names: it counts under every entry of its dataset (``UNNOTED`` when
+    no run of the dataset noted one)."""
     from dpbench.cache import machine_label, read_inputs
 
     built: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
@@ -348,28 +351,42 @@ def _check_yardstick(runs) -> None:
         dataset, record = result.spec["dataset"]["label"], read_inputs(folder)
         if record is None:
             env = read_json(folder / "env.json") if (folder / "env.json").exists() else {}
-            if env.get("cpu"):
+            if env.get("cpu"):  # every run's env.json has named its CPU since runs kept one
                 unnoted[dataset][machine_label(env["cpu"], env.get("native_bf16_cpu", True))].append(result.run_id)
             continue
         for entry, machines in record.items():
             for machine in machines:
                 built[dataset, entry][machine].append(result.run_id)
+    found = {}
     for dataset in sorted({*unnoted, *(d for d, _ in built)}):
-        entries = [(entry, seen) for (d, entry), seen in built.items() if d == dataset]
-        if not entries:
-            entries = [("the evaluator's models, built on each run's machine", {})]
-        for entry, seen in entries:
+        entries = [entry for d, entry in built if d == dataset] or [UNNOTED]
+        found[dataset] = {}
+        for entry in entries:
             machines = defaultdict(list, {machine: list(ids) for machine, ids in unnoted[dataset].items()})
-            for machine, ids in seen.items():
+            for machine, ids in built.get((dataset, entry), {}).items():
                 machines[machine] += ids
+            found[dataset][entry] = dict(machines)
+    return found
+
+
+def _check_yardstick(runs) -> None:
+    """Refuse rows of one dataset scored against machine-dependent cache entries built on
+    different machines: the same training gives other bits on another CPU, so the rows would
+    not share one yardstick (measured: ConVote's public-only model scores 0.28767 built on an
+    AMD EPYC, 0.28759 on an Intel Xeon)."""
+    for dataset, entries in yardsticks(runs).items():
+        for entry, machines in entries.items():
             if len(machines) > 1:
-                detail = "; ".join(f"built on {machine}: {len(ids)} runs, e.g. {ids[0]}"
-                                   for machine, ids in sorted(machines.items()))
                 raise IncompatibleRuns(
-                    f"runs on {dataset!r} were scored against {entry} as built on different machines ({detail}), "
-                    f"so the rows do not share one yardstick: finish the board where it was built, keep that entry "
-                    f"with the board's records so that every machine reads it (leaderboards/README.md), or move one "
-                    f"machine's runs out of the suite folder and redo them")
+                    f"runs on {dataset!r} were scored against {entry} as built on different machines "
+                    f"({describe_builders(machines)}), so the rows do not share one yardstick: finish the board "
+                    f"where it was built, keep that entry with the board's records so that every machine reads it "
+                    f"(leaderboards/README.md), or move one machine's runs out of the suite folder and redo them")
+
+
+def describe_builders(machines: dict[str, list[str]]) -> str:
+    """``built on <machine>: <n> runs, e.g. <run id>; …``"""
+    return "; ".join(f"built on {machine}: {len(ids)} runs, e.g. {ids[0]}" for machine, ids in sorted(machines.items()))
 
 
 def _check_same_config(dataset, method, epsilon, members) -> None:

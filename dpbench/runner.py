@@ -103,6 +103,7 @@ class Runner:
         datasets = len({spec.dataset.label for spec in self.suite.runs})
         with self.progress.phase(f"loading and checking {datasets} dataset(s)") if self.progress else nullcontext():
             check_datasets(self.suite, self.dataset)
+        self._check_yardstick_here()
         report = SuiteReport()
         overall = self.progress.add(f"suite {self.suite.name}", len(self.runs)) if self.progress else None
         held_elsewhere = [spec for spec in self.runs
@@ -111,6 +112,28 @@ class Runner:
             log.warning("waiting for the other dpbench process running %s", spec.run_id)
             self._attempt(spec, report, overall, wait=True)
         return report
+
+    def _check_yardstick_here(self) -> None:
+        """Refuse, before any work, to add runs that the board would refuse: runs already in the
+        suite folder were scored against an evaluator model built on another machine that this
+        machine would not read but rebuild (``leaderboard.yardsticks``)."""
+        from dpbench.cache import built_on, this_machine
+        from dpbench.leaderboard import UNNOTED, collect, describe_builders, yardsticks
+
+        devices = {spec.dataset.label: _device(spec.device) for spec in self.suite.runs}
+        for dataset, entries in yardsticks(collect(self.suite.folder)).items():
+            if dataset not in devices:
+                continue
+            for entry, machines in entries.items():
+                device = devices[dataset]
+                here = this_machine(device) if entry == UNNOTED else built_on(self.cache.root / entry, device)
+                if set(machines) != {here}:
+                    raise DpbenchError(
+                        f"{self.suite.folder} holds runs on {dataset!r} scored against {entry} as "
+                        f"{describe_builders(machines)}; runs made here would be scored against one built on "
+                        f"{here}, and the board refuses to mix them. Run the suite on that machine, keep the "
+                        f"entry with the board's records (leaderboards/README.md), or give --runs-dir another "
+                        f"folder to measure the suite afresh")
 
     def _attempt(self, spec: RunSpec, report: SuiteReport, overall, *, wait: bool) -> str | None:
         if self.progress:

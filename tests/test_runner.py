@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from dpbench.files import read_json
+from dpbench.files import read_json, write_json
 from dpbench.results import load_artifact, load_result
 from dpbench.runner import Runner
 from dpbench.suite import load_suite
@@ -235,3 +235,32 @@ def test_a_private_method_at_infinite_epsilon_is_its_noise_free_row(toy_plugin, 
     assert row.diagnostics["cosine"] == pytest.approx(1.0) and row.diagnostics["signal_to_noise"] is None
     noisy = next(r for r in board.rows if r.method == "noisy_unigram" and r.epsilon == 1.0)
     assert noisy.diagnostics["cosine"] < 1
+
+
+def test_a_suite_is_refused_where_its_runs_evaluator_model_would_be_rebuilt(toy_plugin, toy_suite, tmp_path,
+                                                                          monkeypatch):
+    """Runs already in the folder were scored against a pretrained evaluator built on machine A:
+    on a machine that would rebuild it (B) the run stops before any work; where the entry is kept
+    (the committed cache), or on A, it goes on."""
+    from dpbench import cache as cache_module
+    from dpbench.cache import BUILT_ON, CACHE_INPUTS
+    from dpbench.errors import DpbenchError
+
+    suite, _ = _run(toy_suite(), tmp_path, ["seeds=1"])
+    monkeypatch.setattr(cache_module, "this_machine", lambda device: "CPU B (native bf16)")
+    entry = suite.cache_dir / "next_token" / "pretrained" / "0123"
+    (done,) = [s for s in suite.runs if s.method.label == "public_only"]
+    write_json(suite.folder / done.run_id / CACHE_INPUTS, {"next_token/pretrained/0123": ["CPU A (native bf16)"]})
+    with pytest.raises(DpbenchError, match=r"holds runs on 'toy_texts' scored against next_token/pretrained/0123 "
+                                           r"as built on CPU A \(native bf16\): 1 runs.*built on CPU B"):
+        _run(toy_suite(), tmp_path, ["seeds=1"])
+    entry.mkdir(parents=True)
+    (entry / BUILT_ON).write_text(json.dumps({"machine": "CPU A (native bf16)"}))  # the entry kept with the runs
+    _run(toy_suite(), tmp_path, ["seeds=1"])
+    (suite.folder / done.run_id / CACHE_INPUTS).unlink()  # a run made before the note, on A
+    env = read_json(suite.folder / done.run_id / "env.json")
+    write_json(suite.folder / done.run_id / "env.json", {**env, "cpu": "CPU A", "native_bf16_cpu": True})
+    with pytest.raises(DpbenchError, match=r"scored against the evaluator's models, built on each run's machine"):
+        _run(toy_suite(), tmp_path, ["seeds=1"])
+    monkeypatch.setattr(cache_module, "this_machine", lambda device: "CPU A (native bf16)")
+    _run(toy_suite(), tmp_path, ["seeds=1"])
