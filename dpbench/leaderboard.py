@@ -333,7 +333,7 @@ def _check_precision(runs) -> None:
                                f"run out of the suite folder and redo it (env.json says which machine ran each)")
 
 
-UNNOTED = "the evaluator's models, built on each run's machine"
+UNNOTED = "the evaluator's pretrained model (not noted by these runs: built on each run's machine)"
 """``yardsticks``' entry for runs made before runs noted their machine-dependent cache entries"""
 
 
@@ -378,15 +378,15 @@ def _check_yardstick(runs) -> None:
         for entry, machines in entries.items():
             if len(machines) > 1:
                 raise IncompatibleRuns(
-                    f"runs on {dataset!r} were scored against {entry} as built on different machines "
+                    f"runs on {dataset!r} were scored against {entry} built on different machines "
                     f"({describe_builders(machines)}), so the rows do not share one yardstick: finish the board "
                     f"where it was built, keep that entry with the board's records so that every machine reads it "
                     f"(leaderboards/README.md), or move one machine's runs out of the suite folder and redo them")
 
 
 def describe_builders(machines: dict[str, list[str]]) -> str:
-    """``built on <machine>: <n> runs, e.g. <run id>; …``"""
-    return "; ".join(f"built on {machine}: {len(ids)} runs, e.g. {ids[0]}" for machine, ids in sorted(machines.items()))
+    """``<machine>: <n> runs, e.g. <run id>; …``"""
+    return "; ".join(f"{machine}: {len(ids)} runs, e.g. {ids[0]}" for machine, ids in sorted(machines.items()))
 
 
 def _check_same_config(dataset, method, epsilon, members) -> None:

@@ -129,7 +129,7 @@ class Runner:
                 here = this_machine(device) if entry == UNNOTED else built_on(self.cache.root / entry, device)
                 if set(machines) != {here}:
                     raise DpbenchError(
-                        f"{self.suite.folder} holds runs on {dataset!r} scored against {entry} as "
+                        f"{self.suite.folder} holds runs on {dataset!r} scored against {entry} built on "
                         f"{describe_builders(machines)}; runs made here would be scored against one built on "
                         f"{here}, and the board refuses to mix them. Run the suite on that machine, keep the "
                         f"entry with the board's records (leaderboards/README.md), or give --runs-dir another "

@@ -175,8 +175,8 @@ def test_runs_scored_against_yardsticks_built_on_different_machines_are_refused(
         write_json(folder / "env.json", {**read_json(folder / "env.json"), "cpu": "CPU B"})
     leaderboard.build(finished_suite.name, runs)
     write_json(runs[-1][0] / CACHE_INPUTS, {entry: ["CPU B (native bf16)"]})  # one rebuilt it on B
-    with pytest.raises(IncompatibleRuns, match=f"runs on 'toy_texts' were scored against {entry} as built on "
-                                               f"different machines .*built on CPU B \\(native bf16\\): 1 runs, "
+    with pytest.raises(IncompatibleRuns, match=f"runs on 'toy_texts' were scored against {entry} built on "
+                                               f"different machines .*CPU B \\(native bf16\\): 1 runs, "
                                                f"e.g. {runs[-1][1].run_id}"):
         leaderboard.build(finished_suite.name, runs)
 
@@ -192,7 +192,7 @@ def test_runs_made_before_the_record_count_as_built_on_their_own_machine(finishe
     write_json(runs[0][0] / CACHE_INPUTS, {"next_token/pretrained/0123": ["CPU A (native bf16)"]})
     leaderboard.build(finished_suite.name, runs)  # resumed on any machine with the entry built on A
     write_json(runs[-1][0] / "env.json", {**read_json(runs[-1][0] / "env.json"), "cpu": "CPU B"})
-    with pytest.raises(IncompatibleRuns, match="built on CPU B"):  # a pre-record run made on B
+    with pytest.raises(IncompatibleRuns, match="CPU B"):  # a pre-record run made on B
         leaderboard.build(finished_suite.name, runs)
 
 

@@ -252,7 +252,7 @@ def test_a_suite_is_refused_where_its_runs_evaluator_model_would_be_rebuilt(toy_
     (done,) = [s for s in suite.runs if s.method.label == "public_only"]
     write_json(suite.folder / done.run_id / CACHE_INPUTS, {"next_token/pretrained/0123": ["CPU A (native bf16)"]})
     with pytest.raises(DpbenchError, match=r"holds runs on 'toy_texts' scored against next_token/pretrained/0123 "
-                                           r"as built on CPU A \(native bf16\): 1 runs.*built on CPU B"):
+                                           r"built on CPU A \(native bf16\): 1 runs.*built on CPU B"):
         _run(toy_suite(), tmp_path, ["seeds=1"])
     entry.mkdir(parents=True)
     (entry / BUILT_ON).write_text(json.dumps({"machine": "CPU A (native bf16)"}))  # the entry kept with the runs
@@ -260,7 +260,7 @@ def test_a_suite_is_refused_where_its_runs_evaluator_model_would_be_rebuilt(toy_
     (suite.folder / done.run_id / CACHE_INPUTS).unlink()  # a run made before the note, on A
     env = read_json(suite.folder / done.run_id / "env.json")
     write_json(suite.folder / done.run_id / "env.json", {**env, "cpu": "CPU A", "native_bf16_cpu": True})
-    with pytest.raises(DpbenchError, match=r"scored against the evaluator's models, built on each run's machine"):
+    with pytest.raises(DpbenchError, match=r"scored against the evaluator's pretrained model \(not noted"):
         _run(toy_suite(), tmp_path, ["seeds=1"])
     monkeypatch.setattr(cache_module, "this_machine", lambda device: "CPU A (native bf16)")
     _run(toy_suite(), tmp_path, ["seeds=1"])
