@@ -6,7 +6,7 @@ top-p 1.0, in the dtype ``bf16: auto`` picks on this CPU. Times the loop's three
 prefill of the distinct prompts, the decode steps and the sampler's draws.
 
 Run with nothing else on the machine: ``.venv/bin/python benchmarks/decode_profile.py``; writes
-``benchmarks/results/decode_profile-<machine>.json`` (``native-bf16`` or ``no-native-bf16``).
+``benchmarks/results/decode_profile-<machine>.json`` (``native-bf16-<cpu>`` or ``no-native-bf16-<cpu>``).
 """
 
 from __future__ import annotations

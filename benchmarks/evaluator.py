@@ -6,7 +6,7 @@ with bf16 autocast, and one scoring pass over the test split. Training FLOPs are
 6 · parameters · tokens.
 
 Run: ``.venv/bin/python benchmarks/evaluator.py``; writes
-``benchmarks/results/evaluator-<machine>.json`` (``native-bf16`` or ``no-native-bf16``: the faster
+``benchmarks/results/evaluator-<machine>.json`` (``native-bf16-<cpu>`` or ``no-native-bf16-<cpu>``: the faster
 row should be the one ``bf16: auto`` picks there).
 """
 

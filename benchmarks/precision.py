@@ -7,12 +7,13 @@ projection (576 → 3072) at 32 rows (a decode step at batch 32) and 2,048 rows 
 training batch). Best of five.
 
 ``.venv/bin/python benchmarks/precision.py`` writes ``results/precision-<machine>.json``, where
-``<machine>`` is ``native-bf16`` or ``no-native-bf16``.
+``<machine>`` is ``native-bf16-<cpu>`` or ``no-native-bf16-<cpu>`` (``precision.machine_tag``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -38,7 +39,11 @@ def gflops(rows: int, inner: int, out: int, dtype: torch.dtype) -> float:
 
 
 def machine_tag() -> str:
-    return "native-bf16" if native_bf16("cpu") else "no-native-bf16"
+    """``native-bf16-<cpu>`` or ``no-native-bf16-<cpu>``: speeds differ between CPU models that
+    both compute bf16 natively (an AMD EPYC and an Intel Xeon here), so each keeps its own file."""
+    model = re.sub(r"\(r\)|\(tm\)|processor", "", (cpuinfo().get("model name") or "cpu").lower())
+    cpu = re.sub(r"[^a-z0-9]+", "-", model)
+    return f"{'native' if native_bf16('cpu') else 'no-native'}-bf16-{cpu.strip('-')}"
 
 
 def main() -> None:
