@@ -76,8 +76,8 @@ class GeneratorOptions:
                               stop=stop)
 
     def check_public_seeds(self, public: Sequence[str]) -> None:
-        """Refuse a public seed set too small to fill one prompt (``public_prompts`` does; a
-        method calls it first to fail before any work)."""
+        """Refuse, before any work, a public seed set too small to fill one prompt (the error
+        names the option; ``choose_examples`` refuses it too, later)."""
         if len(public) < self.examples_per_prompt:
             raise ConfigError("examples_per_prompt", self.examples_per_prompt,
                               f"at most the {len(public)} public seed texts the dataset has")
@@ -85,7 +85,6 @@ class GeneratorOptions:
     def public_prompts(self, public: Sequence[str], *, count: int, rng) -> list:
         """``count`` prompts, each showing ``examples_per_prompt`` random public seed texts
         (drawn with ``rng``) in ``prompt_style``."""
-        self.check_public_seeds(public)
         rows = choose_examples(len(public), prompts=count, per_prompt=self.examples_per_prompt, rng=rng)
         return [build_prompt([public[i] for i in row], self.prompt_style) for row in rows]
 
