@@ -437,9 +437,8 @@ def _partial_notice(unfinished: list[dict]) -> str:
         seeds[(run["dataset"], run["method"], _fmt_eps(as_float(run["epsilon"])))].append(str(run["seed"]))
     cells = "; ".join(f"{dataset} {method} ε = {eps} (seed{'s' if len(s) > 1 else ''} {', '.join(s)})"
                       for (dataset, method, eps), s in seeds.items())
-    return (f"⚠ **Partial board**: {len(unfinished)} run{'s' if len(unfinished) > 1 else ''} of the suite's grid "
-            f"{'have' if len(unfinished) > 1 else 'has'} not finished and {'are' if len(unfinished) > 1 else 'is'} "
-            f"not on it: {cells}.")
+    runs, verbs = ("runs", "have not finished and are") if len(unfinished) > 1 else ("run", "has not finished and is")
+    return f"⚠ **Partial board**: {len(unfinished)} {runs} of the suite's grid {verbs} not on it: {cells}."
 
 
 def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
