@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,20 @@ def checked_rows(step: str, rows, count: int) -> np.ndarray:
     return rows
 
 
+def of_width(step: str, batches: Iterator[np.ndarray], width: int | None) -> Iterator[np.ndarray]:
+    """``batches`` with every row's length checked against ``width``, and one (0, width)
+    array if there are none (an empty cohort); unchanged when ``width`` is None."""
+    empty = True
+    for rows in batches:
+        if width is not None and rows.shape[1] != width:
+            raise DpbenchError(f"client step {step!r} returned rows of length {rows.shape[1]}; "
+                               f"the method expects {width}")
+        empty = False
+        yield rows
+    if empty and width is not None:
+        yield np.zeros((0, width))
+
+
 class InProcessClients:
     """The default runtime: steps called in this process, on batches of clients."""
 
@@ -54,7 +68,10 @@ class InProcessClients:
     def place(self, name: str, inputs: Mapping[str, ClientInputs]) -> None:
         self._inputs[name] = dict(inputs)
 
-    def rows(self, step, clients, *, inputs, payload=None, config=None, client_config=None, batch=1):
+    def rows(self, step, clients, *, inputs, payload=None, config=None, client_config=None, batch=1, width=None):
+        return of_width(step, self._batches(step, clients, inputs, payload, config, client_config, batch), width)
+
+    def _batches(self, step, clients, inputs, payload, config, client_config, batch):
         function, held = load_step(step), self._held(inputs)
         configs = client_configs(clients, config, client_config)
         for start in range(0, len(clients), max(1, batch)):

@@ -26,7 +26,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
-from dpbench.clients import checked_rows, client_configs, load_step, unplaced
+from dpbench.clients import checked_rows, client_configs, load_step, of_width, unplaced
 from dpbench.errors import DpbenchError, did_you_mean
 
 T = TypeVar("T")
@@ -170,7 +170,10 @@ class FlowerClients:
             np.savez(folder / f"{self._client_index(cid)}.npz", **arrays)
         self._placed.add(name)
 
-    def rows(self, step, clients, *, inputs, payload=None, config=None, client_config=None, batch=1):
+    def rows(self, step, clients, *, inputs, payload=None, config=None, client_config=None, batch=1, width=None):
+        return of_width(step, self._batches(step, clients, inputs, payload, config, client_config, batch), width)
+
+    def _batches(self, step, clients, inputs, payload, config, client_config, batch):
         self.calls += 1
         if inputs not in self._placed:
             raise unplaced(inputs, self._placed)

@@ -115,9 +115,9 @@ class $cls(Method):
             released = ctx.load_state(f"round{r}.json")
             if released is None:
                 clients = ctx.privacy.cohort(r)
-                rows = (ctx.clients.rows("$package.method:client_step", clients, inputs="texts",
-                                         payload={"public": np.array(public, dtype=str)}, batch=len(clients))
-                        if clients else np.zeros((0, len(public))))
+                rows = ctx.clients.rows("$package.method:client_step", clients, inputs="texts",
+                                        payload={"public": np.array(public, dtype=str)}, batch=len(clients),
+                                        width=len(public))
                 noisy = ctx.privacy.release_clipped_sum(f"$name-round-{r}", rows, clip_norm=1.0, clients=clients)
                 released = noisy.tolist()
                 ctx.save_state(f"round{r}.json", released)

@@ -41,6 +41,15 @@ def test_in_process_rows_refuse_what_was_not_placed():
         list(clients.rows(STEP, ["a", "z"], inputs="words", batch=2))
 
 
+def test_rows_of_a_stated_width_are_checked_and_an_empty_cohort_still_gives_a_release():
+    clients = _placed()
+    assert [b.shape for b in clients.rows(STEP, ["a", "b"], inputs="words", batch=1, width=40)] == [(1, 40)] * 2
+    assert [b.shape for b in clients.rows(STEP, [], inputs="words", width=40)] == [(0, 40)]
+    assert list(clients.rows(STEP, [], inputs="words")) == []
+    with pytest.raises(DpbenchError, match="rows of length 40; the method expects 12"):
+        list(clients.rows(STEP, ["a"], inputs="words", width=12))
+
+
 def test_client_configs_merge_and_row_counts_are_checked(monkeypatch):
     clients = _placed()
     seen = []
@@ -115,11 +124,13 @@ def test_flower_rows_come_back_in_cohort_order(flower_task):
 
     def work():
         clients.place("words", words)
-        return [list(clients.rows(STEP, ["d", "a", "c"], inputs="words", batch=batch)) for batch in (1, 3)]
+        return ([list(clients.rows(STEP, ["d", "a", "c"], inputs="words", batch=batch)) for batch in (1, 3)]
+                + [list(clients.rows(STEP, [], inputs="words", width=40))])
 
     clients = FlowerClients(["a", "b", "c", "d"])
-    one, three = clients.serve(_Grid(4), work)
+    one, three, empty = clients.serve(_Grid(4), work)
     assert [b.shape[0] for b in one] == [1, 1, 1] and [b.shape[0] for b in three] == [3]
+    assert [b.shape for b in empty] == [(0, 40)]
     assert np.array_equal(np.vstack(one), expected) and np.array_equal(three[0], expected)
 
 

@@ -36,6 +36,8 @@ class ClientRuntime(Protocol):
 
     def rows(self, step: str, clients: Sequence[str], *, inputs: str, payload: Mapping[str, np.ndarray] | None = None,
              config: Mapping[str, Any] | None = None, client_config: Mapping[str, Mapping[str, Any]] | None = None,
-             batch: int = 1) -> Iterator[np.ndarray]:
+             batch: int = 1, width: int | None = None) -> Iterator[np.ndarray]:
         """``step``'s rows for ``clients``, in that order, as arrays of up to ``batch`` rows
-        (``batch`` bounds memory; a federated runtime computes every client on its own)."""
+        (``batch`` bounds memory; a federated runtime computes every client on its own).
+        ``width``: the rows' length, checked; with it an empty cohort yields one (0, width)
+        array, which is what ``release_clipped_sum`` takes when nobody takes part."""

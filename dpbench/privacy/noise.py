@@ -95,7 +95,8 @@ def clipped_sum(contributions, *, clip_norm: float) -> np.ndarray:
         total = part if total is None else total + part
     if total is None:
         raise ConfigError("contributions", "no batches", "at least one array of shape (clients, dimension); "
-                          "pass shape (0, dimension) when no client took part")
+                          "pass shape (0, dimension) when no client took part, as "
+                          "ctx.clients.rows(..., width=dimension) does")
     return total
 
 

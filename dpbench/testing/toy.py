@@ -92,9 +92,8 @@ class NoisyUnigram(Method):
                 total += np.load(saved)
                 continue
             sampled = ctx.privacy.cohort(r)
-            rows = (np.vstack(list(ctx.clients.rows("dpbench.testing.toy:word_frequencies", sampled, inputs="words",
-                                                    batch=len(sampled))))
-                    if sampled else np.zeros((0, len(VOCAB))))
+            rows = np.vstack(list(ctx.clients.rows("dpbench.testing.toy:word_frequencies", sampled, inputs="words",
+                                                   batch=len(sampled), width=len(VOCAB))))
             noisy = ctx.privacy.release_clipped_sum(f"round-{r}", rows, clip_norm=1.0, clients=sampled)
             with atomic_write(saved, "wb") as handle:
                 np.save(handle, noisy)

@@ -141,13 +141,12 @@ class DpFedAvg(Method):
                 continue
             participants = ctx.privacy.cohort(r)
             # one (1, d) float64 row θ_local − θ_global per participant, trained when the session asks
-            rows = (ctx.track(ctx.clients.rows(
+            rows = ctx.track(ctx.clients.rows(
                         "dpbench_dpfedavg.method:client_step", participants, inputs=CLIENT_INPUTS,
                         payload={"weights": weights.cpu().numpy()}, config=training,
                         client_config={cid: {"seed": ctx.seed_for(f"dp-fedavg-client-{r}-{cid}")}
-                                       for cid in participants}),
+                                       for cid in participants}, width=weights.numel()),
                         f"round {r + 1}/{o.rounds}: local training", total=len(participants))
-                    if participants else np.zeros((0, weights.numel())))
             key = f"{self.release_key}-{r}"
             noisy_sum = ctx.privacy.release_clipped_sum(key, rows, clip_norm=o.clip_norm,
                                                         clients=participants)

@@ -96,10 +96,9 @@ class PrivateEvolution(Method):
         t0 = time.perf_counter()
         embedded = normalise_rows(embedder.encode(candidates))
         participants = ctx.privacy.cohort(t)
-        votes = (ctx.clients.rows("dpbench_pe.votes:client_step", participants, inputs=CLIENT_INPUTS,
-                                  payload={"candidates": embedded}, config={"k": o.nearest_neighbors},
-                                  batch=o.vote_batch_clients)
-                 if participants else np.zeros((0, len(candidates))))
+        votes = ctx.clients.rows("dpbench_pe.votes:client_step", participants, inputs=CLIENT_INPUTS,
+                                 payload={"candidates": embedded}, config={"k": o.nearest_neighbors},
+                                 batch=o.vote_batch_clients, width=len(candidates))
         noisy = ctx.privacy.release_clipped_sum(f"pe-iteration-{t}", votes, clip_norm=1.0, clients=participants)
         chosen = select(noisy, o.synthetic_samples, threshold=o.histogram_threshold, mode=o.selection,
                         rng=ctx.rng(f"pe-select-{t}"))

@@ -110,3 +110,19 @@ def test_nothing_but_the_releases_depends_on_a_client(tmp_path, tiny_llama, hash
                                         generation_batch_size=8))
     data = toy_plugin.ToyTexts(toy_plugin.ToyTextsOptions(num_clients=12)).load(None).for_method()
     assert check_release_only(method, data, folder=tmp_path) == []
+
+
+def test_iterations_without_participants_release_noise_only(tmp_path, tiny_llama, hashing_embedder, toy_plugin,
+                                                            pe_plugin, monkeypatch):
+    """An empty cohort still releases (and charges) each iteration's noise, over every candidate."""
+    from dpbench.privacy.session import Session
+
+    monkeypatch.setattr(Session, "cohort", lambda self, round_index: [])
+    suite = _suite(tmp_path, tiny_llama)
+    report = Runner(suite).run()
+    assert not report.failed, report.failed
+    folder = suite.folder / suite.runs[0].run_id
+    notes = [json.loads(line) for line in (folder / "diagnostics.jsonl").read_text().splitlines()]
+    assert [(n["key"], n["clients"]) for n in notes] == [(key, 0) for key in KEYS]
+    assert [e["shape"] for e in load_result(folder).privacy["releases"]] == [[8]] * 3
+    assert len(load_artifact(folder).texts) == 4

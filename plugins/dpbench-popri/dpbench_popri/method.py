@@ -110,10 +110,9 @@ class Popri(Method):
                 embedded = normalise_rows(embedder.encode(candidates))
                 monitor = {"checkpoint": r, **round_metrics(embedded, validation)}
                 participants = ctx.privacy.cohort(r)
-                contributions = (np.vstack(list(ctx.clients.rows(
+                contributions = np.vstack(list(ctx.clients.rows(
                     "dpbench_popri.scoring:client_step", participants, inputs=CLIENT_INPUTS,
-                    payload={"samples": embedded}, batch=o.score_batch_clients)))
-                    if participants else np.zeros((0, len(candidates))))
+                    payload={"samples": embedded}, batch=o.score_batch_clients, width=len(candidates))))
                 noisy = ctx.privacy.release_clipped_sum(f"popri-round-{r}", contributions, clip_norm=1.0,
                                                         clients=participants)
 

@@ -86,6 +86,21 @@ def test_rounds_are_on_policy_and_privacy_is_ledgered(tmp_path, tiny_llama, hash
     assert generation_calls[-1]["adapter"] is None and len(base) == 6
 
 
+def test_a_round_without_participants_releases_noise_only(tmp_path, tiny_llama, hashing_embedder, toy_plugin,
+                                                          popri_plugin, monkeypatch):
+    """An empty cohort still releases (and charges) the round's noise, over every candidate."""
+    from dpbench.privacy.session import Session
+
+    monkeypatch.setattr(Session, "cohort", lambda self, round_index: [])
+    suite = _suite(tmp_path, tiny_llama, rounds=1)
+    report = Runner(suite).run()
+    assert not report.failed, report.failed
+    folder = suite.folder / suite.runs[0].run_id
+    notes = [json.loads(line) for line in (folder / "diagnostics.jsonl").read_text().splitlines()]
+    assert [(n["key"], n["clients"]) for n in notes] == [("popri-round-0", 0)]
+    assert [e["shape"] for e in load_result(folder).privacy["releases"]] == [[12]]
+
+
 def test_a_max_length_that_would_cut_completions_fails_before_any_release(tmp_path, tiny_llama, hashing_embedder,
                                                                          toy_plugin, popri_plugin, generation_calls):
     suite = _suite(tmp_path, tiny_llama, max_length=30)
