@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from dpbench.files import read_json
-from dpbench.results import RunResult, flatten, monitor_history, release_notes
+from dpbench.results import RunResult, flatten, monitor_history, release_notes, run_environment
 
 TEMPLATE = """\
 <!doctype html>
@@ -155,10 +155,9 @@ def _provenance(runs) -> list[tuple[str, str]]:
     packages: dict[str, set[str]] = {}
     machines: dict[str, int] = {}
     for folder, _ in runs:
-        path = folder / "env.json"
-        if not path.exists():
+        env = run_environment(folder)
+        if not env:
             continue
-        env = read_json(path)
         git = env.get("git") or {}
         commit = f"{git.get('commit') or 'unknown'}{' (uncommitted changes)' if git.get('dirty') else ''}"
         commits[commit] = commits.get(commit, 0) + 1

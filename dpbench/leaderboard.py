@@ -28,8 +28,8 @@ from pathlib import Path
 
 from dpbench.api.method import REFERENCE_EPSILON
 from dpbench.errors import DpbenchError
-from dpbench.files import read_json, write_json, write_text
-from dpbench.results import RunResult, as_float, load_result, release_notes, validation_scored
+from dpbench.files import write_json, write_text
+from dpbench.results import RunResult, as_float, load_result, release_notes, run_environment, validation_scored
 
 OVER_BUDGET_TOLERANCE = 1e-6
 
@@ -321,7 +321,7 @@ def _check_precision(runs) -> None:
     rows would not share one yardstick (a board measured in pieces must stay on one kind of machine)."""
     seen: dict[bool, list[str]] = defaultdict(list)
     for folder, result in runs:
-        env = read_json(folder / "env.json") if (folder / "env.json").exists() else {}
+        env = run_environment(folder)
         if "native_bf16_cpu" in env:
             seen[bool(env["native_bf16_cpu"])].append(result.run_id)
     if len(seen) > 1:
@@ -350,7 +350,7 @@ def yardsticks(runs) -> dict[str, dict[str, dict[str, list[str]]]]:
     for folder, result in runs:
         dataset, record = result.spec["dataset"]["label"], read_inputs(folder)
         if record is None:
-            env = read_json(folder / "env.json") if (folder / "env.json").exists() else {}
+            env = run_environment(folder)
             if env.get("cpu"):  # every run's env.json has named its CPU since runs kept one
                 unnoted[dataset][machine_label(env["cpu"], env.get("native_bf16_cpu", True))].append(result.run_id)
             continue

@@ -186,6 +186,16 @@ def release_notes(folder: Path) -> list[dict]:
     return [note for key, note in by_key.items() if key in ledgered]
 
 
+ENV_NAME = "env.json"
+"""a run's machine, package versions and git commit (``dpbench.env.environment()``)"""
+
+
+def run_environment(folder: Path) -> dict:
+    """What a run recorded of where it ran (``env.json``); {} for a run folder that kept none."""
+    path = Path(folder) / ENV_NAME
+    return read_json(path) if path.exists() else {}
+
+
 def monitor_history(folder: Path) -> list[dict]:
     """The per-round monitor a method keeps as ``history`` in ``state/monitor.json`` (index =
     round or checkpoint); [] when the method keeps none or the run folder dropped its state."""

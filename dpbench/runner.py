@@ -44,6 +44,7 @@ from dpbench.privacy.ledger import (
 )
 from dpbench.progress import Progress
 from dpbench.results import (
+    ENV_NAME,
     VALIDATION_SCORE,
     PrivacyRecord,
     RunResult,
@@ -200,7 +201,7 @@ class Runner:
         (folder / "error.json").unlink(missing_ok=True)
         write_json(folder / "spec.json", {**spec.to_dict(), "suite_config": self.suite.config,
                                           "overrides": list(self.suite.overrides)})
-        write_json(folder / "env.json", self._env())
+        write_json(folder / ENV_NAME, self._env())
         with _log_to(folder / "log.txt"):
             result = self._execute(spec, folder)
         write_json(folder / "result.json", result.to_dict())
