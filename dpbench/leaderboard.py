@@ -32,6 +32,8 @@ from dpbench.files import write_json, write_text
 from dpbench.results import RunResult, as_float, load_result, release_notes, run_environment, validation_scored
 
 OVER_BUDGET_TOLERANCE = 1e-6
+TARGET_SHARE_OF_GAP = 0.05
+"""the paired 95 % half-width a board aims for, as a share of its ε = 0 → ∞ gap"""
 
 
 class IncompatibleRuns(DpbenchError):
@@ -65,7 +67,8 @@ class Row:
     """a private row against the best other private row at its dataset and ε:
     ``against``, ``difference`` (this − that, on the board metric), ``ci95``, ``n`` (seeds
     both ran), ``significant`` (None when n < 2) and ``ci95_of_gap`` (``ci95`` over the
-    dataset's ε = ∞ − ε = 0 gap)"""
+    dataset's ε = ∞ − ε = 0 gap), ``std`` (of the per-seed differences) and ``seeds_for_target``
+    (the seeds that spread would need for a half-width of ``TARGET_SHARE_OF_GAP`` of the gap)"""
     output_texts: int | None = None
     """M: texts the row's runs handed the evaluators (None: a trained model)"""
     diagnostics: dict | None = None
@@ -198,13 +201,24 @@ def summary(values: list[float]) -> dict:
 
 
 def paired_difference(mine: dict[str, float], other: dict[str, float]) -> dict:
-    """``mine − other`` over the seeds both hold: mean, 95 % half-width, n, significant."""
+    """``mine − other`` over the seeds both hold: mean, 95 % half-width, n, significant, and
+    the differences' standard deviation."""
     seeds = sorted(set(mine) & set(other))
     if not seeds:
-        return {"difference": None, "ci95": None, "n": 0, "significant": None}
+        return {"difference": None, "ci95": None, "n": 0, "significant": None, "std": None}
     stats = summary([mine[s] - other[s] for s in seeds])
     significant = None if stats["ci95"] is None else abs(stats["mean"]) > stats["ci95"]
-    return {"difference": stats["mean"], "ci95": stats["ci95"], "n": stats["n"], "significant": significant}
+    return {"difference": stats["mean"], "ci95": stats["ci95"], "n": stats["n"], "significant": significant,
+            "std": stats["std"]}
+
+
+def seeds_for(std: float, half_width: float) -> int:
+    """The fewest seeds (≥ 2) whose 95 % t half-width, t₀.₉₇₅,ₙ₋₁ · std / √n, is at most
+    ``half_width``: what a board would need at the spread its seeds show."""
+    n = max(2, math.ceil((1.959964 * std / half_width) ** 2))  # the normal bound; t only widens it
+    while t_quantile(n - 1) * std / math.sqrt(n) > half_width:
+        n += 1
+    return n
 
 
 def t_quantile(dof: int) -> float:
@@ -249,8 +263,9 @@ def _fill_comparisons(rows: list[Row], metric: str, higher: bool) -> None:
     def compare(row: Row, other: Row) -> dict:
         result = paired_difference(row.seed_values, other.seed_values)
         span = spans.get(row.dataset)
-        return {"against": other.method, **result,
-                "ci95_of_gap": None if result["ci95"] is None or not span else result["ci95"] / span}
+        measured = result["ci95"] is not None and span
+        return {"against": other.method, **result, "ci95_of_gap": result["ci95"] / span if measured else None,
+                "seeds_for_target": seeds_for(result["std"], TARGET_SHARE_OF_GAP * span) if measured else None}
 
     for row in rows:
         if row.reference is not None or not row.seed_values:
@@ -497,11 +512,16 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
                       + " | " + (", ".join(f"{name} {value:.3g}" for name, value in r.diagnostics["agreement"].items())
                                  or "–") + " |" for r in noted]
             lines.append("")
-        shares = sorted(r.comparison["ci95_of_gap"] for r in board.rows if r.dataset == dataset
-                        and r.comparison and r.comparison["ci95_of_gap"] is not None)
-        if shares:
+        measured = [r.comparison for r in board.rows if r.dataset == dataset
+                    and r.comparison and r.comparison["ci95_of_gap"] is not None]
+        if measured:
+            shares = sorted(c["ci95_of_gap"] for c in measured)
+            seeds = sorted(c["seeds_for_target"] for c in measured)
             lines += [f"Paired 95 % half-widths are {100 * shares[0]:.1f}–{100 * shares[-1]:.1f} % of the ε = 0 → ∞ "
-                      f"gap (median {100 * statistics.median(shares):.1f} %).", ""]
+                      f"gap (median {100 * statistics.median(shares):.1f} %). At the spread these seeds show, "
+                      f"{100 * TARGET_SHARE_OF_GAP:g} % would take {_median_count(seeds)} seeds for the median "
+                      f"comparison and {seeds[-1]} for the widest (`seeds_for_target`; itself an estimate from "
+                      f"{_span(sorted({c['n'] for c in measured}))} seeds).", ""]
     if board.references:
         lines += ["## References", ""]
         for plugin, citation in board.references.items():
@@ -542,6 +562,16 @@ def _fmt_stat(stat: dict | None) -> str:
     return f"{stat['mean']:.4f}" + ("" if stat["ci95"] is None else f" ± {stat['ci95']:.4f}")
 
 
+def _span(counts: list[int]) -> str:
+    """``3`` or ``2–3``: the least and most of sorted counts."""
+    return str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
+
+
+def _median_count(counts: list[int]) -> int:
+    """The median of whole counts, rounded up (a count of seeds)."""
+    return math.ceil(statistics.median(counts))
+
+
 def _fmt_comparison(comparison: dict | None) -> str:
     if comparison is None or comparison["difference"] is None:
         return "–"
@@ -553,7 +583,7 @@ def _fmt_comparison(comparison: dict | None) -> str:
 
 
 CSV_STATS = ("mean", "std", "n", "ci95")
-CSV_COMPARISON = ("against", "difference", "ci95", "n", "significant")
+CSV_COMPARISON = ("against", "difference", "ci95", "n", "significant", "ci95_of_gap", "seeds_for_target")
 
 
 def render_csv(board: Leaderboard) -> str:

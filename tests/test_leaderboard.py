@@ -1,3 +1,5 @@
+import csv
+import io
 import json
 import math
 
@@ -246,12 +248,14 @@ def _board_with_values(toy_suite, tmp_path, values: dict[str, list[float]], body
     return leaderboard.build(suite.name, runs, "next_word/accuracy")
 
 
-@pytest.mark.parametrize(("b", "difference", "half_width", "significant"), [
-    ([0.18, 0.22, 0.235], 0.0083333, T_975_2DOF * 0.0104083 / math.sqrt(3), False),  # a−b: .020 .000 .005
-    ([0.19, 0.208, 0.229], 0.0110000, T_975_2DOF * 0.0010000 / math.sqrt(3), True),  # a−b: .010 .012 .011
+# seeds: the fewest n with t₀.₉₇₅,ₙ₋₁ · s / √n ≤ 5 % of the gap (0.0095): s = 0.0104083 needs 8
+# (n = 7: 2.447 · s / √7 = 0.00963), s = 0.001 needs 2 (12.706 · s / √2 = 0.00898)
+@pytest.mark.parametrize(("b", "difference", "half_width", "significant", "seeds"), [
+    ([0.18, 0.22, 0.235], 0.0083333, T_975_2DOF * 0.0104083 / math.sqrt(3), False, 8),  # a−b: .020 .000 .005
+    ([0.19, 0.208, 0.229], 0.0110000, T_975_2DOF * 0.0010000 / math.sqrt(3), True, 2),  # a−b: .010 .012 .011
 ])
 def test_cells_carry_t_intervals_and_private_rows_a_paired_comparison(toy_plugin, toy_suite, tmp_path, b, difference,
-                                                                       half_width, significant):
+                                                                       half_width, significant, seeds):
     values = {"public_only": [0.10, 0.11, 0.12], "nonprivate": [0.30, 0.31, 0.29], "a": [0.20, 0.22, 0.24], "b": b}
     board = _board_with_values(toy_suite, tmp_path, values)
     rows = {r.method: r for r in board.rows}
@@ -265,6 +269,7 @@ def test_cells_carry_t_intervals_and_private_rows_a_paired_comparison(toy_plugin
     assert comparison["ci95"] == pytest.approx(half_width, rel=1e-4)
     assert comparison["significant"] is significant
     assert comparison["ci95_of_gap"] == pytest.approx(half_width / (0.30 - 0.11), rel=1e-4)
+    assert comparison["seeds_for_target"] == seeds
     assert rows["b"].comparison["against"] == "a"
     assert rows["b"].comparison["difference"] == pytest.approx(-difference, abs=1e-6)
     assert rows["public_only"].comparison is None and rows["nonprivate"].comparison is None
@@ -278,9 +283,10 @@ def test_cells_carry_t_intervals_and_private_rows_a_paired_comparison(toy_plugin
     assert f"{difference:+.4f} ± {half_width:.4f} vs b ({verdict})" in text
     assert "0.2200 ± " + f"{T_975_2DOF * 0.02 / math.sqrt(3):.4f}" in text
     assert "| a | 1 | 6 | " in text and "rank correlation" in text
-    header, *lines = leaderboard.render_csv(board).splitlines()
-    assert "next_word/accuracy_ci95" in header and "vs_best_other_significant" in header
-    assert any(line.startswith("toy_texts,a,") and f",{significant}," in line for line in lines)
+    assert f"5 % would take {seeds} seeds for the median comparison and {seeds} for the widest" in text
+    (row,) = [r for r in csv.DictReader(io.StringIO(leaderboard.render_csv(board))) if r["method"] == "a"]
+    assert row["next_word/accuracy_ci95"] == str(a["ci95"])
+    assert (row["vs_best_other_significant"], row["vs_best_other_seeds_for_target"]) == (str(significant), str(seeds))
 
 
 def test_a_row_of_one_seed_shows_no_interval_and_no_verdict(toy_plugin, toy_suite, tmp_path):
