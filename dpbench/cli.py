@@ -86,7 +86,8 @@ def _fail(err) -> None:
 @click.option("--force", is_flag=True, help="Redo runs that are already complete (discarding their folders).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failing run.")
 @click.option("--wandb", "use_wandb", is_flag=True, help="Publish runs and the leaderboard to Weights & Biases.")
-@click.option("--dry-run", is_flag=True, help="Validate and list the runs without running them.")
+@click.option("--dry-run", is_flag=True, help="Validate and list the runs without running them: what a run would "
+              "do with each (complete, resumes, redone, to run) and the time left at the complete runs' recorded times.")
 @click.option("--shard", metavar="K/N", help="Run only the K-th of N shares of the grid (every N-th run from the "
               "K-th), e.g. one per Slurm array task; shards may run at once, on machines sharing the runs folder.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -298,15 +299,47 @@ def _distinct(labels) -> str:
 
 
 def _print_runs(loaded) -> None:
+    """The grid, each run with what ``dpbench run`` would do with it, and what is left."""
     from rich.table import Table
 
+    from dpbench.runner import run_state
+
+    states = {spec.run_id: run_state(loaded.folder / spec.run_id, spec) for spec in loaded.runs}
     table = Table(title=f"{loaded.name}: {len(loaded.runs)} runs", show_lines=False)
-    for column in ("run id", "dataset", "method", "ε", "δ", "seed"):
+    for column in ("run id", "dataset", "method", "ε", "δ", "seed", "status"):
         table.add_column(column)
     for spec in loaded.runs:
         table.add_row(spec.run_id, spec.dataset.label, spec.method.label, spec.budget.label, f"{spec.delta:g}",
-                      str(spec.seed))
+                      str(spec.seed), states[spec.run_id])
     _console().print(table)
+    click.echo(_remaining(loaded, states))
+
+
+def _remaining(loaded, states: dict[str, str]) -> str:
+    """How many runs are complete and how long the rest would take at the recorded times of
+    the complete runs of the same dataset and method (on the machines that made them)."""
+    from dpbench.results import load_result
+
+    seconds: dict[tuple[str, str], list[float]] = {}
+    for spec in loaded.runs:
+        if states[spec.run_id] == "complete":
+            total = load_result(loaded.folder / spec.run_id).timings.get("total_s")
+            if total is not None:
+                seconds.setdefault((spec.dataset.label, spec.method.label), []).append(total)
+    left = [spec for spec in loaded.runs if states[spec.run_id] != "complete"]
+    known = [seconds[key] for spec in left if (key := (spec.dataset.label, spec.method.label)) in seconds]
+    line = f"{loaded.name}: {len(loaded.runs) - len(left)} of {len(loaded.runs)} runs complete, {len(left)} to do"
+    if known:
+        estimate = sum(sum(times) / len(times) for times in known)
+        line += (f"; ≈ {_duration(estimate)} for {len(known)} of them at the mean recorded time of the complete "
+                 f"runs of their dataset and method")
+    return line + ("" if len(known) == len(left) else f" ({len(left) - len(known)} with none complete to go by)")
+
+
+def _duration(seconds: float) -> str:
+    """``2 h 05 min`` or ``7 min``."""
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
 @cli.command()

@@ -80,6 +80,25 @@ def shard(runs: Sequence[RunSpec], index: int, count: int) -> list[RunSpec]:
     return list(runs[index - 1::count])
 
 
+def finished(done: RunResult | None, spec: RunSpec, *, validation: bool = False) -> bool:
+    """Whether ``done`` (a folder's result) is ``spec`` finished: the same config, scored on the
+    same split (test, or validation for tuning). Its ledger decides whether it is sound."""
+    return (done is not None and validation_scored(done) == validation
+            and done.spec.get("config_hash") == spec.config_hash)
+
+
+def run_state(folder: Path, spec: RunSpec) -> str:
+    """What ``dpbench run`` (without --force) would do with ``spec``'s ``folder``: skip it
+    (``complete``), continue an interrupted run (``resumes``), redo one whose ledger is damaged
+    or that was scored on validation (``redone``), or start it (``to run``)."""
+    done = load_result(folder)
+    if finished(done, spec) and not run_ledger_problems(folder, done.privacy):
+        return "complete"
+    if done is not None:
+        return "redone"
+    return "resumes" if folder.exists() else "to run"
+
+
 class Runner:
     """Runs a suite's grid (or ``runs``, a part of it: a shard); shares loaded datasets and the
     runs folder's cache across runs. ``scoring="validation"`` (``dpbench tune``) scores each run
@@ -181,8 +200,7 @@ class Runner:
         folder = self.suite.folder / spec.run_id
         done = load_result(folder)
         fresh = done is not None and (folder / "result.json").stat().st_mtime >= self._started
-        scored_alike = done is not None and validation_scored(done) == (self.scoring == "validation")
-        if scored_alike and (not self.force or fresh) and done.spec.get("config_hash") == spec.config_hash:
+        if finished(done, spec, validation=self.scoring == "validation") and (not self.force or fresh):
             problems = run_ledger_problems(folder, done.privacy)
             if not problems:
                 log.info("skipping %s: already complete%s", spec.run_id, " (by another process)" if fresh else "")

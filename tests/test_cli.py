@@ -35,6 +35,27 @@ def test_validate_and_dry_run(toy_plugin, toy_suite):
     assert dry.exit_code == 0 and "8 runs" in dry.output
 
 
+def test_dry_run_says_what_each_run_would_do_and_what_is_left(toy_plugin, toy_suite, tmp_path):
+    path, runs = str(toy_suite()), str(tmp_path / "runs")
+    assert CliRunner().invoke(cli, ["run", path, "seeds=1", "--runs-dir", runs]).exit_code == 0
+    folder = load_suite(path, ["seeds=1"], runs_dir=runs).folder
+    for interrupted in [d for d in folder.iterdir() if "noisy_unigram__eps1__" in d.name or "public_only" in d.name]:
+        (interrupted / "result.json").unlink()  # as a run killed before its evaluation
+    dry = CliRunner(env={"COLUMNS": "250"}).invoke(cli, ["run", path, "seeds=2", "--runs-dir", runs, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    states = re.findall(r"│ (complete|resumes|redone|to run) +│", dry.output)
+    assert sorted(states) == ["complete"] * 2 + ["resumes"] * 2 + ["to run"] * 4
+    # estimated: nonprivate's and noisy_unigram's runs from their complete ones; public_only has none
+    assert re.search(r"toy: 2 of 8 runs complete, 6 to do; ≈ \d+ min for 4 of them .*\(2 with none complete to go by\)",
+                     dry.output), dry.output
+    (damaged,) = [d for d in folder.iterdir() if "noisy_unigram__eps8__" in d.name]
+    ledger = damaged / "ledger.jsonl"
+    ledger.write_text(ledger.read_text().splitlines()[0] + "\n")  # a lost release: the run is redone
+    dry = CliRunner(env={"COLUMNS": "250"}).invoke(cli, ["run", path, "seeds=1", "--runs-dir", runs, "--dry-run"])
+    assert sorted(re.findall(r"│ (complete|resumes|redone|to run) +│", dry.output)) == [
+        "complete", "redone", "resumes", "resumes"]
+
+
 def test_validate_reports_errors_without_traceback(toy_plugin, toy_suite):
     out = CliRunner().invoke(cli, ["validate", str(toy_suite()), "+methods.popri={}"])
     assert out.exit_code == 2
