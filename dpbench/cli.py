@@ -86,8 +86,8 @@ def _fail(err) -> None:
 @click.option("--force", is_flag=True, help="Redo runs that are already complete (discarding their folders).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failing run.")
 @click.option("--wandb", "use_wandb", is_flag=True, help="Publish runs and the leaderboard to Weights & Biases.")
-@click.option("--dry-run", is_flag=True, help="Validate and list the runs without running them: what a run would "
-              "do with each (complete, resumes, redone, to run) and the time left at the complete runs' recorded times.")
+@click.option("--dry-run", is_flag=True, help="Validate and list the runs without running them: what running would "
+              "do with each (complete, resumes, redone, to run) and the time left at complete runs' recorded times.")
 @click.option("--shard", metavar="K/N", help="Run only the K-th of N shares of the grid (every N-th run from the "
               "K-th), e.g. one per Slurm array task; shards may run at once, on machines sharing the runs folder.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
