@@ -86,8 +86,8 @@ def _fail(err) -> None:
 @click.option("--force", is_flag=True, help="Redo runs that are already complete (discarding their folders).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failing run.")
 @click.option("--wandb", "use_wandb", is_flag=True, help="Publish runs and the leaderboard to Weights & Biases.")
-@click.option("--dry-run", is_flag=True, help="Validate and list the runs without running them: what running would "
-              "do with each (complete, resumes, redone, to run) and the time left at complete runs' recorded times.")
+@click.option("--dry-run", is_flag=True, help="Validate and list the runs (of --shard) without running them: what "
+              "running would do with each (runner.RUN_STATES) and the time the rest would take.")
 @click.option("--shard", metavar="K/N", help="Run only the K-th of N shares of the grid (every N-th run from the "
               "K-th), e.g. one per Slurm array task; shards may run at once, on machines sharing the runs folder.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -126,7 +126,7 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
     except DpbenchError as err:
         _fail(err)
     if dry_run:
-        _print_runs(loaded)
+        _print_plan(loaded, part, force=force)
         return
     from pathlib import Path
 
@@ -298,47 +298,56 @@ def _distinct(labels) -> str:
     return ", ".join(dict.fromkeys(labels))
 
 
-def _print_runs(loaded) -> None:
-    """The grid, each run with what ``dpbench run`` would do with it, and what is left."""
+def _print_runs(loaded, runs=None, *, states: dict[str, str] | None = None) -> None:
+    """``runs`` (default: the grid), each with its state when ``states`` (``runner.run_state``) is given."""
     from rich.table import Table
 
+    runs = loaded.runs if runs is None else runs
+    table = Table(title=f"{loaded.name}: {len(runs)} runs", show_lines=False)
+    for column in ("run id", "dataset", "method", "ε", "δ", "seed", *(("status",) if states else ())):
+        table.add_column(column)
+    for spec in runs:
+        table.add_row(spec.run_id, spec.dataset.label, spec.method.label, spec.budget.label, f"{spec.delta:g}",
+                      str(spec.seed), *((states[spec.run_id],) if states else ()))
+    _console().print(table)
+
+
+def _print_plan(loaded, runs, *, force: bool) -> None:
+    """``--dry-run``: the runs with what running would do with each, and the time the rest would take."""
     from dpbench.runner import run_state
 
-    states = {spec.run_id: run_state(loaded.folder / spec.run_id, spec) for spec in loaded.runs}
-    table = Table(title=f"{loaded.name}: {len(loaded.runs)} runs", show_lines=False)
-    for column in ("run id", "dataset", "method", "ε", "δ", "seed", "status"):
-        table.add_column(column)
-    for spec in loaded.runs:
-        table.add_row(spec.run_id, spec.dataset.label, spec.method.label, spec.budget.label, f"{spec.delta:g}",
-                      str(spec.seed), states[spec.run_id])
-    _console().print(table)
-    click.echo(_remaining(loaded, states))
+    runs = loaded.runs if runs is None else runs
+    states = {spec.run_id: run_state(loaded.folder / spec.run_id, spec, force=force) for spec in runs}
+    _print_runs(loaded, runs, states=states)
+    click.echo(_remaining(loaded, runs, states))
 
 
-def _remaining(loaded, states: dict[str, str]) -> str:
-    """How many runs are complete and how long the rest would take at the recorded times of
-    the complete runs of the same dataset and method (on the machines that made them)."""
+def _remaining(loaded, runs, states: dict[str, str]) -> str:
+    """How many of ``runs`` are complete, and how long the rest would take one after another at
+    the recorded times of finished runs of the same dataset and method in the suite folder (on
+    the machines that made them; a resuming run counts whole, so it is an upper bound)."""
     from dpbench.results import load_result
 
     seconds: dict[tuple[str, str], list[float]] = {}
     for spec in loaded.runs:
-        if states[spec.run_id] == "complete":
-            total = load_result(loaded.folder / spec.run_id).timings.get("total_s")
-            if total is not None:
-                seconds.setdefault((spec.dataset.label, spec.method.label), []).append(total)
-    left = [spec for spec in loaded.runs if states[spec.run_id] != "complete"]
+        done = load_result(loaded.folder / spec.run_id)
+        if done is not None and (total := done.timings.get("total_s")) is not None:
+            seconds.setdefault((spec.dataset.label, spec.method.label), []).append(total)
+    left = [spec for spec in runs if states[spec.run_id] != "complete"]
     known = [seconds[key] for spec in left if (key := (spec.dataset.label, spec.method.label)) in seconds]
-    line = f"{loaded.name}: {len(loaded.runs) - len(left)} of {len(loaded.runs)} runs complete, {len(left)} to do"
+    line = f"{loaded.name}: {len(runs) - len(left)} of {len(runs)} runs complete, {len(left)} to do"
     if known:
         estimate = sum(sum(times) / len(times) for times in known)
-        line += (f"; ≈ {_duration(estimate)} for {len(known)} of them at the mean recorded time of the complete "
-                 f"runs of their dataset and method")
-    return line + ("" if len(known) == len(left) else f" ({len(left) - len(known)} with none complete to go by)")
+        line += (f"; at most ≈ {_duration(estimate)} for {len(known)} of them, one after another, at the mean "
+                 f"recorded time of finished runs of their dataset and method")
+    return line + ("" if len(known) == len(left) else f" ({len(left) - len(known)} with none finished to go by)")
 
 
 def _duration(seconds: float) -> str:
-    """``2 h 05 min`` or ``7 min``."""
+    """``2 h 05 min``, ``7 min`` or ``< 1 min``."""
     minutes = round(seconds / 60)
+    if minutes < 1:
+        return "< 1 min"
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 

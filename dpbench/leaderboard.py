@@ -515,13 +515,7 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
         measured = [r.comparison for r in board.rows if r.dataset == dataset
                     and r.comparison and r.comparison["ci95_of_gap"] is not None]
         if measured:
-            shares = sorted(c["ci95_of_gap"] for c in measured)
-            seeds = sorted(c["seeds_for_target"] for c in measured)
-            lines += [f"Paired 95 % half-widths are {100 * shares[0]:.1f}–{100 * shares[-1]:.1f} % of the ε = 0 → ∞ "
-                      f"gap (median {100 * statistics.median(shares):.1f} %). At the spread these seeds show, "
-                      f"{100 * TARGET_SHARE_OF_GAP:g} % would take {_median_count(seeds)} seeds for the median "
-                      f"comparison and {seeds[-1]} for the widest (`seeds_for_target`; itself an estimate from "
-                      f"{_span(sorted({c['n'] for c in measured}))} seeds).", ""]
+            lines += [_precision_line(measured), ""]
     if board.references:
         lines += ["## References", ""]
         for plugin, citation in board.references.items():
@@ -562,14 +556,19 @@ def _fmt_stat(stat: dict | None) -> str:
     return f"{stat['mean']:.4f}" + ("" if stat["ci95"] is None else f" ± {stat['ci95']:.4f}")
 
 
-def _span(counts: list[int]) -> str:
-    """``3`` or ``2–3``: the least and most of sorted counts."""
-    return str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
-
-
-def _median_count(counts: list[int]) -> int:
-    """The median of whole counts, rounded up (a count of seeds)."""
-    return math.ceil(statistics.median(counts))
+def _precision_line(comparisons: list[dict]) -> str:
+    """The paired half-widths of a dataset's comparisons as shares of its gap, and the seeds
+    each would need for ``TARGET_SHARE_OF_GAP`` (their median, and the widest comparison's)."""
+    shares = sorted(c["ci95_of_gap"] for c in comparisons)
+    widest = max(comparisons, key=lambda c: c["ci95_of_gap"])
+    seeds = math.ceil(statistics.median(c["seeds_for_target"] for c in comparisons))
+    counts = sorted({c["n"] for c in comparisons})
+    measured_on = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return (f"Paired 95 % half-widths are {100 * shares[0]:.1f}–{100 * shares[-1]:.1f} % of the ε = 0 → ∞ gap "
+            f"(median {100 * statistics.median(shares):.1f} %). At the spread these seeds show, "
+            f"{100 * TARGET_SHARE_OF_GAP:g} % would take a median of {seeds} seeds over the comparisons and "
+            f"{widest['seeds_for_target']} for the widest (`seeds_for_target`; itself an estimate from "
+            f"{measured_on} seeds).")
 
 
 def _fmt_comparison(comparison: dict | None) -> str:

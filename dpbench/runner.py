@@ -87,15 +87,28 @@ def finished(done: RunResult | None, spec: RunSpec, *, validation: bool = False)
             and done.spec.get("config_hash") == spec.config_hash)
 
 
-def run_state(folder: Path, spec: RunSpec) -> str:
-    """What ``dpbench run`` (without --force) would do with ``spec``'s ``folder``: skip it
-    (``complete``), continue an interrupted run (``resumes``), redo one whose ledger is damaged
-    or that was scored on validation (``redone``), or start it (``to run``)."""
-    done = load_result(folder)
-    if finished(done, spec) and not run_ledger_problems(folder, done.privacy):
-        return "complete"
-    if done is not None:
+RUN_STATES = {
+    "complete": "finished and sound: skipped",
+    "resumes": "interrupted: continues from what it saved",
+    "rescored": "scored on validation (tuning): its saved output is evaluated on test",
+    "redone": "damaged ledger (or --force): started afresh",
+    "refused": "damaged, with noise other than seeded: only --force redoes it",
+    "to run": "not started",
+}
+"""what ``dpbench run`` does with a run of the grid, by what its folder holds (``run_state``)"""
+
+
+def run_state(folder: Path, spec: RunSpec, *, force: bool = False) -> str:
+    """Which of ``RUN_STATES`` ``dpbench run`` (with ``--force`` or not) meets in ``spec``'s ``folder``."""
+    if force and folder.exists():
         return "redone"
+    done = load_result(folder)
+    if finished(done, spec):
+        if not run_ledger_problems(folder, done.privacy):
+            return "complete"
+        return "redone" if spec.noise == "seeded" else "refused"
+    if done is not None and validation_scored(done):
+        return "rescored"
     return "resumes" if folder.exists() else "to run"
 
 

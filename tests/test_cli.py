@@ -45,15 +45,25 @@ def test_dry_run_says_what_each_run_would_do_and_what_is_left(toy_plugin, toy_su
     assert dry.exit_code == 0, dry.output
     states = re.findall(r"│ (complete|resumes|redone|to run) +│", dry.output)
     assert sorted(states) == ["complete"] * 2 + ["resumes"] * 2 + ["to run"] * 4
-    # estimated: nonprivate's and noisy_unigram's runs from their complete ones; public_only has none
-    assert re.search(r"toy: 2 of 8 runs complete, 6 to do; ≈ \d+ min for 4 of them .*\(2 with none complete to go by\)",
-                     dry.output), dry.output
+    # estimated: nonprivate's and noisy_unigram's runs from their finished ones; public_only has none
+    assert re.search(r"toy: 2 of 8 runs complete, 6 to do; at most ≈ (\d+ min|< 1 min) for 4 of them, .*"
+                     r"\(2 with none finished to go by\)", dry.output), dry.output
+
+    def states(*args):
+        out = CliRunner(env={"COLUMNS": "250"}).invoke(cli, ["run", path, "--runs-dir", runs, "--dry-run", *args])
+        assert out.exit_code == 0, out.output
+        return sorted(re.findall(r"│ (complete|resumes|rescored|redone|refused|to run) +│", out.output))
+
+    assert states("seeds=1", "--shard", "1/2") == ["resumes", "resumes"]  # public_only, noisy_unigram ε = 1
+    assert states("seeds=2", "--force") == ["redone"] * 4 + ["to run"] * 4
+    (tuned,) = [d for d in folder.iterdir() if "nonprivate" in d.name]
+    result = json.loads((tuned / "result.json").read_text())
+    result["metrics"]["next_word"] = {"validation_score": 0.5}  # as scored by dpbench tune
+    (tuned / "result.json").write_text(json.dumps(result))
     (damaged,) = [d for d in folder.iterdir() if "noisy_unigram__eps8__" in d.name]
     ledger = damaged / "ledger.jsonl"
     ledger.write_text(ledger.read_text().splitlines()[0] + "\n")  # a lost release: the run is redone
-    dry = CliRunner(env={"COLUMNS": "250"}).invoke(cli, ["run", path, "seeds=1", "--runs-dir", runs, "--dry-run"])
-    assert sorted(re.findall(r"│ (complete|resumes|redone|to run) +│", dry.output)) == [
-        "complete", "redone", "resumes", "resumes"]
+    assert states("seeds=1") == ["redone", "rescored", "resumes", "resumes"]
 
 
 def test_validate_reports_errors_without_traceback(toy_plugin, toy_suite):

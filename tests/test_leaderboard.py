@@ -283,10 +283,19 @@ def test_cells_carry_t_intervals_and_private_rows_a_paired_comparison(toy_plugin
     assert f"{difference:+.4f} ± {half_width:.4f} vs b ({verdict})" in text
     assert "0.2200 ± " + f"{T_975_2DOF * 0.02 / math.sqrt(3):.4f}" in text
     assert "| a | 1 | 6 | " in text and "rank correlation" in text
-    assert f"5 % would take {seeds} seeds for the median comparison and {seeds} for the widest" in text
+    assert f"5 % would take a median of {seeds} seeds over the comparisons and {seeds} for the widest" in text
     (row,) = [r for r in csv.DictReader(io.StringIO(leaderboard.render_csv(board))) if r["method"] == "a"]
     assert row["next_word/accuracy_ci95"] == str(a["ci95"])
     assert (row["vs_best_other_significant"], row["vs_best_other_seeds_for_target"]) == (str(significant), str(seeds))
+
+
+def test_the_precision_line_names_the_widest_comparisons_seeds_whatever_each_was_measured_on():
+    comparisons = [{"ci95_of_gap": 0.090, "seeds_for_target": 3, "n": 2},   # wide from few seeds, small spread
+                   {"ci95_of_gap": 0.075, "seeds_for_target": 4, "n": 3},
+                   {"ci95_of_gap": 0.020, "seeds_for_target": 2, "n": 3}]
+    line = leaderboard._precision_line(comparisons)
+    assert "are 2.0–9.0 % of the ε = 0 → ∞ gap (median 7.5 %)" in line
+    assert "a median of 3 seeds over the comparisons and 3 for the widest" in line and "from 2–3 seeds" in line
 
 
 def test_a_row_of_one_seed_shows_no_interval_and_no_verdict(toy_plugin, toy_suite, tmp_path):

@@ -146,7 +146,7 @@ class DpFedAvg(Method):
                         payload={"weights": weights.cpu().numpy()}, config=training,
                         client_config={cid: {"seed": ctx.seed_for(f"dp-fedavg-client-{r}-{cid}")}
                                        for cid in participants}, width=weights.numel()),
-                        f"round {r + 1}/{o.rounds}: local training", total=len(participants))
+                        f"round {r + 1}/{o.rounds}: local training", total=len(participants) or None)
             key = f"{self.release_key}-{r}"
             noisy_sum = ctx.privacy.release_clipped_sum(key, rows, clip_norm=o.clip_norm,
                                                         clients=participants)
