@@ -134,10 +134,10 @@ def _held_out(trainer) -> dict[str, float]:
     return {"held_out_loss": metrics["eval_loss"], "held_out_reward_accuracy": metrics["eval_rewards/accuracies"]}
 
 
-def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dict], previous: Path | None,
-                out_dir: Path, seed: int, device: str, stock: bool = False) -> dict:
-    """Train the adapter one round on ``pairs``; save ``adapter/`` and ``optimizer.pt`` in ``out_dir``.
-    ``stock``: plain trl (each prompt run twice, the reference inside every step), for comparison."""
+def _trainer(*, options: PopriOptions, base_model, tokenizer, pairs: list[dict], previous: Path | None, out_dir: Path,
+             seed: int, device: str, stock: bool):
+    """trl's trainer on ``pairs`` with a fresh LoRA wrapper of ``base_model``, carrying the adapter
+    and optimizer state saved in ``previous`` (a round's folder) when given."""
     import torch
     from datasets import Dataset
     from peft import set_peft_model_state_dict
@@ -153,14 +153,25 @@ def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dic
                         device=device, stock=stock),
         peft_config=lora_config(base_model, r=options.lora_r, alpha=options.lora_alpha),
     )
-    # trl drops pairs whose prompt fills max_length and cuts longer ones: record both
-    kept = trainer.train_dataset
-    lengths = [len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in kept]
     trainer.remove_callback(PrinterCallback)  # per-step logs go to dpo.json and the run log, not stdout
     if previous is not None:
         set_peft_model_state_dict(trainer.model, load_file(previous / "adapter" / "adapter_model.safetensors"))
         trainer.create_optimizer()
         trainer.optimizer.load_state_dict(torch.load(previous / "optimizer.pt", weights_only=True))
+    return trainer
+
+
+def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dict], previous: Path | None,
+                out_dir: Path, seed: int, device: str, stock: bool = False) -> dict:
+    """Train the adapter one round on ``pairs``; save ``adapter/`` and ``optimizer.pt`` in ``out_dir``.
+    ``stock``: plain trl (each prompt run twice, the reference inside every step), for comparison."""
+    import torch
+
+    trainer = _trainer(options=options, base_model=base_model, tokenizer=tokenizer, pairs=pairs, previous=previous,
+                       out_dir=out_dir, seed=seed, device=device, stock=stock)
+    # trl drops pairs whose prompt fills max_length and cuts longer ones: record both
+    kept = trainer.train_dataset
+    lengths = [len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in kept]
     held_out = _held_out(trainer) if previous is not None else {}
     trainer.train()
     trainer.model.save_pretrained(out_dir / "adapter")
@@ -175,3 +186,12 @@ def train_round(*, options: PopriOptions, base_model, tokenizer, pairs: list[dic
              "longest_pair_tokens": max(lengths, default=0), **held_out}
     write_json(out_dir / "dpo.json", stats)
     return stats
+
+
+def held_out_check(*, options: PopriOptions, base_model, tokenizer, pairs: list[dict], trained: Path, out_dir: Path,
+                   device: str) -> dict[str, float]:
+    """The DPO loss and reward accuracy on ``pairs`` of the policy a round saved in ``trained``,
+    without training on them (the check ``train_round`` makes before each round after the first)."""
+    trainer = _trainer(options=options, base_model=base_model, tokenizer=tokenizer, pairs=pairs, previous=trained,
+                       out_dir=out_dir, seed=0, device=device, stock=False)
+    return _held_out(trainer)

@@ -165,6 +165,17 @@ class Popri(Method):
         finally:
             generator.close()
 
+    def round_pairs(self, data: MethodData, ctx: RunContext, *, state: Path, round_index: int) -> list[dict]:
+        """The DPO pairs (prompt, chosen, rejected) round ``round_index`` of a finished run
+        trained on, rebuilt from its saved candidates and choices (the prompts from the run's
+        seed, ``ctx.seed``). Released already: for studying DPO after a run."""
+        folder = state / f"round{round_index:03d}"
+        prompts = self.config.public_prompts(data.public, count=self.config.prompts_per_round,
+                                             rng=ctx.rng(f"popri-prompts-round{round_index}"))
+        candidates = json.loads((folder / "candidates.json").read_text())
+        return [self._pair_record(prompts[p["prompt"]], candidates[p["chosen"]], candidates[p["rejected"]])
+                for p in json.loads((folder / "pairs.json").read_text())]
+
     def _score_checkpoints(self, history: list[dict], sample, state: Path, ctx: RunContext) -> None:
         """Add ``validation_downstream`` to each checkpoint's entry of ``history``: its final
         texts (the final sample's prompts and seeds) scored on validation by the suite's

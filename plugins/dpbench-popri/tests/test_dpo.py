@@ -186,6 +186,9 @@ def test_the_held_out_check_scores_the_carried_policy_and_changes_no_training(ti
     checked = train(tmp_path / "round0", tmp_path / "checked")
     assert checked["held_out_loss"] == pytest.approx(checked["loss_first"], rel=1e-2 if bf16 else 1e-5)
     assert abs(checked["held_out_loss"] - math.log(2)) > 1e-4 and 0 <= checked["held_out_reward_accuracy"] <= 1
+    alone = dpo.held_out_check(options=options, base_model=_base(tiny_llama), tokenizer=load_tokenizer(str(tiny_llama)),
+                               pairs=_pairs(), trained=tmp_path / "round0", out_dir=tmp_path / "alone", device="cpu")
+    assert alone == pytest.approx({k: checked[k] for k in ("held_out_loss", "held_out_reward_accuracy")}, rel=1e-6)
     monkeypatch.setattr(dpo, "_held_out", lambda trainer: {})
     plain = train(tmp_path / "round0", tmp_path / "plain")
     assert plain["loss_last"] == checked["loss_last"]

@@ -42,7 +42,16 @@ evaluators: {{next_word: {{}}}}
 
 
 def test_rounds_are_on_policy_and_privacy_is_ledgered(tmp_path, tiny_llama, hashing_embedder, toy_plugin, popri_plugin,
-                                                      generation_calls):
+                                                      generation_calls, monkeypatch):
+    from dpbench_popri.method import Popri
+
+    trained, train = [], Popri._train
+
+    def recorded(self, records, **kwargs):
+        trained.append(records)
+        return train(self, records, **kwargs)
+
+    monkeypatch.setattr(Popri, "_train", recorded)
     suite = _suite(tmp_path, tiny_llama)
     report = Runner(suite).run()
     assert not report.failed, report.failed
@@ -84,6 +93,8 @@ def test_rounds_are_on_policy_and_privacy_is_ledgered(tmp_path, tiny_llama, hash
             and generation_calls[-1]["adapter"] == str(state / "round001" / "adapter"))
     base = method.checkpoint_texts(data, ctx, state=state, checkpoint=0, saved=tmp_path / "base.json")
     assert generation_calls[-1]["adapter"] is None and len(base) == 6
+    # and each round's DPO pairs can be rebuilt from what the run saved
+    assert [method.round_pairs(data, ctx, state=state, round_index=r) for r in (0, 1)] == trained
 
 
 def test_a_round_without_participants_releases_noise_only(tmp_path, tiny_llama, hashing_embedder, toy_plugin,

@@ -1,0 +1,114 @@
+"""Whether DPO on POPri's preference pairs learns what carries to new prompts, by pairs and learning rate.
+
+POPri's runs check each round, before it trains, the policy's DPO loss on the round's fresh
+pairs; at the CPU setting (32 pairs a round, lr 5e-4) it stays at ln 2 even without noise
+(docs/notes/popri-cpu-tuning.md). This asks what would move it, offline: from the pairs finished
+POPri runs released (``round_pairs``: each round's saved candidates and choices; no privacy
+is spent again) it trains a fresh
+adapter for one epoch on N pairs of some runs, at each learning rate, with the suite's POPri
+options otherwise (β, LoRA, pairs per step), and scores the DPO loss and reward accuracy on the
+pairs of a run of another seed (other prompts) with ``held_out_check``, the runs' own check.
+ln 2 and 0.5: nothing carried. The pairs come from runs of different rounds, so for N > 32 they
+are off-policy, like a replay buffer.
+
+    .venv/bin/python plugins/dpbench-popri/analysis/dpo_generalisation.py suites/shared-biorxiv.yaml \\
+        --runs-dir leaderboards/runs --epsilon inf 7 --pairs 32 192 --learning-rate 5e-4 5e-5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suite")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for dpbench run")
+    parser.add_argument("--runs-dir", help="as for dpbench run")
+    parser.add_argument("--epsilon", type=float, nargs="+", required=True, help="the POPri runs whose pairs are used")
+    parser.add_argument("--method", default="popri", help="the runs' method label in the suite")
+    parser.add_argument("--held-out-seed", type=int, default=None, help="default: the suite's last seed")
+    parser.add_argument("--pairs", type=int, nargs="+", required=True, help="training pool sizes N")
+    parser.add_argument("--learning-rate", type=float, nargs="+", required=True)
+    parser.add_argument("--out", default=None,
+                        help="default: plugins/dpbench-popri/analysis/results/dpo_generalisation_<suite>.json")
+    args = parser.parse_args()
+
+    from dpbench.api import RunContext
+    from dpbench.cache import this_machine
+    from dpbench.errors import DpbenchError
+    from dpbench.results import load_result
+    from dpbench.runner import Runner
+    from dpbench.suite import load_suite
+    from dpbench.toolkit import load_causal_lm, load_tokenizer
+    from dpbench_popri.dpo import held_out_check, train_round
+
+    suite = load_suite(args.suite, args.overrides, runs_dir=args.runs_dir)
+    runs = [s for s in suite.runs if s.method.label == args.method and s.epsilon in args.epsilon
+            and load_result(suite.folder / s.run_id) is not None]
+    held_seed = max(s.seed for s in suite.runs) if args.held_out_seed is None else args.held_out_seed
+    train_runs, held_runs = ([s for s in runs if (s.seed == held_seed) == held] for held in (False, True))
+    if not train_runs or not held_runs:
+        raise DpbenchError(f"need finished {args.method!r} runs at ε in {args.epsilon} of seed {held_seed} and of "
+                           f"other seeds in {suite.folder}")
+
+    runner = Runner(suite)
+    method = runner.method(train_runs[0])
+    data = runner.dataset(train_runs[0].dataset).for_method()
+
+    def pairs_of(specs) -> list[dict]:
+        pairs = []
+        for spec in specs:
+            ctx = RunContext(run_id=spec.run_id, seed=spec.seed, output_dir=suite.folder / spec.run_id,
+                             budget=spec.budget, cache=runner.cache)  # only its seed streams are used
+            for r in range(runner.method(spec).config.rounds):
+                pairs += method.round_pairs(data, ctx, state=suite.folder / spec.run_id / "state", round_index=r)
+        return pairs
+
+    pool, held = pairs_of(train_runs), pairs_of(held_runs)
+    random.Random(0).shuffle(pool)  # rounds and seeds mixed in every prefix
+    if max(args.pairs) > len(pool):
+        raise DpbenchError(f"--pairs {max(args.pairs)}: the runs hold {len(pool)} training pairs")
+    options = method.config
+    tokenizer = load_tokenizer(options.model)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for n in args.pairs:
+            for lr in args.learning_rate:
+                folder = Path(scratch) / f"n{n}-lr{lr:g}"
+                setting = dataclasses.replace(options, learning_rate=lr)
+                start = time.perf_counter()
+                trained = train_round(options=setting, base_model=load_causal_lm(options.model, dtype="float32"),
+                                      tokenizer=tokenizer, pairs=pool[:n], previous=None, out_dir=folder, seed=0,
+                                      device="cpu")
+                trained_s = time.perf_counter() - start
+                check = held_out_check(options=setting, base_model=load_causal_lm(options.model, dtype="float32"),
+                                       tokenizer=tokenizer, pairs=held, trained=folder, out_dir=folder / "check",
+                                       device="cpu")
+                check_s = time.perf_counter() - start - trained_s
+                rows.append({"pairs": n, "learning_rate": lr, "steps": trained["steps"],
+                             "train_loss_last": trained["loss_last"], **check,
+                             "train_s": round(trained_s, 1), "check_s": round(check_s, 1)})
+                print(f"N {n}, lr {lr:g}: held-out loss {check['held_out_loss']:.4f} (ln 2 = {math.log(2):.4f}), "
+                      f"reward accuracy {check['held_out_reward_accuracy']:.3f}; {trained_s:.0f} s", flush=True)
+    result = {"benchmark": "popri_dpo_generalisation", "suite": suite.name, "overrides": args.overrides,
+              "epsilon": args.epsilon, "train_runs": [s.run_id for s in train_runs],
+              "held_out_runs": [s.run_id for s in held_runs], "held_out_pairs": len(held),
+              "options": {k: getattr(options, k) for k in ("beta", "pairs_per_step", "epochs_per_round", "lora_r",
+                                                          "lora_alpha", "bf16")},
+              "machine": this_machine("cpu"), "date": time.strftime("%Y-%m-%d %H:%M"),
+              "rows": rows}
+    out = Path(args.out or f"plugins/dpbench-popri/analysis/results/dpo_generalisation_{suite.name}.json")
+    out.write_text(json.dumps(result, indent=1))
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
