@@ -84,6 +84,21 @@ def planned_charges(*, mechanism: str, noise_multiplier: float, sampling_rate: f
     return [Charge(mechanism, noise_multiplier, sampling_rate, size) for size in tree_sizes(rounds, rounds_per_tree)]
 
 
+def _rdp_start(problem: dict) -> float:
+    """The RDP accountant's σ for ``problem``: where the PLD and opacus searches start. Its
+    dp-accounting warnings (Rényi orders whose series did not converge are left out, which only
+    loosens RDP's ε) say nothing about the accountant that calibrates, so they are not logged."""
+    import logging
+
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        return compute_noise_multiplier(**problem, accountant="rdp")
+    finally:
+        absl.setLevel(level)
+
+
 def compute_noise_multiplier(
     *,
     epsilon: float,
@@ -115,7 +130,7 @@ def compute_noise_multiplier(
                                   rounds=rounds, rounds_per_tree=rounds_per_tree)
         return epsilon_of_charges(charges, delta=delta, accountant=accountant) <= epsilon
 
-    hi = 1.0 if accountant == "rdp" else compute_noise_multiplier(**problem, accountant="rdp")
+    hi = 1.0 if accountant == "rdp" else _rdp_start(problem)
     if meets(hi):
         lo = hi * 0.8
         while meets(lo):

@@ -156,6 +156,22 @@ def test_calibration_subsampled_matches_dp_accounting_example():
     assert sigma == pytest.approx(1.66186, rel=2e-4)  # dp_accounting.calibrate_dp_mechanism's answer
 
 
+def test_pld_calibration_logs_no_warnings_from_its_rdp_starting_point(caplog):
+    """bioRxiv's DP-FedAvg (q 0.064, 30 rounds): the RDP warm start leaves out orders whose
+    series do not converge and dp-accounting warns; the pld answer is unchanged and says nothing."""
+    import logging
+
+    before = logging.getLogger("absl").level
+    with caplog.at_level(logging.WARNING):
+        sigma = compute_noise_multiplier(epsilon=1, delta=1e-5, sampling_rate=0.0642674, rounds=30, accountant="pld")
+    assert sigma == pytest.approx(1.7364, rel=1e-4)  # what bioRxiv's board runs were calibrated to
+    assert [r.getMessage() for r in caplog.records if r.name == "absl"] == []
+    assert logging.getLogger("absl").level == before  # left as it was
+    with caplog.at_level(logging.WARNING):  # the rdp accountant itself still says so
+        compute_noise_multiplier(epsilon=1, delta=1e-5, sampling_rate=0.0642674, rounds=30, accountant="rdp")
+    assert any("failed to converge" in r.getMessage() for r in caplog.records if r.name == "absl")
+
+
 def test_calibration_edge_cases():
     assert compute_noise_multiplier(epsilon=math.inf, delta=1e-5, sampling_rate=1, rounds=5) == 0.0
     assert compute_noise_multiplier(epsilon=1.0, delta=1e-5, sampling_rate=0, rounds=5) == 0.0
