@@ -85,18 +85,20 @@ def planned_charges(*, mechanism: str, noise_multiplier: float, sampling_rate: f
 
 
 def _rdp_start(problem: dict) -> float:
-    """The RDP accountant's σ for ``problem``: where the PLD and opacus searches start. Its
-    dp-accounting warnings (Rényi orders whose series did not converge are left out, which only
+    """The RDP accountant's σ for ``problem``: where the PLD and opacus searches start. dp-accounting's
+    warnings that a Rényi order's series did not converge (the order is left out, which only
     loosens RDP's ε) say nothing about the accountant that calibrates, so they are not logged."""
-    import logging
+    from absl import logging as absl_logging
 
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)
+    def keep(record) -> bool:
+        return "failed to converge" not in record.getMessage()
+
+    logger = absl_logging.get_absl_logger()
+    logger.addFilter(keep)
     try:
         return compute_noise_multiplier(**problem, accountant="rdp")
     finally:
-        absl.setLevel(level)
+        logger.removeFilter(keep)
 
 
 def compute_noise_multiplier(
