@@ -323,10 +323,10 @@ def _print_plan(loaded, runs, *, force: bool) -> None:
 
 
 def _remaining(loaded, runs, states: dict[str, str]) -> str:
-    """How many of ``runs`` are complete, and how long the rest would take one after another at
-    the median recorded time of finished runs of the same dataset and method in the suite folder
-    (on the machines that made them; the median, as a paused or crowded run's time is no cost;
-    a resuming run counts whole, so it is an upper bound)."""
+    """How many of ``runs`` are complete, and about how long the rest would take one after
+    another: each at the median recorded time of finished runs of its dataset and method in the
+    suite folder (on the machines that made them; the median, because a run paused or sharing the
+    machine records more than it cost; a resuming run counts whole)."""
     import statistics
 
     from dpbench.results import load_result
@@ -341,7 +341,7 @@ def _remaining(loaded, runs, states: dict[str, str]) -> str:
     line = f"{loaded.name}: {len(runs) - len(left)} of {len(runs)} runs complete, {len(left)} to do"
     if known:
         estimate = sum(statistics.median(times) for times in known)
-        line += (f"; at most ≈ {_duration(estimate)} for {len(known)} of them, one after another, at the median "
+        line += (f"; ≈ {_duration(estimate)} for {len(known)} of them, one after another, at the median "
                  f"recorded time of finished runs of their dataset and method")
     return line + ("" if len(known) == len(left) else f" ({len(left) - len(known)} with none finished to go by)")
 

@@ -46,7 +46,7 @@ def test_dry_run_says_what_each_run_would_do_and_what_is_left(toy_plugin, toy_su
     states = re.findall(r"│ (complete|resumes|redone|to run) +│", dry.output)
     assert sorted(states) == ["complete"] * 2 + ["resumes"] * 2 + ["to run"] * 4
     # estimated: nonprivate's and noisy_unigram's runs from their finished ones; public_only has none
-    assert re.search(r"toy: 2 of 8 runs complete, 6 to do; at most ≈ (\d+ min|< 1 min) for 4 of them, .*"
+    assert re.search(r"toy: 2 of 8 runs complete, 6 to do; ≈ (\d+ min|< 1 min) for 4 of them, .*"
                      r"\(2 with none finished to go by\)", dry.output), dry.output
 
     def states(*args):
@@ -64,6 +64,20 @@ def test_dry_run_says_what_each_run_would_do_and_what_is_left(toy_plugin, toy_su
     ledger = damaged / "ledger.jsonl"
     ledger.write_text(ledger.read_text().splitlines()[0] + "\n")  # a lost release: the run is redone
     assert states("seeds=1") == ["redone", "rescored", "resumes", "resumes"]
+
+
+def test_the_time_left_goes_by_the_median_so_a_paused_run_does_not_inflate_it(toy_plugin, toy_suite, tmp_path):
+    path, runs = str(toy_suite()), str(tmp_path / "runs")
+    assert CliRunner().invoke(cli, ["run", path, "seeds=3", "--runs-dir", runs]).exit_code == 0
+    folder = load_suite(path, ["seeds=3"], runs_dir=runs).folder
+    seconds = {"public_only": [60] * 3, "nonprivate": [60, 60, 3600], "noisy_unigram": [120] * 6}  # one paused
+    for run in sorted(folder.iterdir()):
+        if (run / "result.json").exists():
+            result = json.loads((run / "result.json").read_text())
+            result["timings"]["total_s"] = seconds[result["spec"]["method"]["label"]].pop()
+            (run / "result.json").write_text(json.dumps(result))
+    dry = CliRunner().invoke(cli, ["run", path, "seeds=4", "--runs-dir", runs, "--dry-run"])
+    assert "toy: 12 of 16 runs complete, 4 to do; ≈ 6 min for 4 of them" in dry.output, dry.output  # 60+60+120+120 s
 
 
 def test_validate_reports_errors_without_traceback(toy_plugin, toy_suite):
