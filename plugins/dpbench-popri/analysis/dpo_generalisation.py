@@ -1,18 +1,20 @@
 """Whether DPO on POPri's preference pairs learns what carries to new prompts, by pairs and learning rate.
 
 POPri's runs check each round, before it trains, the policy's DPO loss on the round's fresh
-pairs; at the CPU setting (32 pairs a round, lr 5e-4) it stays at ln 2 even without noise
-(docs/notes/popri-cpu-tuning.md). This asks what would move it, offline: from the pairs finished
-POPri runs released (``round_pairs``: each round's saved candidates and choices; no privacy
-is spent again) it trains a fresh
-adapter for one epoch on N pairs of some runs, at each learning rate, with the suite's POPri
-options otherwise (β, LoRA, pairs per step), and scores the DPO loss and reward accuracy on the
-pairs of a run of another seed (other prompts) with ``held_out_check``, the runs' own check.
-ln 2 and 0.5: nothing carried. The pairs come from runs of different rounds, so for N > 32 they
-are off-policy, like a replay buffer.
+pairs; at the CPU setting (32 pairs a round, lr 5e-4) it stays near ln 2 even without noise
+(docs/notes/popri-cpu-tuning.md). This asks what would move it, offline: from the pairs that
+finished POPri runs released (``round_pairs``; no privacy is spent again; a pair that runs of
+one seed share, as its runs at several ε do in round 0, counts once) it trains a fresh adapter
+for one epoch on N pairs of some runs, at each learning rate, with the suite's POPri options
+otherwise (β, LoRA, pairs per step), and scores the DPO loss and reward accuracy on the pairs of
+the runs of another seed (prompts that are new combinations of the same public examples) with
+``held_out_check``, the runs' own check. A policy equal to the reference scores ln 2; chance
+accuracy is 0.5, and ``chosen_longer`` (the share of held-out pairs whose chosen completion has
+more words, ties counting half) is what a preference for length alone would score. The pairs
+come from several rounds, so for N > 32 they are off-policy, like a replay buffer.
 
     .venv/bin/python plugins/dpbench-popri/analysis/dpo_generalisation.py suites/shared-biorxiv.yaml \\
-        --runs-dir leaderboards/runs --epsilon inf 7 --pairs 32 192 --learning-rate 5e-4 5e-5
+        --runs-dir leaderboards/runs --epsilon inf 7 --pairs 32 256 --learning-rate 5e-4 5e-5
 """
 
 from __future__ import annotations
@@ -60,23 +62,30 @@ def main() -> None:
                            f"other seeds in {suite.folder}")
 
     runner = Runner(suite)
-    method = runner.method(train_runs[0])
     data = runner.dataset(train_runs[0].dataset).for_method()
 
     def pairs_of(specs) -> list[dict]:
-        pairs = []
+        """The distinct pairs of ``specs``' rounds, in run and round order."""
+        pairs = {}
         for spec in specs:
+            method = runner.method(spec)
             ctx = RunContext(run_id=spec.run_id, seed=spec.seed, output_dir=suite.folder / spec.run_id,
                              budget=spec.budget, cache=runner.cache)  # only its seed streams are used
-            for r in range(runner.method(spec).config.rounds):
-                pairs += method.round_pairs(data, ctx, state=suite.folder / spec.run_id / "state", round_index=r)
-        return pairs
+            for r in range(method.config.rounds):
+                for pair in method.round_pairs(data, ctx, state=suite.folder / spec.run_id / "state", round_index=r):
+                    pairs.setdefault(json.dumps(pair, sort_keys=True), pair)
+        return list(pairs.values())
+
+    def words(completion) -> int:
+        return len(str(completion[-1]["content"] if isinstance(completion, list) else completion).split())
 
     pool, held = pairs_of(train_runs), pairs_of(held_runs)
+    chosen_longer = sum((words(p["chosen"]) > words(p["rejected"])) + (words(p["chosen"]) == words(p["rejected"])) / 2
+                        for p in held) / len(held)
     random.Random(0).shuffle(pool)  # rounds and seeds mixed in every prefix
     if max(args.pairs) > len(pool):
         raise DpbenchError(f"--pairs {max(args.pairs)}: the runs hold {len(pool)} training pairs")
-    options = method.config
+    options = runner.method(train_runs[0]).config
     tokenizer = load_tokenizer(options.model)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -100,7 +109,9 @@ def main() -> None:
                       f"reward accuracy {check['held_out_reward_accuracy']:.3f}; {trained_s:.0f} s", flush=True)
     result = {"benchmark": "popri_dpo_generalisation", "suite": suite.name, "overrides": args.overrides,
               "epsilon": args.epsilon, "train_runs": [s.run_id for s in train_runs],
-              "held_out_runs": [s.run_id for s in held_runs], "held_out_pairs": len(held),
+              "held_out_runs": [s.run_id for s in held_runs], "training_pairs": len(pool),
+              "training_prompts": len({json.dumps(p["prompt"]) for p in pool}), "held_out_pairs": len(held),
+              "held_out_prompts": len({json.dumps(p["prompt"]) for p in held}), "chosen_longer": chosen_longer,
               "options": {k: getattr(options, k) for k in ("beta", "pairs_per_step", "epochs_per_round", "lora_r",
                                                           "lora_alpha", "bf16")},
               "machine": this_machine("cpu"), "date": time.strftime("%Y-%m-%d %H:%M"),
