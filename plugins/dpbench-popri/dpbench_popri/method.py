@@ -92,7 +92,7 @@ class Popri(Method):
 
         history = []
         for r in ctx.track(range(o.rounds), "POPri rounds"):
-            folder = state / f"round{r:03d}"
+            folder = _round_folder(state, r)
             folder.mkdir(exist_ok=True)
             record = f"{folder.name}/round.json"
             done = ctx.load_state(record)
@@ -169,9 +169,8 @@ class Popri(Method):
         """The DPO pairs (prompt, chosen, rejected) round ``round_index`` of a finished run
         trained on, rebuilt from its saved candidates and choices (the prompts from the run's
         seed, ``ctx.seed``). Released already: for studying DPO after a run."""
-        folder = state / f"round{round_index:03d}"
-        prompts = self.config.public_prompts(data.public, count=self.config.prompts_per_round,
-                                             rng=ctx.rng(f"popri-prompts-round{round_index}"))
+        folder = _round_folder(state, round_index)
+        prompts = self._prompts(data.public, ctx, f"round{round_index}", self.config.prompts_per_round)
         candidates = json.loads((folder / "candidates.json").read_text())
         return [self._pair_record(prompts[p["prompt"]], candidates[p["chosen"]], candidates[p["rejected"]])
                 for p in json.loads((folder / "pairs.json").read_text())]
@@ -201,13 +200,18 @@ class Popri(Method):
     def _sample(self, generator, public, ctx, stream, prompts, per_prompt, adapter, saved: Path):
         """``per_prompt`` completions for each of ``prompts`` fresh prompts; cached in ``saved``."""
         o = self.config
-        built = o.public_prompts(public, count=prompts, rng=ctx.rng(f"popri-prompts-{stream}"))
+        built = self._prompts(public, ctx, stream, prompts)
         if saved.exists():
             return built, json.loads(saved.read_text())
         texts = o.complete(generator, [p for p in built for _ in range(per_prompt)], stop=stop_strings(o.prompt_style),
                            seed=ctx.seed_for(f"popri-generate-{stream}"), adapter=str(adapter) if adapter else None)
         write_json(saved, texts, indent=None)
         return built, texts
+
+    def _prompts(self, public, ctx, stream: str, count: int) -> list:
+        """The ``count`` public-seeded prompts of sampling stream ``stream`` (``round<r>`` or
+        ``final``), the same for a run and anything rebuilding it from the run's seed."""
+        return self.config.public_prompts(public, count=count, rng=ctx.rng(f"popri-prompts-{stream}"))
 
     def _check_dpo_length(self, public, tokenizer) -> None:
         """Refuse, before any budget is spent, a ``max_length`` that the longest possible pair
@@ -271,7 +275,12 @@ def pick_checkpoint(history: list[dict[str, float]], rule: str) -> int:
 def _adapter_round(state: Path, checkpoint: int) -> Path | None:
     """The round folder that produced checkpoint ``checkpoint`` (0 = the base model: none);
     round ``r``'s DPO resumes from checkpoint ``r``."""
-    return None if checkpoint == 0 else state / f"round{checkpoint - 1:03d}"
+    return None if checkpoint == 0 else _round_folder(state, checkpoint - 1)
+
+
+def _round_folder(state: Path, round_index: int) -> Path:
+    """Where round ``round_index`` keeps its candidates, pairs, adapter and record."""
+    return state / f"round{round_index:03d}"
 
 
 def _adapter(state: Path, checkpoint: int) -> Path | None:
