@@ -13,8 +13,15 @@ accuracy is 0.5, and ``chosen_longer`` (the share of held-out pairs whose chosen
 more words, ties counting half) is what a preference for length alone would score. The pairs
 come from several rounds, so for N > 32 they are off-policy, like a replay buffer.
 
+One fold holds out one seed's runs; ``--held-out-seed`` with several seeds makes several folds,
+and ``--repeats`` trains each setting again on another random subset with another training
+seed. Each setting's summary is the mean over its folds × repeats with a 95 % t half-width: the
+folds share training pairs, so the half-width is a spread to compare settings by, not an
+independent-sample interval.
+
     .venv/bin/python plugins/dpbench-popri/analysis/dpo_generalisation.py suites/shared-biorxiv.yaml \\
-        --runs-dir leaderboards/runs --epsilon inf 7 --pairs 32 256 --learning-rate 5e-4 5e-5
+        --runs-dir leaderboards/runs --epsilon inf 7 --held-out-seed 0 1 2 --repeats 2 \\
+        --pairs 32 256 --learning-rate 5e-4 5e-5
 """
 
 from __future__ import annotations
@@ -36,7 +43,10 @@ def main() -> None:
     parser.add_argument("--runs-dir", help="as for dpbench run")
     parser.add_argument("--epsilon", type=float, nargs="+", required=True, help="the POPri runs whose pairs are used")
     parser.add_argument("--method", default="popri", help="the runs' method label in the suite")
-    parser.add_argument("--held-out-seed", type=int, default=None, help="default: the suite's last seed")
+    parser.add_argument("--held-out-seed", type=int, nargs="+", default=None,
+                        help="one fold per seed given, holding out that seed's runs (default: the suite's last seed)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="trainings per fold and setting, each on its own random subset and training seed")
     parser.add_argument("--pairs", type=int, nargs="+", required=True, help="training pool sizes N")
     parser.add_argument("--learning-rate", type=float, nargs="+", required=True)
     parser.add_argument("--out", default=None,
@@ -46,6 +56,7 @@ def main() -> None:
     from dpbench.api import RunContext
     from dpbench.cache import this_machine
     from dpbench.errors import DpbenchError
+    from dpbench.leaderboard import summary
     from dpbench.results import load_result
     from dpbench.runner import Runner
     from dpbench.suite import load_suite
@@ -55,14 +66,17 @@ def main() -> None:
     suite = load_suite(args.suite, args.overrides, runs_dir=args.runs_dir)
     runs = [s for s in suite.runs if s.method.label == args.method and s.epsilon in args.epsilon
             and load_result(suite.folder / s.run_id) is not None]
-    held_seed = max(s.seed for s in suite.runs) if args.held_out_seed is None else args.held_out_seed
-    train_runs, held_runs = ([s for s in runs if (s.seed == held_seed) == held] for held in (False, True))
-    if not train_runs or not held_runs:
-        raise DpbenchError(f"need finished {args.method!r} runs at ε in {args.epsilon} of seed {held_seed} and of "
-                           f"other seeds in {suite.folder}")
+    held_seeds = args.held_out_seed or [max(s.seed for s in suite.runs)]
+    folds = {seed: ([s for s in runs if s.seed != seed], [s for s in runs if s.seed == seed]) for seed in held_seeds}
+    for seed, (train_runs, held_runs) in folds.items():
+        if not train_runs or not held_runs:
+            raise DpbenchError(f"need finished {args.method!r} runs at ε in {args.epsilon} of seed {seed} and of "
+                               f"other seeds in {suite.folder}")
+    if args.repeats < 1:
+        raise DpbenchError(f"--repeats {args.repeats}: must be at least 1")
 
     runner = Runner(suite)
-    data = runner.dataset(train_runs[0].dataset).for_method()
+    data = runner.dataset(runs[0].dataset).for_method()
 
     def pairs_of(specs) -> list[dict]:
         """The distinct pairs of ``specs``' rounds, in run and round order."""
@@ -79,43 +93,64 @@ def main() -> None:
     def words(completion) -> int:
         return len(str(completion[-1]["content"] if isinstance(completion, list) else completion).split())
 
-    pool, held = pairs_of(train_runs), pairs_of(held_runs)
-    chosen_longer = sum((words(p["chosen"]) > words(p["rejected"])) + (words(p["chosen"]) == words(p["rejected"])) / 2
-                        for p in held) / len(held)
-    random.Random(0).shuffle(pool)  # rounds and seeds mixed in every prefix
-    if max(args.pairs) > len(pool):
-        raise DpbenchError(f"--pairs {max(args.pairs)}: the runs hold {len(pool)} training pairs")
-    options = runner.method(train_runs[0]).config
+    options = runner.method(runs[0]).config
     tokenizer = load_tokenizer(options.model)
-    rows = []
+    rows, fold_records = [], []
     with tempfile.TemporaryDirectory() as scratch:
-        for n in args.pairs:
-            for lr in args.learning_rate:
-                folder = Path(scratch) / f"n{n}-lr{lr:g}"
-                setting = dataclasses.replace(options, learning_rate=lr)
-                start = time.perf_counter()
-                trained = train_round(options=setting, base_model=load_causal_lm(options.model, dtype="float32"),
-                                      tokenizer=tokenizer, pairs=pool[:n], previous=None, out_dir=folder, seed=0,
-                                      device="cpu")
-                trained_s = time.perf_counter() - start
-                check = held_out_check(options=setting, base_model=load_causal_lm(options.model, dtype="float32"),
-                                       tokenizer=tokenizer, pairs=held, trained=folder, out_dir=folder / "check",
-                                       device="cpu")
-                check_s = time.perf_counter() - start - trained_s
-                rows.append({"pairs": n, "learning_rate": lr, "steps": trained["steps"],
-                             "train_loss_last": trained["loss_last"], **check,
-                             "train_s": round(trained_s, 1), "check_s": round(check_s, 1)})
-                print(f"N {n}, lr {lr:g}: held-out loss {check['held_out_loss']:.4f} (ln 2 = {math.log(2):.4f}), "
-                      f"reward accuracy {check['held_out_reward_accuracy']:.3f}; {trained_s:.0f} s", flush=True)
+        for held_seed, (train_runs, held_runs) in folds.items():
+            pool, held = pairs_of(train_runs), pairs_of(held_runs)
+            if max(args.pairs) > len(pool):
+                raise DpbenchError(f"--pairs {max(args.pairs)}: the runs of fold {held_seed} hold {len(pool)} "
+                                   f"training pairs")
+            chosen_longer = sum((words(p["chosen"]) > words(p["rejected"]))
+                                + (words(p["chosen"]) == words(p["rejected"])) / 2 for p in held) / len(held)
+            fold_records.append({"held_out_seed": held_seed, "train_runs": [s.run_id for s in train_runs],
+                                 "held_out_runs": [s.run_id for s in held_runs], "training_pairs": len(pool),
+                                 "training_prompts": len({json.dumps(p["prompt"]) for p in pool}),
+                                 "held_out_pairs": len(held),
+                                 "held_out_prompts": len({json.dumps(p["prompt"]) for p in held}),
+                                 "chosen_longer": chosen_longer})
+            for repeat in range(args.repeats):
+                subset = random.Random(repeat).sample(pool, len(pool))  # rounds and seeds mixed in every prefix
+                for n in args.pairs:
+                    for lr in args.learning_rate:
+                        folder = Path(scratch) / f"fold{held_seed}-repeat{repeat}-n{n}-lr{lr:g}"
+                        setting = dataclasses.replace(options, learning_rate=lr)
+                        start = time.perf_counter()
+                        base = load_causal_lm(options.model, dtype="float32")
+                        trained = train_round(options=setting, base_model=base, tokenizer=tokenizer, pairs=subset[:n],
+                                              previous=None, out_dir=folder, seed=repeat, device="cpu")
+                        trained_s = time.perf_counter() - start
+                        check = held_out_check(options=setting,
+                                               base_model=load_causal_lm(options.model, dtype="float32"),
+                                               tokenizer=tokenizer, pairs=held, trained=folder,
+                                               out_dir=folder / "check", device="cpu")
+                        check_s = time.perf_counter() - start - trained_s
+                        rows.append({"held_out_seed": held_seed, "repeat": repeat, "pairs": n, "learning_rate": lr,
+                                     "steps": trained["steps"], "train_loss_last": trained["loss_last"], **check,
+                                     "train_s": round(trained_s, 1), "check_s": round(check_s, 1)})
+                        print(f"fold {held_seed}, repeat {repeat}, N {n}, lr {lr:g}: held-out loss "
+                              f"{check['held_out_loss']:.4f} (ln 2 = {math.log(2):.4f}), reward accuracy "
+                              f"{check['held_out_reward_accuracy']:.3f} (length alone {chosen_longer:.3f}); "
+                              f"{trained_s:.0f} s", flush=True)
+    settings = []
+    for n in args.pairs:
+        for lr in args.learning_rate:
+            mine = [r for r in rows if r["pairs"] == n and r["learning_rate"] == lr]
+            settings.append({"pairs": n, "learning_rate": lr,
+                             "held_out_loss": summary([r["held_out_loss"] for r in mine]),
+                             "held_out_reward_accuracy": summary([r["held_out_reward_accuracy"] for r in mine])})
+    for row in settings:
+        loss, accuracy = row["held_out_loss"], row["held_out_reward_accuracy"]
+        print(f"N {row['pairs']}, lr {row['learning_rate']:g}: held-out loss {loss['mean']:.4f} ± "
+              f"{loss['ci95'] or 0:.4f}, reward accuracy {accuracy['mean']:.3f} ± {accuracy['ci95'] or 0:.3f} "
+              f"(n = {loss['n']})")
     result = {"benchmark": "popri_dpo_generalisation", "suite": suite.name, "overrides": args.overrides,
-              "epsilon": args.epsilon, "train_runs": [s.run_id for s in train_runs],
-              "held_out_runs": [s.run_id for s in held_runs], "training_pairs": len(pool),
-              "training_prompts": len({json.dumps(p["prompt"]) for p in pool}), "held_out_pairs": len(held),
-              "held_out_prompts": len({json.dumps(p["prompt"]) for p in held}), "chosen_longer": chosen_longer,
+              "epsilon": args.epsilon, "repeats": args.repeats, "folds": fold_records,
               "options": {k: getattr(options, k) for k in ("beta", "pairs_per_step", "epochs_per_round", "lora_r",
                                                           "lora_alpha", "bf16")},
               "machine": this_machine("cpu"), "date": time.strftime("%Y-%m-%d %H:%M"),
-              "rows": rows}
+              "settings": settings, "rows": rows}
     out = Path(args.out or f"plugins/dpbench-popri/analysis/results/dpo_generalisation_{suite.name}.json")
     out.write_text(json.dumps(result, indent=1))
     print(f"saved {out}")
