@@ -133,13 +133,14 @@ def logprob_errors(options, tokenizer, pairs: list[dict], adapter: Path) -> dict
     from trl import DPOTrainer
     from trl.trainer.utils import use_adapter
 
-    from dpbench.toolkit import load_causal_lm
-    from dpbench_popri.dpo import dpo_config, lora_config, shared_prompt_forward
+    from dpbench.toolkit import load_causal_lm, lora_config, prompt_cached_forward
+    from dpbench_popri.dpo import dpo_config
 
     base = load_causal_lm(options.model, dtype="float32")
     trainer = DPOTrainer(model=base, processing_class=tokenizer, train_dataset=Dataset.from_list(pairs),
                          args=dpo_config(options, output_dir=adapter.parent / "errors", first_round=True, seed=0,
-                                         device="cpu", stock=True), peft_config=lora_config(options, base))
+                                         device="cpu", stock=True),
+                         peft_config=lora_config(base, r=options.lora_r, alpha=options.lora_alpha))
     set_peft_model_state_dict(trainer.model, load_file(adapter / "adapter_model.safetensors"))
     batch = trainer.data_collator(list(trainer.train_dataset))
     ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -156,7 +157,7 @@ def logprob_errors(options, tokenizer, pairs: list[dict], adapter: Path) -> dict
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     out["stock", bf16] = model(input_ids=ids, attention_mask=mask, labels=labels,
                                                fused_lm_head=True).log_probs.sum(1)
-                    out["shared", bf16] = shared_prompt_forward(model, ids, mask, labels).log_probs.sum(1)
+                    out["shared", bf16] = prompt_cached_forward(model, ids, mask, labels, copies=2).log_probs.sum(1)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 alone = torch.stack([model(input_ids=ids[r:r + 1, :n], attention_mask=mask[r:r + 1, :n],
                                            labels=labels[r:r + 1, :n], fused_lm_head=True).log_probs.sum()

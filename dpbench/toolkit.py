@@ -15,6 +15,9 @@ Synthetic text from public seed texts (``dpbench.synthetic``):
 - ``normalise_rows``: rows at unit L2 norm (zero rows stay zero), so dot products are cosines.
 - ``lora_config``, ``trl_completion``: the LoRA adapter on the generator that POPri's DPO and
   PE+SFT train, and a completion in the form trl takes after a prompt of a given style.
+- ``prompt_cached_forward``, ``prompt_cached``, ``prompt_cached_sft_trainer``: trl's fused
+  forward with the prompt run once into a KV cache and only completions through the LM head
+  (POPri's DPO, PE+SFT's SFT): same loss and gradients, a fraction of the compute on a CPU.
 
 Models:
 
@@ -53,6 +56,9 @@ _EXPORTS = {
     "normalise_rows": "dpbench.synthetic.similarity",
     "lora_config": "dpbench.synthetic.finetune",
     "trl_completion": "dpbench.synthetic.finetune",
+    "prompt_cached": "dpbench.synthetic.finetune",
+    "prompt_cached_forward": "dpbench.synthetic.finetune",
+    "prompt_cached_sft_trainer": "dpbench.synthetic.finetune",
     "SamplingParams": "dpbench.models.generation",
     "make_generator": "dpbench.models.generation",
     "prompt_token_ids": "dpbench.models.generation",

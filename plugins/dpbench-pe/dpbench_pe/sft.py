@@ -2,7 +2,8 @@
 
 PrE-Text's second stage (Hou, Shrivastava, Zhan, Conway, Le, Sagar, Fanti, Lazar, ICML 2024,
 arXiv 2406.02958) and the POPri paper's "PE+SFT" baseline: after PE's DP iterations, a LoRA
-adapter on the shared generator is fine-tuned (trl's SFT, loss on the completion only) to answer
+adapter on the shared generator is fine-tuned (trl's SFT, loss on the completion only, each
+prompt run once into a KV cache so that only completions reach the LM head) to answer
 the toolkit's public-seeded prompts with PE's selected texts, and ``final_samples`` texts are
 sampled from base + adapter with fresh public prompts — POPri's final sampling, so the two
 methods hand the evaluator the same number of texts from the same kind of prompt. The
@@ -23,7 +24,7 @@ SFT_DIR = "sft"
 class PeSft(PrivateEvolution):
     """PE followed by PrE-Text's expansion (see the module docstring)."""
 
-    version = "1"
+    version = "2"
     citation = """\
 @inproceedings{hou2024pretext,
   title = {{PrE-Text}: Training Language Models on Private Federated Data in the Age of {LLMs}},
@@ -65,9 +66,8 @@ class PeSft(PrivateEvolution):
         """LoRA SFT of the generator: each selected text the answer to a fresh public prompt."""
         from datasets import Dataset
         from transformers import PrinterCallback
-        from trl import SFTConfig, SFTTrainer
 
-        from dpbench.toolkit import load_causal_lm, load_tokenizer, lora_config, use_bf16
+        from dpbench.toolkit import load_causal_lm, load_tokenizer, lora_config, prompt_cached_sft_trainer, use_bf16
 
         o = self.config
         if not selected:
@@ -78,16 +78,11 @@ class PeSft(PrivateEvolution):
         bf16 = use_bf16(o.bf16, ctx.device)
         base = load_causal_lm(o.model, dtype="bfloat16" if bf16 and ctx.device == "cuda" else "float32",
                               device=ctx.device)
-        seed = ctx.seed_for("pe-sft") % 2**31
-        trainer = SFTTrainer(
+        trainer = prompt_cached_sft_trainer()(
             model=base, processing_class=load_tokenizer(o.model), train_dataset=Dataset.from_list(records),
             peft_config=lora_config(base, r=o.lora_r, alpha=o.lora_alpha),
-            args=SFTConfig(output_dir=str(adapter.parent / "trainer"), num_train_epochs=o.sft_epochs,
-                           per_device_train_batch_size=o.sft_batch_size, learning_rate=o.sft_learning_rate,
-                           lr_scheduler_type="constant", max_length=o.sft_max_length, completion_only_loss=True,
-                           packing=False, bf16=bf16, use_cpu=ctx.device == "cpu", logging_steps=1,
-                           save_strategy="no", report_to="none", seed=seed, data_seed=seed, disable_tqdm=True,
-                           dataloader_num_workers=0))
+            args=sft_config(o, output_dir=adapter.parent / "trainer", seed=ctx.seed_for("pe-sft") % 2**31,
+                            device=ctx.device))
         trainer.remove_callback(PrinterCallback)
         trainer.train()
         trainer.model.save_pretrained(adapter)
@@ -96,3 +91,18 @@ class PeSft(PrivateEvolution):
                  "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
         write_json(adapter.parent / "sft_losses.json", losses, indent=None)
         return stats
+
+
+def sft_config(options: PeSftOptions, *, output_dir, seed: int, device: str):
+    """trl's SFTConfig for PE+SFT's fine-tuning: loss on the completion only, no packing, no
+    gradient checkpointing (trl's default; it would also keep the prompt from being cached)."""
+    from trl import SFTConfig
+
+    from dpbench.toolkit import use_bf16
+
+    return SFTConfig(output_dir=str(output_dir), num_train_epochs=options.sft_epochs,
+                     per_device_train_batch_size=options.sft_batch_size, learning_rate=options.sft_learning_rate,
+                     lr_scheduler_type="constant", max_length=options.sft_max_length, completion_only_loss=True,
+                     packing=False, gradient_checkpointing=False, bf16=use_bf16(options.bf16, device),
+                     use_cpu=device == "cpu", logging_steps=1, save_strategy="no", report_to="none", seed=seed,
+                     data_seed=seed, disable_tqdm=True, dataloader_num_workers=0)

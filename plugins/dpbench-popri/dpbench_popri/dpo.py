@@ -54,73 +54,23 @@ def dpo_config(options: PopriOptions, *, output_dir: Path, first_round: bool, se
     )
 
 
-def shared_prompt_forward(model, input_ids, attention_mask, labels, **kwargs):
-    """trl's fused forward (``model(..., labels=labels, fused_lm_head=True)``) on a collated
-    ``[chosen; rejected]`` batch, with each pair's prompt run once: its first ``p - 1`` tokens
-    fill a KV cache (gradients flow through it), then both completions, each led by the
-    prompt's last token, run on top of it. Only completion positions reach the LM head. The
-    per-token outputs come back in the batch's own layout, so trl's loss and metrics apply
-    unchanged. A batch without that shape (prompts differ, or one is a single token) takes trl's
-    forward."""
-    import torch
-
-    n, width = input_ids.size(0) // 2, input_ids.size(1)
-    pos = torch.arange(width, device=input_ids.device)
-    completion, lengths = labels != -100, attention_mask.sum(1)
-    starts = torch.where(completion.any(1), completion.int().argmax(1), lengths)  # prompt lengths
-    prompt_mask = pos < starts[:n, None]
-    if not (n and torch.equal(starts[:n], starts[n:]) and bool((starts > 1).all())
-            and torch.equal(completion, (pos >= starts[:, None]) & (pos < lengths[:, None]))
-            and torch.equal(attention_mask.bool(), pos < lengths[:, None])
-            and bool(((input_ids[:n] == input_ids[n:]) | ~prompt_mask).all())):
-        return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True, **kwargs)
-
-    cached = int(starts.max()) - 1  # prompt tokens before the last one, right-padded
-    cache_mask = (pos[:cached] < starts[:n, None] - 1).long()
-    # through the model itself (its autocast wrapper), keeping one position's logits only
-    cache = model(input_ids=input_ids[:n, :cached], attention_mask=cache_mask, use_cache=True, logits_to_keep=1).cache
-    cache.batch_select_indices(torch.arange(n, device=input_ids.device).repeat(2))  # [chosen; rejected]
-    steps = torch.arange(int((lengths - starts).max()) + 1, device=input_ids.device)
-    index = starts[:, None] - 1 + steps  # the prompt's last token, then the completion
-    valid = steps < (lengths - starts + 1)[:, None]
-    gathered = index.clamp(max=width - 1)
-    out = model(input_ids=input_ids.gather(1, gathered), position_ids=index,
-                attention_mask=torch.cat([cache_mask.repeat(2, 1), valid.long()], 1), cache=cache,
-                labels=labels.gather(1, gathered).masked_fill(~valid, -100), fused_lm_head=True, **kwargs)
-
-    def place(value):  # (2n, completion) -> (2n, width - 1): token t's output sits at t - 1
-        if value is None or value.dim() != 2:
-            return value
-        full = value.new_zeros(2 * n, width - 1 + value.size(1))
-        return full.scatter(1, index[:, :-1], value)[:, :width - 1]
-
-    return type(out)(**{key: place(value) for key, value in out.items()})
-
-
 @functools.cache
 def shared_prompt_trainer():
-    """``DPOTrainer`` whose policy and reference forwards go through ``shared_prompt_forward``:
-    same loss and gradients, each prompt computed once per pair instead of twice."""
+    """``DPOTrainer`` whose policy and reference forwards go through the toolkit's
+    ``prompt_cached_forward`` on ``[chosen; rejected]`` (``copies=2``): same loss and gradients,
+    each prompt computed once per pair instead of twice, and only completions through the LM head."""
     from trl import DPOTrainer
+
+    from dpbench.toolkit import prompt_cached
 
     class SharedPromptDPOTrainer(DPOTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            return super().compute_loss(_Shared(model), inputs, return_outputs, num_items_in_batch)
+            return super().compute_loss(prompt_cached(model, copies=2), inputs, return_outputs, num_items_in_batch)
 
         def compute_ref_log_probs(self, model, inputs):
-            return super().compute_ref_log_probs(_Shared(model), inputs)
+            return super().compute_ref_log_probs(prompt_cached(model, copies=2), inputs)
 
     return SharedPromptDPOTrainer
-
-
-class _Shared:
-    """A model whose fused-head calls go through ``shared_prompt_forward``."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __call__(self, *, fused_lm_head=False, **kwargs):
-        return shared_prompt_forward(self.model, **kwargs) if fused_lm_head else self.model(**kwargs)
 
 
 def _held_out(trainer) -> dict[str, float]:

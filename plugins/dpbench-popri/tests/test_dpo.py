@@ -108,7 +108,7 @@ def test_shared_forward_equals_trl_forward_and_needs_the_prompt(tiny_llama, tmp_
     logit, top-1) equal trl's fused forward on the same batch; a batch that does not share its
     prompts falls back to trl's forward; and the completions' log-probs without the prompt are
     far outside the tolerance, so a path that dropped the prompt's cache would fail."""
-    from dpbench_popri.dpo import shared_prompt_forward
+    from dpbench.toolkit import prompt_cached_forward
 
     trainer = _trainer(tiny_llama, tmp_path, stock=True)
     batch = trainer.data_collator(list(trainer.train_dataset))
@@ -116,7 +116,7 @@ def test_shared_forward_equals_trl_forward_and_needs_the_prompt(tiny_llama, tmp_
     model = trainer.model
     stock = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
                   fused_lm_head=True)
-    shared = shared_prompt_forward(model, batch["input_ids"], batch["attention_mask"], labels)
+    shared = prompt_cached_forward(model, batch["input_ids"], batch["attention_mask"], labels, copies=2)
     for key in ("log_probs", "entropy", "mean_logits"):
         torch.testing.assert_close(shared[key], stock[key], rtol=RTOL, atol=ATOL, msg=key)
     assert torch.equal(shared["is_top1"], stock["is_top1"])
@@ -124,7 +124,7 @@ def test_shared_forward_equals_trl_forward_and_needs_the_prompt(tiny_llama, tmp_
     # a batch whose halves do not share prompts takes trl's own forward
     swapped = batch["input_ids"].clone()
     swapped[3, 0] = swapped[3, 0] + 1
-    fallback = shared_prompt_forward(model, swapped, batch["attention_mask"], labels)
+    fallback = prompt_cached_forward(model, swapped, batch["attention_mask"], labels, copies=2)
     assert torch.equal(fallback["log_probs"], model(input_ids=swapped, attention_mask=batch["attention_mask"],
                                                     labels=labels, fused_lm_head=True)["log_probs"])
 

@@ -1,0 +1,136 @@
+"""The prompt-cached SFT path against stock trl on a tiny random Llama, in fp32: same loss, same
+LoRA gradients (which flow through the prompt's cache), same per-token outputs; batches it
+cannot take go to trl's own forward. (POPri's DPO tests cover ``copies=2``.)"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+RTOL, ATOL = 1e-4, 1e-6
+"""fp32; the two paths differ only in the order of floating-point sums. A gradient tensor's
+absolute tolerance is RTOL times its largest entry."""
+
+
+def _records():
+    """Chat prompts and completions of different lengths (one completion a single word), so
+    both the prompts and the completions are padded differently in one batch."""
+    def user(words):
+        return [{"role": "user", "content": " ".join(f"w{i % 40}" for i in words)}]
+
+    def reply(words):
+        return [{"role": "assistant", "content": " ".join(f"w{i % 40}" for i in words)}]
+
+    return [{"prompt": user(range(3, 30)), "completion": reply(range(5))},
+            {"prompt": user(range(11, 17)), "completion": reply(range(20, 36))},
+            {"prompt": user(range(1, 14)), "completion": reply([2])}]
+
+
+def _trainer(tiny_llama, tmp_path, *, stock):
+    from datasets import Dataset
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from dpbench.models.resolve import load_tokenizer
+    from dpbench.toolkit import lora_config, prompt_cached_sft_trainer
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    with torch.no_grad():  # sharper next-token distributions: log-probs that depend on the context
+        base.lm_head.weight.mul_(30)
+    trainer = (SFTTrainer if stock else prompt_cached_sft_trainer())(
+        model=base, processing_class=load_tokenizer(str(tiny_llama)), train_dataset=Dataset.from_list(_records()),
+        peft_config=lora_config(base, r=2, alpha=4),
+        args=SFTConfig(output_dir=str(tmp_path / ("stock" if stock else "cached")), per_device_train_batch_size=3,
+                       max_length=128, completion_only_loss=True, packing=False, gradient_checkpointing=False,
+                       bf16=False, use_cpu=True,
+                       report_to="none", seed=0, disable_tqdm=True))
+    # a trained-looking adapter (LoRA B starts at zero, which would leave the prompt's cache out of the gradient)
+    generator = torch.Generator().manual_seed(1)
+    state = get_peft_model_state_dict(trainer.model)
+    set_peft_model_state_dict(trainer.model, {k: torch.randn(v.shape, generator=generator)
+                                              for k, v in sorted(state.items())})
+    return trainer
+
+
+def _loss_and_grads(trainer):
+    batch = trainer.data_collator(list(trainer.train_dataset))
+    trainer.model.train()
+    with trainer.compute_loss_context_manager():
+        loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    return loss.detach(), grads, batch, dict(trainer._metrics["train"])
+
+
+def test_prompt_cached_sft_loss_gradients_and_metrics_equal_stock_trl(tiny_llama, tmp_path):
+    stock_loss, stock_grads, batch, stock_metrics = _loss_and_grads(_trainer(tiny_llama, tmp_path, stock=True))
+    loss, grads, cached_batch, metrics = _loss_and_grads(_trainer(tiny_llama, tmp_path, stock=False))
+
+    assert torch.equal(batch["input_ids"], cached_batch["input_ids"])
+    completion = batch["labels"] != -100
+    assert len(set(completion.sum(1).tolist())) == 3 and len(set(completion.int().argmax(1).tolist())) == 3
+    torch.testing.assert_close(loss, stock_loss, rtol=RTOL, atol=ATOL)
+    assert grads.keys() == stock_grads.keys() and len(grads) > 0
+    for name, grad in grads.items():
+        assert grad.abs().sum() > 0, name
+        expected = stock_grads[name]
+        torch.testing.assert_close(grad, expected, rtol=RTOL, atol=RTOL * expected.abs().max().item())
+    for key in ("entropy", "mean_token_accuracy"):
+        assert metrics[key] == pytest.approx(stock_metrics[key], rel=RTOL), key
+
+
+def test_prompt_cached_forward_equals_trl_and_needs_the_prompt(tiny_llama, tmp_path):
+    """Per-token outputs equal trl's fused forward; a batch whose loss is not on a suffix of
+    each row takes trl's forward; and the completions scored without their prompts differ far
+    beyond the tolerance, so a path that dropped the prompt's cache would fail."""
+    from dpbench.toolkit import prompt_cached_forward
+
+    trainer = _trainer(tiny_llama, tmp_path, stock=True)
+    batch = trainer.data_collator(list(trainer.train_dataset))
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    model = trainer.model
+    stock = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    cached = prompt_cached_forward(model, ids, mask, labels, use_cache=False)
+    for key in ("log_probs", "entropy"):  # what SFTTrainer's fused head computes, beside is_top1
+        torch.testing.assert_close(cached[key], stock[key], rtol=RTOL, atol=ATOL, msg=key)
+    assert torch.equal(cached["is_top1"], stock["is_top1"])
+
+    holes = labels.clone()
+    holes[0, int((labels[0] != -100).int().argmax()) + 1] = -100  # a gap inside the first completion
+    fallback = prompt_cached_forward(model, ids, mask, holes)
+    assert torch.equal(fallback["log_probs"],
+                       model(input_ids=ids, attention_mask=mask, labels=holes, fused_lm_head=True)["log_probs"])
+
+    starts = (labels != -100).int().argmax(1)
+    cut = [ids[i][(torch.arange(ids.size(1)) >= starts[i] - 1) & mask[i].bool()] for i in range(len(ids))]
+    width = max(map(len, cut))
+    alone_ids = torch.stack([torch.cat([c, c.new_zeros(width - len(c))]) for c in cut])
+    alone_mask = torch.stack([torch.arange(width) < len(c) for c in cut]).long()
+    alone_labels = alone_ids.masked_fill(alone_mask == 0, -100)
+    alone_labels[:, 0] = -100
+    alone = model(input_ids=alone_ids, attention_mask=alone_mask, labels=alone_labels,
+                  fused_lm_head=True).log_probs.sum(1)
+    full = stock["log_probs"].sum(1).detach()
+    assert ((alone - full).abs() > 10 * (ATOL + RTOL * full.abs())).all()
+
+
+def test_training_takes_the_prompt_cached_path(tiny_llama, tmp_path):
+    """In ``train()`` (where the Trainer switches on what its config asks for, e.g. gradient
+    checkpointing, under which the prompt pass keeps no cache and the forward falls back) every
+    fused-head call gets the completions only, narrower than the batch."""
+    trainer = _trainer(tiny_llama, tmp_path, stock=False)
+    width = trainer.data_collator(list(trainer.train_dataset))["input_ids"].size(1)
+    base = trainer.model.get_base_model()
+    widths, forward = [], base.forward
+
+    def recording(*args, fused_lm_head=False, **kwargs):
+        if fused_lm_head:
+            widths.append(kwargs["input_ids"].size(1))
+        return forward(*args, fused_lm_head=fused_lm_head, **kwargs)
+
+    base.forward = recording
+    trainer.train()
+    assert widths and max(widths) < width / 2
+
