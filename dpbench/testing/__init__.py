@@ -2,7 +2,8 @@
 generator/policy in seconds), a tiny GPT-2 downstream model and a hashing embedder (no model at
 all). Installing dpbench registers ``dpbench.testing.pytest_plugin``, whose fixtures hand these
 (and the toy plugin, ``dpbench.testing.toy``) to any test; ``dpbench.testing.conformance``
-checks a method against the plugin contract."""
+checks a method against the plugin contract; ``randomize_lora``, ``loss_and_gradients`` and
+``assert_gradients_close`` compare a trl trainer's loss and LoRA gradients with stock trl's."""
 
 from __future__ import annotations
 
@@ -75,3 +76,38 @@ class HashingEmbedder:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
 
+
+def randomize_lora(model, seed: int = 1) -> None:
+    """Every LoRA weight of the PEFT ``model`` drawn from N(0, 1), seeded: a trained-looking
+    adapter (a fresh one, LoRA B = 0, equals its base model, so DPO's policy would be its
+    reference and no gradient would reach the other LoRA weights)."""
+    import torch
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    generator = torch.Generator().manual_seed(seed)
+    state = get_peft_model_state_dict(model)
+    set_peft_model_state_dict(model, {k: torch.randn(v.shape, generator=generator) for k, v in sorted(state.items())})
+
+
+def loss_and_gradients(trainer):
+    """A trl trainer's loss on its whole training set as one batch, in training mode, and the
+    gradients of its trainable parameters: ``(loss, {name: gradient}, batch)``."""
+    batch = trainer.data_collator(list(trainer.train_dataset))
+    trainer.model.train()
+    with trainer.compute_loss_context_manager():
+        loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}, batch
+
+
+def assert_gradients_close(grads: dict, expected: dict, *, rtol: float) -> None:
+    """The same non-empty set of parameters, every gradient non-zero and within ``rtol`` of the
+    expected one, with an absolute tolerance of ``rtol`` times its largest entry (entries near
+    zero carry the same absolute rounding as the large ones)."""
+    import torch
+
+    assert grads.keys() == expected.keys() and len(grads) > 0
+    for name, grad in grads.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(grad, expected[name], rtol=rtol, atol=rtol * expected[name].abs().max().item(),
+                                   msg=name)

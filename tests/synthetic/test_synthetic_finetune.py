@@ -29,11 +29,11 @@ def _records():
 
 def _trainer(tiny_llama, tmp_path, *, stock):
     from datasets import Dataset
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     from dpbench.models.resolve import load_tokenizer
+    from dpbench.testing import randomize_lora
     from dpbench.toolkit import lora_config, prompt_cached_sft_trainer
 
     base = AutoModelForCausalLM.from_pretrained(tiny_llama)
@@ -46,37 +46,23 @@ def _trainer(tiny_llama, tmp_path, *, stock):
                        max_length=128, completion_only_loss=True, packing=False, gradient_checkpointing=False,
                        bf16=False, use_cpu=True,
                        report_to="none", seed=0, disable_tqdm=True))
-    # a trained-looking adapter (LoRA B starts at zero, which would leave the prompt's cache out of the gradient)
-    generator = torch.Generator().manual_seed(1)
-    state = get_peft_model_state_dict(trainer.model)
-    set_peft_model_state_dict(trainer.model, {k: torch.randn(v.shape, generator=generator)
-                                              for k, v in sorted(state.items())})
+    randomize_lora(trainer.model)
     return trainer
 
 
-def _loss_and_grads(trainer):
-    batch = trainer.data_collator(list(trainer.train_dataset))
-    trainer.model.train()
-    with trainer.compute_loss_context_manager():
-        loss = trainer.compute_loss(trainer.model, batch)
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    return loss.detach(), grads, batch, dict(trainer._metrics["train"])
-
-
 def test_prompt_cached_sft_loss_gradients_and_metrics_equal_stock_trl(tiny_llama, tmp_path):
-    stock_loss, stock_grads, batch, stock_metrics = _loss_and_grads(_trainer(tiny_llama, tmp_path, stock=True))
-    loss, grads, cached_batch, metrics = _loss_and_grads(_trainer(tiny_llama, tmp_path, stock=False))
+    from dpbench.testing import assert_gradients_close, loss_and_gradients
+
+    stock, cached = (_trainer(tiny_llama, tmp_path, stock=stock) for stock in (True, False))
+    stock_loss, stock_grads, batch = loss_and_gradients(stock)
+    loss, grads, cached_batch = loss_and_gradients(cached)
+    stock_metrics, metrics = stock._metrics["train"], cached._metrics["train"]
 
     assert torch.equal(batch["input_ids"], cached_batch["input_ids"])
     completion = batch["labels"] != -100
     assert len(set(completion.sum(1).tolist())) == 3 and len(set(completion.int().argmax(1).tolist())) == 3
     torch.testing.assert_close(loss, stock_loss, rtol=RTOL, atol=ATOL)
-    assert grads.keys() == stock_grads.keys() and len(grads) > 0
-    for name, grad in grads.items():
-        assert grad.abs().sum() > 0, name
-        expected = stock_grads[name]
-        torch.testing.assert_close(grad, expected, rtol=RTOL, atol=RTOL * expected.abs().max().item())
+    assert_gradients_close(grads, stock_grads, rtol=RTOL)
     for key in ("entropy", "mean_token_accuracy"):
         assert metrics[key] == pytest.approx(stock_metrics[key], rel=RTOL), key
 

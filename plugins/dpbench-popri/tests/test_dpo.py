@@ -39,10 +39,10 @@ def _base(tiny_llama):
 
 def _trainer(tiny_llama, tmp_path, *, stock):
     from datasets import Dataset
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from trl import DPOTrainer
 
     from dpbench.models.resolve import load_tokenizer
+    from dpbench.testing import randomize_lora
     from dpbench.toolkit import lora_config
     from dpbench_popri.config import PopriOptions
     from dpbench_popri.dpo import dpo_config, shared_prompt_trainer
@@ -55,37 +55,21 @@ def _trainer(tiny_llama, tmp_path, *, stock):
         args=dpo_config(options, output_dir=tmp_path / ("stock" if stock else "shared"), first_round=True, seed=0,
                         device="cpu", stock=stock),
         peft_config=lora_config(base, r=options.lora_r, alpha=options.lora_alpha))
-    # a trained-looking adapter (LoRA B starts at zero, which would make policy == reference)
-    generator = torch.Generator().manual_seed(1)
-    state = get_peft_model_state_dict(trainer.model)
-    set_peft_model_state_dict(trainer.model, {k: torch.randn(v.shape, generator=generator)
-                                              for k, v in sorted(state.items())})
+    randomize_lora(trainer.model)
     return trainer
 
 
-def _loss_and_grads(trainer):
-    batch = trainer.data_collator(list(trainer.train_dataset))
-    trainer.model.train()
-    with trainer.compute_loss_context_manager():
-        loss = trainer.compute_loss(trainer.model, batch)
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    return loss.detach(), grads, batch
-
-
 def test_shared_prompt_loss_and_gradients_equal_stock_trl(tiny_llama, tmp_path):
-    stock_loss, stock_grads, batch = _loss_and_grads(_trainer(tiny_llama, tmp_path, stock=True))
+    from dpbench.testing import assert_gradients_close, loss_and_gradients
+
+    stock_loss, stock_grads, batch = loss_and_gradients(_trainer(tiny_llama, tmp_path, stock=True))
     shared = _trainer(tiny_llama, tmp_path, stock=False)
-    loss, grads, shared_batch = _loss_and_grads(shared)
+    loss, grads, shared_batch = loss_and_gradients(shared)
 
     assert torch.equal(batch["input_ids"], shared_batch["input_ids"])
     assert len(set(batch["completion_mask"].sum(1).tolist())) == 6  # every completion padded differently
     torch.testing.assert_close(loss, stock_loss, rtol=RTOL, atol=ATOL)
-    assert grads.keys() == stock_grads.keys() and len(grads) > 0
-    for name, grad in grads.items():
-        assert grad.abs().sum() > 0, name
-        expected = stock_grads[name]
-        torch.testing.assert_close(grad, expected, rtol=RTOL, atol=RTOL * expected.abs().max().item())
+    assert_gradients_close(grads, stock_grads, rtol=RTOL)
 
     # the precomputed reference is the base model (adapter disabled), not the policy
     from trl.trainer.utils import use_adapter
