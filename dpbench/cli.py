@@ -320,6 +320,20 @@ def _print_plan(loaded, runs, *, force: bool) -> None:
     states = {spec.run_id: run_state(loaded.folder / spec.run_id, spec, force=force) for spec in runs}
     _print_runs(loaded, runs, states=states)
     click.echo(_remaining(loaded, runs, states))
+    others = _other_run_folders(loaded)
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        click.echo(f"{len(others)} run folder(s) in {loaded.folder} are no run of this grid (another method "
+                   f"version, setting, seed or ε, or left out by an override): {shown}")
+
+
+def _other_run_folders(loaded) -> list[str]:
+    """Run folders (those with a ``spec.json``) in the suite folder that no run of its grid names:
+    what a method's new version or a changed setting left behind, which a board never reads."""
+    names = {spec.run_id for spec in loaded.runs}
+    if not loaded.folder.is_dir():
+        return []
+    return sorted(p.name for p in loaded.folder.iterdir() if p.name not in names and (p / "spec.json").is_file())
 
 
 def _remaining(loaded, runs, states: dict[str, str]) -> str:

@@ -65,6 +65,13 @@ def test_dry_run_says_what_each_run_would_do_and_what_is_left(toy_plugin, toy_su
     ledger.write_text(ledger.read_text().splitlines()[0] + "\n")  # a lost release: the run is redone
     assert states("seeds=1") == ["redone", "rescored", "resumes", "resumes"]
 
+    left_out = CliRunner().invoke(cli, ["run", path, "seeds=1", "~methods.nonprivate", "--runs-dir", runs,
+                                        "--dry-run"])
+    assert f"1 run folder(s) in {folder} are no run of this grid" in left_out.output, left_out.output
+    assert tuned.name in left_out.output
+    assert "are no run of this grid" not in CliRunner().invoke(
+        cli, ["run", path, "seeds=1", "--runs-dir", runs, "--dry-run"]).output
+
 
 def test_the_time_left_goes_by_the_median_so_a_paused_run_does_not_inflate_it(toy_plugin, toy_suite, tmp_path):
     path, runs = str(toy_suite()), str(tmp_path / "runs")
