@@ -4,6 +4,7 @@ DPO and PE+SFT's fine-tuning share."""
 from __future__ import annotations
 
 import functools
+import warnings
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -26,21 +27,27 @@ def trl_completion(text: str, prompt_style: str):
     return " " + text
 
 
-def prompt_cached_forward(model, input_ids, attention_mask, labels, *, copies: int = 1, **kwargs):
+def prompt_cached_forward(model, input_ids, attention_mask=None, labels=None, *, copies: int = 1, **kwargs):
     """trl's fused forward (``model(..., labels=labels, fused_lm_head=True)``) on a batch of
-    prompt + completion rows (right-padded, the loss on the completion only) with only the
-    completions reaching the LM head: each prompt's first ``p - 1`` tokens fill a KV cache
-    (gradients flow through it), then its completion, led by the prompt's last token, runs on
-    top of it. On a CPU trl's own forward scores every position, prompt and padding included
-    (it keeps only labelled ones on Triton devices). With ``copies`` > 1 the batch is that many
-    blocks of rows on the same prompts (DPO's ``[chosen; rejected]``) and each prompt runs once
-    for all of them. The per-token outputs come back in the batch's own layout, so trl's loss
-    and metrics apply unchanged. A batch without that shape (prompts differ between blocks, a
-    prompt of one token, a completion not at the end), or a model that keeps no cache (gradient
-    checkpointing), takes trl's forward."""
+    prompt + completion rows (right-padded, the loss on the completion only) with each prompt's
+    first ``p - 1`` tokens run once into a KV cache (gradients flow through it) and only the
+    completions, each led by its prompt's last token, run on top of it and reach the LM head. On
+    a CPU trl's own forward scores every position, prompt included (it keeps only labelled ones
+    on Triton devices). With ``copies`` > 1 the batch is that many blocks of rows on the same
+    prompts (DPO's ``[chosen; rejected]``) and each prompt runs once for all of them. The
+    per-token outputs come back in the batch's own layout, so trl's loss and metrics apply
+    unchanged. Anything else takes trl's forward: a batch without that shape (prompts differ
+    between blocks, a prompt of one token, a completion not at the end), one without an
+    attention mask (packed) or with inputs beyond ids, mask and labels, or a model training with
+    activation checkpointing (which keeps no cache)."""
     import torch
 
-    kwargs.pop("use_cache", None)  # the prompt pass makes a cache; trl's forward turns caching off
+    def trl_forward():
+        return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True, **kwargs)
+
+    if (attention_mask is None or labels is None or set(kwargs) - {"use_cache"}
+            or (model.training and getattr(model, "is_activation_checkpointing", False))):
+        return trl_forward()
     n, width = input_ids.size(0) // copies, input_ids.size(1)
     pos = torch.arange(width, device=input_ids.device)
     completion, lengths = labels != -100, attention_mask.sum(1)
@@ -52,14 +59,14 @@ def prompt_cached_forward(model, input_ids, attention_mask, labels, *, copies: i
             and torch.equal(completion, (pos >= starts[:, None]) & (pos < lengths[:, None]))
             and torch.equal(attention_mask.bool(), pos < lengths[:, None])
             and all(bool(((input_ids[:n] == input_ids[b * n:(b + 1) * n]) | ~prompt_mask).all()) for b in blocks)):
-        return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True, **kwargs)
+        return trl_forward()
 
     cached = int(starts.max()) - 1  # prompt tokens before the last one, right-padded
     cache_mask = (pos[:cached] < starts[:n, None] - 1).long()
     # through the model itself (its autocast wrapper), keeping one position's logits only
     cache = model(input_ids=input_ids[:n, :cached], attention_mask=cache_mask, use_cache=True, logits_to_keep=1).cache
-    if cache is None:  # no cache under gradient checkpointing
-        return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True, **kwargs)
+    if cache is None:  # a model that keeps none: the completions alone would lose their prompts
+        return trl_forward()
     if copies > 1:
         cache.batch_select_indices(torch.arange(n, device=input_ids.device).repeat(copies))
     steps = torch.arange(int((lengths - starts).max()) + 1, device=input_ids.device)
@@ -99,11 +106,18 @@ def prompt_cached(model, *, copies: int = 1):
 @functools.cache
 def prompt_cached_sft_trainer():
     """trl's ``SFTTrainer`` with the forward of ``prompt_cached_forward``: the same loss and
-    gradients, without the LM head over prompt and padding positions (on a CPU ~a third of a
-    step for PE+SFT's ~240-token prompts and ≤ 64-token completions)."""
+    gradients, with the prompts kept out of the LM head (on a CPU, for PE+SFT's ~240-token
+    prompts and ≤ 64-token completions, 1.4x faster a step: benchmarks/sft.py). Activation
+    checkpointing (trl's default) keeps no cache, so it warns and every step takes trl's forward."""
     from trl import SFTTrainer
 
     class PromptCachedSFTTrainer(SFTTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if self.args.activation_checkpointing:
+                warnings.warn("activation checkpointing keeps no KV cache: every step takes trl's own forward "
+                              "(set activation_checkpointing=False)", stacklevel=2)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             return super().compute_loss(prompt_cached(model), inputs, return_outputs, num_items_in_batch)
 

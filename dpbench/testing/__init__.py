@@ -111,3 +111,20 @@ def assert_gradients_close(grads: dict, expected: dict, *, rtol: float) -> None:
         assert grad.abs().sum() > 0, name
         torch.testing.assert_close(grad, expected[name], rtol=rtol, atol=rtol * expected[name].abs().max().item(),
                                    msg=name)
+
+
+def log_probs_without_prompts(model, input_ids, attention_mask, labels):
+    """Per row, the summed log-probability trl's fused forward gives its completion (the labelled
+    suffix) scored after the prompt's last token alone: what a forward that lost the prompt's
+    cache would compute."""
+    import torch
+
+    starts = (labels != -100).int().argmax(1)
+    cut = [input_ids[i][(torch.arange(input_ids.size(1)) >= starts[i] - 1) & attention_mask[i].bool()]
+           for i in range(len(input_ids))]
+    width = max(map(len, cut))
+    ids = torch.stack([torch.cat([c, c.new_zeros(width - len(c))]) for c in cut])
+    mask = torch.stack([torch.arange(width) < len(c) for c in cut]).long()
+    cut_labels = ids.masked_fill(mask == 0, -100)
+    cut_labels[:, 0] = -100
+    return model(input_ids=ids, attention_mask=mask, labels=cut_labels, fused_lm_head=True).log_probs.sum(1)

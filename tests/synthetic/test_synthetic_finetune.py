@@ -27,7 +27,7 @@ def _records():
             {"prompt": user(range(1, 14)), "completion": reply([2])}]
 
 
-def _trainer(tiny_llama, tmp_path, *, stock):
+def _trainer(tiny_llama, tmp_path, *, stock, checkpointing=False):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
@@ -43,9 +43,9 @@ def _trainer(tiny_llama, tmp_path, *, stock):
         model=base, processing_class=load_tokenizer(str(tiny_llama)), train_dataset=Dataset.from_list(_records()),
         peft_config=lora_config(base, r=2, alpha=4),
         args=SFTConfig(output_dir=str(tmp_path / ("stock" if stock else "cached")), per_device_train_batch_size=3,
-                       max_length=128, completion_only_loss=True, packing=False, gradient_checkpointing=False,
-                       bf16=False, use_cpu=True,
-                       report_to="none", seed=0, disable_tqdm=True))
+                       max_length=128, completion_only_loss=True, packing=False,
+                       activation_checkpointing=checkpointing, bf16=False, use_cpu=True, report_to="none", seed=0,
+                       disable_tqdm=True))
     randomize_lora(trainer.model)
     return trainer
 
@@ -53,10 +53,10 @@ def _trainer(tiny_llama, tmp_path, *, stock):
 def test_prompt_cached_sft_loss_gradients_and_metrics_equal_stock_trl(tiny_llama, tmp_path):
     from dpbench.testing import assert_gradients_close, loss_and_gradients
 
-    stock, cached = (_trainer(tiny_llama, tmp_path, stock=stock) for stock in (True, False))
-    stock_loss, stock_grads, batch = loss_and_gradients(stock)
-    loss, grads, cached_batch = loss_and_gradients(cached)
-    stock_metrics, metrics = stock._metrics["train"], cached._metrics["train"]
+    stock_trainer, cached_trainer = (_trainer(tiny_llama, tmp_path, stock=stock) for stock in (True, False))
+    stock_loss, stock_grads, batch = loss_and_gradients(stock_trainer)
+    loss, grads, cached_batch = loss_and_gradients(cached_trainer)
+    stock_metrics, metrics = stock_trainer._metrics["train"], cached_trainer._metrics["train"]
 
     assert torch.equal(batch["input_ids"], cached_batch["input_ids"])
     completion = batch["labels"] != -100
@@ -71,6 +71,7 @@ def test_prompt_cached_forward_equals_trl_and_needs_the_prompt(tiny_llama, tmp_p
     """Per-token outputs equal trl's fused forward; a batch whose loss is not on a suffix of
     each row takes trl's forward; and the completions scored without their prompts differ far
     beyond the tolerance, so a path that dropped the prompt's cache would fail."""
+    from dpbench.testing import log_probs_without_prompts
     from dpbench.toolkit import prompt_cached_forward
 
     trainer = _trainer(tiny_llama, tmp_path, stock=True)
@@ -89,34 +90,41 @@ def test_prompt_cached_forward_equals_trl_and_needs_the_prompt(tiny_llama, tmp_p
     assert torch.equal(fallback["log_probs"],
                        model(input_ids=ids, attention_mask=mask, labels=holes, fused_lm_head=True)["log_probs"])
 
-    starts = (labels != -100).int().argmax(1)
-    cut = [ids[i][(torch.arange(ids.size(1)) >= starts[i] - 1) & mask[i].bool()] for i in range(len(ids))]
-    width = max(map(len, cut))
-    alone_ids = torch.stack([torch.cat([c, c.new_zeros(width - len(c))]) for c in cut])
-    alone_mask = torch.stack([torch.arange(width) < len(c) for c in cut]).long()
-    alone_labels = alone_ids.masked_fill(alone_mask == 0, -100)
-    alone_labels[:, 0] = -100
-    alone = model(input_ids=alone_ids, attention_mask=alone_mask, labels=alone_labels,
-                  fused_lm_head=True).log_probs.sum(1)
+    alone = log_probs_without_prompts(model, ids, mask, labels)
     full = stock["log_probs"].sum(1).detach()
     assert ((alone - full).abs() > 10 * (ATOL + RTOL * full.abs())).all()
 
 
-def test_training_takes_the_prompt_cached_path(tiny_llama, tmp_path):
-    """In ``train()`` (where the Trainer switches on what its config asks for, e.g. gradient
-    checkpointing, under which the prompt pass keeps no cache and the forward falls back) every
-    fused-head call gets the completions only, narrower than the batch."""
-    trainer = _trainer(tiny_llama, tmp_path, stock=False)
-    width = trainer.data_collator(list(trainer.train_dataset))["input_ids"].size(1)
+def _forward_calls(trainer) -> set[tuple[bool, int]]:
+    """What ``trainer.train()`` runs through the model: (through the fused LM head, input width)
+    of every call."""
     base = trainer.model.get_base_model()
-    widths, forward = [], base.forward
+    calls, forward = set(), base.forward
 
     def recording(*args, fused_lm_head=False, **kwargs):
-        if fused_lm_head:
-            widths.append(kwargs["input_ids"].size(1))
+        calls.add((fused_lm_head, kwargs["input_ids"].size(1)))
         return forward(*args, fused_lm_head=fused_lm_head, **kwargs)
 
     base.forward = recording
     trainer.train()
-    assert widths and max(widths) < width / 2
+    return calls
 
+
+def test_training_takes_the_prompt_cached_path(tiny_llama, tmp_path):
+    """In ``train()`` (where the Trainer switches on what its config asks for) each step runs the
+    prompts but their last tokens, then, through the LM head, the completions only, each led by
+    its prompt's last token."""
+    trainer = _trainer(tiny_llama, tmp_path, stock=False)
+    labels = trainer.data_collator(list(trainer.train_dataset))["labels"]
+    completion = labels != -100
+    prompt, longest = int(completion.int().argmax(1).max()) - 1, int(completion.sum(1).max()) + 1
+    assert _forward_calls(trainer) == {(False, prompt), (True, longest)}
+
+
+def test_with_activation_checkpointing_it_warns_and_takes_trls_forward(tiny_llama, tmp_path):
+    """Activation checkpointing keeps no KV cache: the trainer says so, and each step takes trl's
+    forward on the whole batch, without a prompt pass thrown away."""
+    with pytest.warns(UserWarning, match="activation checkpointing keeps no KV cache"):
+        trainer = _trainer(tiny_llama, tmp_path, stock=False, checkpointing=True)
+    width = trainer.data_collator(list(trainer.train_dataset))["input_ids"].size(1)
+    assert _forward_calls(trainer) == {(True, width)}

@@ -2,8 +2,8 @@
 
 PrE-Text's second stage (Hou, Shrivastava, Zhan, Conway, Le, Sagar, Fanti, Lazar, ICML 2024,
 arXiv 2406.02958) and the POPri paper's "PE+SFT" baseline: after PE's DP iterations, a LoRA
-adapter on the shared generator is fine-tuned (trl's SFT, loss on the completion only, each
-prompt run once into a KV cache so that only completions reach the LM head) to answer
+adapter on the shared generator is fine-tuned (trl's SFT, loss on the completion only; on a CPU
+each prompt run once into a KV cache so that only completions reach the LM head) to answer
 the toolkit's public-seeded prompts with PE's selected texts, and ``final_samples`` texts are
 sampled from base + adapter with fresh public prompts — POPri's final sampling, so the two
 methods hand the evaluator the same number of texts from the same kind of prompt. The
@@ -66,6 +66,7 @@ class PeSft(PrivateEvolution):
         """LoRA SFT of the generator: each selected text the answer to a fresh public prompt."""
         from datasets import Dataset
         from transformers import PrinterCallback
+        from trl import SFTTrainer
 
         from dpbench.toolkit import load_causal_lm, load_tokenizer, lora_config, prompt_cached_sft_trainer, use_bf16
 
@@ -78,7 +79,7 @@ class PeSft(PrivateEvolution):
         bf16 = use_bf16(o.bf16, ctx.device)
         base = load_causal_lm(o.model, dtype="bfloat16" if bf16 and ctx.device == "cuda" else "float32",
                               device=ctx.device)
-        trainer = prompt_cached_sft_trainer()(
+        trainer = (prompt_cached_sft_trainer() if ctx.device == "cpu" else SFTTrainer)(
             model=base, processing_class=load_tokenizer(o.model), train_dataset=Dataset.from_list(records),
             peft_config=lora_config(base, r=o.lora_r, alpha=o.lora_alpha),
             args=sft_config(o, output_dir=adapter.parent / "trainer", seed=ctx.seed_for("pe-sft") % 2**31,
@@ -95,7 +96,8 @@ class PeSft(PrivateEvolution):
 
 def sft_config(options: PeSftOptions, *, output_dir, seed: int, device: str):
     """trl's SFTConfig for PE+SFT's fine-tuning: loss on the completion only, no packing, no
-    gradient checkpointing (trl's default; it would also keep the prompt from being cached)."""
+    activation checkpointing (trl's default; on a CPU it would also keep the prompts from being
+    cached)."""
     from trl import SFTConfig
 
     from dpbench.toolkit import use_bf16
@@ -103,6 +105,6 @@ def sft_config(options: PeSftOptions, *, output_dir, seed: int, device: str):
     return SFTConfig(output_dir=str(output_dir), num_train_epochs=options.sft_epochs,
                      per_device_train_batch_size=options.sft_batch_size, learning_rate=options.sft_learning_rate,
                      lr_scheduler_type="constant", max_length=options.sft_max_length, completion_only_loss=True,
-                     packing=False, gradient_checkpointing=False, bf16=use_bf16(options.bf16, device),
+                     packing=False, activation_checkpointing=False, bf16=use_bf16(options.bf16, device),
                      use_cpu=device == "cpu", logging_steps=1, save_strategy="no", report_to="none", seed=seed,
                      data_seed=seed, disable_tqdm=True, dataloader_num_workers=0)

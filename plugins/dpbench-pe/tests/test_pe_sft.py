@@ -38,10 +38,21 @@ evaluators: {{next_word: {{}}}}
 
 
 def test_the_generator_is_fine_tuned_on_pe_s_selection_and_sampled(tmp_path, tiny_llama, hashing_embedder,
-                                                                  toy_plugin, pe_plugin, generation_calls):
+                                                                  toy_plugin, pe_plugin, generation_calls,
+                                                                  monkeypatch):
+    import dpbench.synthetic.finetune as finetune
+
+    checkpointing, forward = [], finetune.prompt_cached_forward
+
+    def recording(model, *args, **kwargs):
+        checkpointing.append(bool(getattr(model, "is_activation_checkpointing", False)))
+        return forward(model, *args, **kwargs)
+
+    monkeypatch.setattr(finetune, "prompt_cached_forward", recording)
     suite = _suite(tmp_path, tiny_llama)
     report = Runner(suite).run()
     assert not report.failed, report.failed
+    assert checkpointing == [False, False]  # both steps through the prompt-cached forward, which checkpointing stops
     folder = suite.folder / suite.runs[0].run_id
     state = folder / "state"
     result = load_result(folder)

@@ -66,7 +66,7 @@ def main() -> None:
     suite = load_suite(args.suite, args.overrides, runs_dir=args.runs_dir)
     runs = [s for s in suite.runs if s.method.label == args.method and s.epsilon in args.epsilon
             and load_result(suite.folder / s.run_id) is not None]
-    held_seeds = args.held_out_seed or [max(s.seed for s in suite.runs)]
+    held_seeds = list(dict.fromkeys(args.held_out_seed or [max(s.seed for s in suite.runs)]))
     folds = {seed: ([s for s in runs if s.seed != seed], [s for s in runs if s.seed == seed]) for seed in held_seeds}
     for seed, (train_runs, held_runs) in folds.items():
         if not train_runs or not held_runs:
@@ -95,13 +95,14 @@ def main() -> None:
 
     options = runner.method(runs[0]).config
     tokenizer = load_tokenizer(options.model)
+    pairs = {seed: (pairs_of(train_runs), pairs_of(held_runs)) for seed, (train_runs, held_runs) in folds.items()}
+    for seed, (pool, _) in pairs.items():  # before any training: a short pool would stop the script hours in
+        if max(args.pairs) > len(pool):
+            raise DpbenchError(f"--pairs {max(args.pairs)}: the runs of fold {seed} hold {len(pool)} training pairs")
     rows, fold_records = [], []
     with tempfile.TemporaryDirectory() as scratch:
         for held_seed, (train_runs, held_runs) in folds.items():
-            pool, held = pairs_of(train_runs), pairs_of(held_runs)
-            if max(args.pairs) > len(pool):
-                raise DpbenchError(f"--pairs {max(args.pairs)}: the runs of fold {held_seed} hold {len(pool)} "
-                                   f"training pairs")
+            pool, held = pairs[held_seed]
             chosen_longer = sum((words(p["chosen"]) > words(p["rejected"]))
                                 + (words(p["chosen"]) == words(p["rejected"])) / 2 for p in held) / len(held)
             fold_records.append({"held_out_seed": held_seed, "train_runs": [s.run_id for s in train_runs],
@@ -142,9 +143,10 @@ def main() -> None:
                              "held_out_reward_accuracy": summary([r["held_out_reward_accuracy"] for r in mine])})
     for row in settings:
         loss, accuracy = row["held_out_loss"], row["held_out_reward_accuracy"]
-        print(f"N {row['pairs']}, lr {row['learning_rate']:g}: held-out loss {loss['mean']:.4f} ± "
-              f"{loss['ci95'] or 0:.4f}, reward accuracy {accuracy['mean']:.3f} ± {accuracy['ci95'] or 0:.3f} "
-              f"(n = {loss['n']})")
+        spread = (f"± {loss['ci95']:.4f}", f"± {accuracy['ci95']:.3f}") if loss["n"] > 1 else ("", "")
+        print(f"N {row['pairs']}, lr {row['learning_rate']:g}: held-out loss {loss['mean']:.4f} {spread[0]}, "
+              f"reward accuracy {accuracy['mean']:.3f} {spread[1]} (n = {loss['n']}"
+              f"{'' if loss['n'] > 1 else ': no interval'})")
     result = {"benchmark": "popri_dpo_generalisation", "suite": suite.name, "overrides": args.overrides,
               "epsilon": args.epsilon, "repeats": args.repeats, "folds": fold_records,
               "options": {k: getattr(options, k) for k in ("beta", "pairs_per_step", "epochs_per_round", "lora_r",

@@ -92,6 +92,7 @@ def test_shared_forward_equals_trl_forward_and_needs_the_prompt(tiny_llama, tmp_
     logit, top-1) equal trl's fused forward on the same batch; a batch that does not share its
     prompts falls back to trl's forward; and the completions' log-probs without the prompt are
     far outside the tolerance, so a path that dropped the prompt's cache would fail."""
+    from dpbench.testing import log_probs_without_prompts
     from dpbench.toolkit import prompt_cached_forward
 
     trainer = _trainer(tiny_llama, tmp_path, stock=True)
@@ -113,17 +114,7 @@ def test_shared_forward_equals_trl_forward_and_needs_the_prompt(tiny_llama, tmp_
                                                     labels=labels, fused_lm_head=True)["log_probs"])
 
     # without the prompt (each completion after its prompt's last token only) the log-probs differ
-    n = len(labels) // 2
-    completion = batch["completion_mask"].bool()
-    starts = completion.int().argmax(1)
-    keep = torch.arange(labels.size(1)) >= (starts - 1)[:, None]
-    cut = [batch["input_ids"][i][keep[i] & batch["attention_mask"][i].bool()] for i in range(2 * n)]
-    width = max(map(len, cut))
-    ids = torch.stack([torch.cat([c, c.new_zeros(width - len(c))]) for c in cut])
-    mask = torch.stack([torch.arange(width) < len(c) for c in cut]).long()
-    cut_labels = ids.masked_fill(mask == 0, -100)
-    cut_labels[:, 0] = -100
-    alone = model(input_ids=ids, attention_mask=mask, labels=cut_labels, fused_lm_head=True).log_probs.sum(1)
+    alone = log_probs_without_prompts(model, batch["input_ids"], batch["attention_mask"], labels)
     full = stock["log_probs"].sum(1).detach()
     assert ((alone - full).abs() > 10 * (ATOL + RTOL * full.abs())).all()
 
