@@ -107,7 +107,7 @@ def prompt_cached(model, *, copies: int = 1):
 def prompt_cached_sft_trainer():
     """trl's ``SFTTrainer`` with the forward of ``prompt_cached_forward``: the same loss and
     gradients, with the prompts kept out of the LM head (on a CPU, for PE+SFT's ~240-token
-    prompts and ≤ 64-token completions, 1.4x faster a step: benchmarks/sft.py). Activation
+    prompts and ≤ 64-token completions, 1.3x faster a step: benchmarks/sft.py). Activation
     checkpointing (trl's default) keeps no cache, so it warns and every step takes trl's forward."""
     from trl import SFTTrainer
 
