@@ -87,10 +87,11 @@ def test_the_page_holds_the_tables_plot_runs_and_provenance(toy_page):
 
 
 def _render(page: Path, tmp_path: Path) -> tuple[np.ndarray, str]:
-    """The page as headless Chromium draws it (RGB 0..255) and its DOM after loading."""
+    """The page as headless Chromium draws it (RGB 0..255; tall enough for a board whose tables put
+    its plot ~4,000 px down) and its DOM after loading."""
     import matplotlib.image
 
-    flags = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,4000"]
+    flags = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,12000"]
     shot = tmp_path / "shot.png"
     subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], check=True, capture_output=True, timeout=120)
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], check=True, capture_output=True, text=True,
