@@ -313,13 +313,19 @@ def _print_runs(loaded, runs=None, *, states: dict[str, str] | None = None) -> N
 
 
 def _print_plan(loaded, runs, *, force: bool) -> None:
-    """``--dry-run``: the runs with what running would do with each, and the time the rest would take."""
-    from dpbench.runner import run_state
+    """``--dry-run``: the runs with what running would do with each, the time the rest would take,
+    and whether this machine would be refused (another machine's evaluator model)."""
+    from dpbench.errors import DpbenchError
+    from dpbench.runner import Runner, run_state
 
     runs = loaded.runs if runs is None else runs
     states = {spec.run_id: run_state(loaded.folder / spec.run_id, spec, force=force) for spec in runs}
     _print_runs(loaded, runs, states=states)
     click.echo(_remaining(loaded, runs, states))
+    try:
+        Runner(loaded, runs=runs).check_yardstick_here()
+    except DpbenchError as err:
+        click.echo(f"Running here would be refused: {err}")
     others = _other_run_folders(loaded)
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")

@@ -136,7 +136,7 @@ class Runner:
         datasets = len({spec.dataset.label for spec in self.suite.runs})
         with self.progress.phase(f"loading and checking {datasets} dataset(s)") if self.progress else nullcontext():
             check_datasets(self.suite, self.dataset)
-        self._check_yardstick_here()
+        self.check_yardstick_here()
         report = SuiteReport()
         overall = self.progress.add(f"suite {self.suite.name}", len(self.runs)) if self.progress else None
         held_elsewhere = [spec for spec in self.runs
@@ -146,7 +146,7 @@ class Runner:
             self._attempt(spec, report, overall, wait=True)
         return report
 
-    def _check_yardstick_here(self) -> None:
+    def check_yardstick_here(self) -> None:
         """Refuse, before any work, to add runs that the board would refuse: runs already in the
         suite folder were scored against an evaluator model built on another machine that this
         machine would not read but rebuild (``leaderboard.yardsticks``)."""

@@ -87,6 +87,28 @@ def test_the_time_left_goes_by_the_median_so_a_paused_run_does_not_inflate_it(to
     assert "toy: 12 of 16 runs complete, 4 to do; ≈ 6 min for 4 of them" in dry.output, dry.output  # 60+60+120+120 s
 
 
+def test_dry_run_says_when_this_machine_would_be_refused(toy_plugin, toy_suite, tmp_path, monkeypatch):
+    """Runs in the folder scored against an evaluator model built on another machine, which this
+    one would rebuild: the plan says running here would be refused, and why; it still lists the runs."""
+    from dpbench import cache as cache_module
+    from dpbench.cache import CACHE_INPUTS
+    from dpbench.files import write_json
+
+    path, runs = str(toy_suite()), str(tmp_path / "runs")
+    assert CliRunner().invoke(cli, ["run", path, "seeds=1", "--runs-dir", runs]).exit_code == 0
+    folder = load_suite(path, ["seeds=1"], runs_dir=runs).folder
+    dry = CliRunner().invoke(cli, ["run", path, "seeds=2", "--runs-dir", runs, "--dry-run"])
+    assert "would be refused" not in dry.output, dry.output
+    (done,) = [d for d in folder.iterdir() if "public_only" in d.name]
+    write_json(done / CACHE_INPUTS, {"next_token/pretrained/0123": ["CPU A (native bf16)"]})
+    monkeypatch.setattr(cache_module, "this_machine", lambda device: "CPU B (native bf16)")
+    dry = CliRunner(env={"COLUMNS": "250"}).invoke(cli, ["run", path, "seeds=2", "--runs-dir", runs, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "toy: 4 of 8 runs complete, 4 to do" in dry.output
+    assert re.search(r"Running here would be refused: .* scored against next_token/pretrained/0123 built on "
+                     r"CPU A \(native bf16\)", dry.output.replace("\n", " ")), dry.output
+
+
 def test_validate_reports_errors_without_traceback(toy_plugin, toy_suite):
     out = CliRunner().invoke(cli, ["validate", str(toy_suite()), "+methods.popri={}"])
     assert out.exit_code == 2
