@@ -207,15 +207,15 @@ class Counts:
 
 def count_predictions(logits, labels) -> Counts:
     """Next-token counts: position t predicts label t+1; positions whose target is -100 are
-    skipped. Every target after BOS counts, EOS included."""
+    skipped. Every target after BOS counts, EOS included. Only the kept positions' logits are
+    converted to float32 (padding is up to half of a batch)."""
     import torch
 
-    pred = logits[:, :-1, :].float()
     target = labels[:, 1:]
     keep = target != IGNORE
     if not bool(keep.any()):
         return Counts()
-    pred, target = pred[keep], target[keep]
+    pred, target = logits[:, :-1, :][keep].float(), target[keep]
     top5 = pred.topk(min(5, pred.shape[-1]), dim=-1).indices
     nll = torch.nn.functional.cross_entropy(pred, target, reduction="sum")
     return Counts(

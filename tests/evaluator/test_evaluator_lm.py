@@ -77,6 +77,27 @@ def test_accuracy_arithmetic_by_hand():
     assert metrics["cross_entropy"] == pytest.approx((math.log(2) + math.log(100) + math.log(5)) / 3, rel=1e-5)
 
 
+def test_counts_on_bf16_logits_equal_those_of_the_whole_batch_in_float():
+    """Converting only the kept positions changes no count: the same float32 values reach
+    top-k and the cross-entropy as when the whole padded batch was converted first."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    logits = (torch.randn(6, 20, 300, generator=generator) * 3).to(torch.bfloat16)  # bf16 ties, as under autocast
+    labels = torch.randint(0, 300, (6, 20), generator=generator)
+    for row, length in enumerate([20, 3, 11, 1, 17, 8]):
+        labels[row, length:] = lm.IGNORE
+    kept = labels[:, 1:] != lm.IGNORE
+    whole = logits[:, :-1, :].float()[kept]
+    top5 = whole.topk(5, dim=-1).indices
+    target = labels[:, 1:][kept]
+    expected = lm.Counts(correct=int((top5[:, 0] == target).sum()),
+                         correct_top5=int((top5 == target[:, None]).any(-1).sum()),
+                         nll=float(torch.nn.functional.cross_entropy(whole, target, reduction="sum")),
+                         tokens=int(kept.sum()))
+    assert lm.count_predictions(logits, labels) == expected
+
+
 def test_score_micro_averages_over_batches(tok):
     model = lm.build_model(tok, n_layer=1, n_embd=16, n_head=2, max_length=32, seed=0)
     encoded = lm.encode_texts(tok, TEXTS[:9], 32)
