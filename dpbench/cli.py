@@ -323,7 +323,7 @@ def _print_plan(loaded, runs, *, force: bool) -> None:
     _print_runs(loaded, runs, states=states)
     click.echo(_remaining(loaded, runs, states))
     try:
-        Runner(loaded, runs=runs).check_yardstick_here()
+        Runner(loaded).check_yardstick_here()
     except DpbenchError as err:
         click.echo(f"Running here would be refused: {err}")
     others = _other_run_folders(loaded)

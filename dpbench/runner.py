@@ -149,7 +149,9 @@ class Runner:
     def check_yardstick_here(self) -> None:
         """Refuse, before any work, to add runs that the board would refuse: runs already in the
         suite folder were scored against an evaluator model built on another machine that this
-        machine would not read but rebuild (``leaderboard.yardsticks``)."""
+        machine would not read but rebuild (``leaderboard.yardsticks``). Every run in the folder
+        counts, not only this grid's: a grid narrowed by an override (one ε) shares its board
+        with the rest."""
         from dpbench.cache import built_on, this_machine
         from dpbench.leaderboard import UNNOTED, collect, describe_builders, yardsticks
 
