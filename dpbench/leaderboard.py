@@ -10,7 +10,10 @@ Statistics: every cell is a mean over seeds with a 95 % Student-t confidence int
 other private row at its dataset and ε (and with the dataset's ``synthetic_public`` row) by a
 paired t-interval over the seeds both ran (every row's run at one seed fine-tunes the
 evaluator's model with the same seed on the same split), and marked significant when that
-interval excludes 0. The intervals cover seed-to-seed variation (the
+interval excludes 0. Every pair of private rows at a dataset and ε gets the same paired
+interval (``Leaderboard.pairs``), with its two-sided p-value and whether it stays significant
+under Holm's correction over that ε's pairs (one interval in twenty excludes 0 by chance, and
+five methods make ten pairs). The intervals cover seed-to-seed variation (the
 methods' sampling, their DP noise, the evaluator's fine-tuning), not the sampling of the test
 texts, which every row shares.
 """
@@ -99,12 +102,16 @@ class Leaderboard:
     """method plugin -> the BibTeX entry of its paper (``Method.citation``)"""
     unfinished: list[dict] = field(default_factory=list)
     """the suite's runs with no finished result (a partial board): run id, dataset, method, ε, seed"""
+    pairs: list[dict] = field(default_factory=list)
+    """every pair of private rows at one dataset and ε (``pairwise``): ``dataset``, ``epsilon``,
+    ``ahead`` and ``behind`` (by mean on the board metric), ``difference`` (ahead − behind),
+    ``ci95``, ``n``, ``significant``, ``p_value`` and ``significant_holm``"""
 
     def to_dict(self) -> dict:
         return {"suite": self.suite, "command": self.command, "metric": self.metric,
                 "columns": [{"name": n, "higher_is_better": h} for n, h in self.columns],
-                "rows": [asdict(r) for r in self.rows], "incomplete": dict(self.incomplete), "data": dict(self.data),
-                "references": dict(self.references), "unfinished": list(self.unfinished)}
+                "rows": [asdict(r) for r in self.rows], "pairs": list(self.pairs), "incomplete": dict(self.incomplete),
+                "data": dict(self.data), "references": dict(self.references), "unfinished": list(self.unfinished)}
 
 
 def collect(folder: Path, run_ids: set[str] | None = None) -> list[tuple[Path, RunResult]]:
@@ -176,7 +183,8 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
     for _, result in runs:
         data.setdefault(result.spec["dataset"]["label"], result.data)
     return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows, incomplete=incomplete, data=data,
-                       command=command, references=_citations(rows), unfinished=list(unfinished))
+                       command=command, references=_citations(rows), unfinished=list(unfinished),
+                       pairs=pairwise(rows, metric, higher))
 
 
 def _citations(rows: list[Row]) -> dict[str, str]:
@@ -201,15 +209,58 @@ def summary(values: list[float]) -> dict:
 
 
 def paired_difference(mine: dict[str, float], other: dict[str, float]) -> dict:
-    """``mine − other`` over the seeds both hold: mean, 95 % half-width, n, significant, and
-    the differences' standard deviation."""
+    """``mine − other`` over the seeds both hold: mean, 95 % half-width, n, significant, the
+    differences' standard deviation and the paired t-test's two-sided p-value (None below 2
+    seeds; significant exactly when p < 0.05)."""
     seeds = sorted(set(mine) & set(other))
     if not seeds:
-        return {"difference": None, "ci95": None, "n": 0, "significant": None, "std": None}
+        return {"difference": None, "ci95": None, "n": 0, "significant": None, "std": None, "p_value": None}
     stats = summary([mine[s] - other[s] for s in seeds])
     significant = None if stats["ci95"] is None else abs(stats["mean"]) > stats["ci95"]
     return {"difference": stats["mean"], "ci95": stats["ci95"], "n": stats["n"], "significant": significant,
-            "std": stats["std"]}
+            "std": stats["std"], "p_value": _t_test_p(stats)}
+
+
+def _t_test_p(stats: dict) -> float | None:
+    """Two-sided p-value of mean = 0 for ``summary`` statistics (None below 2 values)."""
+    if stats["std"] is None:
+        return None
+    if stats["std"] == 0:
+        return 1.0 if stats["mean"] == 0 else 0.0
+    from scipy.stats import t
+
+    return float(2 * t.sf(abs(stats["mean"]) / (stats["std"] / math.sqrt(stats["n"])), stats["n"] - 1))
+
+
+def holm(p_values: list[float | None], level: float = 0.05) -> list[bool | None]:
+    """Holm's step-down test over one family: which hypotheses are rejected at family-wise
+    ``level`` (None for an untested member, which does not count towards the family)."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    rejected: list[bool | None] = [None if p is None else False for p in p_values]
+    for rank, (p, i) in enumerate(tested):
+        if p > level / (len(tested) - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
+def pairwise(rows: list[Row], metric: str, higher: bool) -> list[dict]:
+    """Every pair of private rows at one dataset, ε and δ, the one with the better mean first,
+    with the paired comparison over their shared seeds and Holm's verdict over that ε's pairs."""
+    groups = defaultdict(list)
+    for row in rows:
+        if row.reference is None and row.seed_values:
+            groups[(row.dataset, row.epsilon, row.delta)].append(row)
+    pairs = []
+    for (dataset, epsilon, _), members in sorted(groups.items(), key=lambda item: item[0]):
+        members.sort(key=lambda r: -_sortable(r.metrics[metric]["mean"], higher))
+        family = [{"dataset": dataset, "epsilon": epsilon, "ahead": a.method, "behind": b.method,
+                   **{k: v for k, v in paired_difference(a.seed_values, b.seed_values).items() if k != "std"}}
+                  for i, a in enumerate(members) for b in members[i + 1:]]
+        for pair, verdict in zip(family, holm([p["p_value"] for p in family]), strict=True):
+            pair["significant_holm"] = verdict
+        pairs += family
+    return pairs
 
 
 def seeds_for(std: float, half_width: float) -> int:
@@ -516,6 +567,8 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
                     and r.comparison and r.comparison["ci95_of_gap"] is not None]
         if measured:
             lines += [_precision_line(measured), ""]
+        if pairs := [p for p in board.pairs if p["dataset"] == dataset]:
+            lines += _pairs_table(pairs)
     if board.references:
         lines += ["## References", ""]
         for plugin, citation in board.references.items():
@@ -569,6 +622,23 @@ def _precision_line(comparisons: list[dict]) -> str:
             f"{100 * TARGET_SHARE_OF_GAP:g} % would take a median of {seeds} seeds over the comparisons and "
             f"{widest['seeds_for_target']} for the widest (`seeds_for_target`; itself an estimate from "
             f"{measured_on} seeds).")
+
+
+def _pairs_table(pairs: list[dict]) -> list[str]:
+    """The dataset's every pair of private rows per ε, as Markdown lines."""
+    lines = ["Every pair of private rows at each ε, the better mean first: the paired difference over the seeds "
+             "both ran with its 95 % interval (*n.s.*: these seeds do not establish the order), the paired "
+             "t-test's p, and the verdict when all of that ε's pairs are tested together (Holm's correction: by "
+             "chance alone one 95 % interval in twenty excludes 0).", "",
+             "| ε | ahead | behind | difference | verdict | p | Holm |", "|---|---|---|---|---|---|---|"]
+    verdicts = {True: "**significant**", False: "*n.s.*", None: "*untested*"}
+    for p in pairs:
+        difference = "–" if p["difference"] is None else f"{p['difference']:+.4f}" + (
+            "" if p["ci95"] is None else f" ± {p['ci95']:.4f}")
+        lines.append(f"| {_fmt_eps(p['epsilon'])} | {p['ahead']} | {p['behind']} | {difference} | "
+                     f"{verdicts[p['significant']]} | {_fmt_number(p['p_value'])} | "
+                     f"{verdicts[p['significant_holm']]} |")
+    return [*lines, ""]
 
 
 def _fmt_comparison(comparison: dict | None) -> str:

@@ -358,3 +358,61 @@ def test_committed_run_records_rebuild_and_resume_the_board(finished_suite, tmp_
     assert not rebuilt.incomplete and rebuilt.rows == original.rows
     report = Runner(resumed).run()
     assert not report.completed and len(report.skipped) == len(resumed.runs)
+
+
+def test_holm_rejects_step_down_and_skips_untested_members():
+    # sorted 0.005 ≤ .05/4, 0.01 ≤ .05/3, then 0.03 > .05/2 stops: 0.04 is not rejected either
+    assert leaderboard.holm([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    assert leaderboard.holm([0.02, None, 0.04]) == [True, None, True]  # a family of two: .02 ≤ .025, .04 ≤ .05
+    assert leaderboard.holm([0.02, 0.04, 0.9]) == [False, False, False]  # .02 > .05/3 stops at once
+    assert leaderboard.holm([]) == []
+
+
+def _row(method, values, *, epsilon=1.0, reference=None, dataset="d"):
+    mean = sum(values) / len(values)
+    return leaderboard.Row(dataset=dataset, method=method, plugin=method, reference=reference, epsilon=epsilon,
+                           delta=1e-5, epsilon_ledger=epsilon, metrics={"e/acc": {"mean": mean}}, gap_closed=None,
+                           runs=len(values), versions={}, seed_values={str(i): v for i, v in enumerate(values)})
+
+
+def test_every_pair_of_private_rows_at_an_epsilon_is_compared_better_mean_first():
+    from scipy.stats import ttest_rel
+
+    a, b, c = [0.20, 0.22, 0.24], [0.19, 0.208, 0.229], [0.10, 0.30, 0.20]
+    rows = [_row("b", b), _row("c", c), _row("a", a), _row("a", [0.5] * 3, epsilon=7.0),
+            _row("synthetic_public", [0.3] * 3, epsilon=0.0, reference="synthetic_public"),
+            _row("x", [0.2] * 3, dataset="other")]
+    pairs = leaderboard.pairwise(rows, "e/acc", higher=True)
+    assert [(p["dataset"], p["epsilon"], p["ahead"], p["behind"]) for p in pairs] == [
+        ("d", 1.0, "a", "b"), ("d", 1.0, "a", "c"), ("d", 1.0, "b", "c")]  # means .22, .209, .2
+    for p in pairs:
+        ahead, behind = {"a": a, "b": b, "c": c}[p["ahead"]], {"a": a, "b": b, "c": c}[p["behind"]]
+        assert p["difference"] == pytest.approx(sum(ahead) / 3 - sum(behind) / 3) and p["n"] == 3
+        assert p["p_value"] == pytest.approx(ttest_rel(ahead, behind).pvalue)
+        assert p["significant"] is (p["p_value"] < 0.05)  # the interval and the test agree
+    # a − b (.010 .012 .011) is significant alone and stays so among three: p ≈ .0026 ≤ .05/3
+    assert [(p["significant"], p["significant_holm"]) for p in pairs] == [(True, True), (False, False),
+                                                                          (False, False)]
+    lower_better = leaderboard.pairwise(rows[:3], "e/acc", higher=False)
+    assert [(p["ahead"], p["behind"]) for p in lower_better] == [("c", "b"), ("c", "a"), ("b", "a")]
+    assert lower_better[0]["difference"] == pytest.approx(-pairs[2]["difference"])
+
+
+def test_the_pairs_are_on_the_board_files_and_one_seed_leaves_them_untested(toy_plugin, toy_suite, tmp_path):
+    values = {"public_only": [0.10, 0.11, 0.12], "nonprivate": [0.30, 0.31, 0.29], "a": [0.20, 0.22, 0.24],
+              "b": [0.19, 0.208, 0.229]}
+    board = _board_with_values(toy_suite, tmp_path, values)
+    (pair,) = board.pairs
+    assert (pair["ahead"], pair["behind"], pair["significant"], pair["significant_holm"]) == ("a", "b", True, True)
+    md, js, _ = leaderboard.write(board, tmp_path / "boards")
+    assert read_json(js)["pairs"] == [pair]
+    assert (f"| 1 | a | b | +0.0110 ± {T_975_2DOF * 0.001 / math.sqrt(3):.4f} | **significant** | "
+            f"{pair['p_value']:.3g} | **significant** |") in md.read_text()
+
+    suite = load_suite(toy_suite(TWO_PRIVATE_ROWS.replace("seeds: 3", "seeds: 1")), runs_dir=tmp_path / "one")
+    assert not Runner(suite).run().failed
+    one = leaderboard.build(suite.name, leaderboard.collect(suite.folder), "next_word/accuracy")
+    (pair,) = one.pairs
+    assert (pair["n"], pair["ci95"], pair["p_value"], pair["significant"], pair["significant_holm"]) == (
+        1, None, None, None, None)
+    assert "| *untested* | – | *untested* |" in leaderboard.render_markdown(one)
