@@ -230,7 +230,7 @@ def _quiet_libraries() -> None:
               help="Where run folders go (default: the suite's runs_dir or ./runs).")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="The record's path without suffix (default: tuning in the tuning runs' folder); "
-                   "e.g. leaderboards/tuning/quickstart-eps7 to commit it beside the boards.")
+                   "e.g. leaderboards/tuning/sotu-eps7 to commit it beside the boards.")
 @click.option("--dry-run", is_flag=True, help="Validate and list the settings without running them.")
 def tune(tuning, runs_dir, out, dry_run):
     """Tune each method of a suite with the same budget, on the validation split only.
@@ -241,7 +241,7 @@ def tune(tuning, runs_dir, out, dry_run):
 
     from dpbench.errors import DpbenchError
     from dpbench.suite import check_machine
-    from dpbench.tuning import load_tuning, tuning_suites, write_record
+    from dpbench.tuning import load_tuning, tuning_suites, untuned, write_record
     from dpbench.tuning import tune as run_tuning
 
     _quiet_libraries()
@@ -250,8 +250,11 @@ def tune(tuning, runs_dir, out, dry_run):
         planned = tuning_suites(plan, runs_dir=runs_dir)
         for _, suite in planned:
             check_machine(suite)
+        left_out = untuned(plan, runs_dir=runs_dir)
     except DpbenchError as err:
         _fail(err)
+    if left_out:
+        click.echo(f"not tuned by {tuning} (they keep the suite's setting): {', '.join(left_out)}")
     if dry_run:
         for setting, suite in planned:
             mark = " (the suite's setting)" if setting.own else ""

@@ -122,11 +122,9 @@ def load_tuning(path: str | Path) -> TuningPlan:
 def tuning_suites(plan: TuningPlan, *, runs_dir: str | Path | None = None) -> list[tuple[Setting, Any]]:
     """``[(setting, suite)]``: one single-method suite per setting tried, its runs at the plan's
     ε and seed (one per dataset of the tuned suite)."""
-    from dpbench.suite import build_suite, compose
+    from dpbench.suite import build_suite
 
-    overrides = [f"privacy.epsilon={plan.epsilon!r}", f"seeds=[{plan.seed}]"]
-    base = compose(plan.suite, overrides)
-    suite = build_suite(base, path=plan.suite, overrides=overrides, runs_dir=runs_dir)
+    base, suite, overrides = _base_suite(plan, runs_dir)
     choices = {spec.method.label: spec.method for spec in suite.runs}
     out = []
     for label, space in plan.spaces.items():
@@ -150,6 +148,23 @@ def tuning_suites(plan: TuningPlan, *, runs_dir: str | Path | None = None) -> li
             out.append((Setting(method=label, values=values, own=all(values[k] == choice.options[k] for k in values)),
                         tried))
     return out
+
+
+def untuned(plan: TuningPlan, *, runs_dir: str | Path | None = None) -> list[str]:
+    """The suite's private methods the plan gives no search space: they keep the suite's
+    setting, so a board comparing them with tuned ones compares unequal tuning."""
+    _, suite, _ = _base_suite(plan, runs_dir)
+    private = {spec.method.label for spec in suite.runs if not _is_reference(spec.method.plugin)}
+    return sorted(private - set(plan.spaces))
+
+
+def _base_suite(plan: TuningPlan, runs_dir: str | Path | None):
+    """The tuned suite's composed config, the suite at the plan's ε and seed, and those overrides."""
+    from dpbench.suite import build_suite, compose
+
+    overrides = [f"privacy.epsilon={plan.epsilon!r}", f"seeds=[{plan.seed}]"]
+    base = compose(plan.suite, overrides)
+    return base, build_suite(base, path=plan.suite, overrides=overrides, runs_dir=runs_dir), overrides
 
 
 def settings(plan: TuningPlan, label: str, defaults: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -202,6 +217,7 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None)
             "description": plan.description, "epsilon": plan.epsilon, "seed": plan.seed, "budget": plan.budget,
             "spaces": {k: {o: list(v) for o, v in s.items()} for k, s in plan.spaces.items()},
             "runs_folder": None if folder is None else folder.as_posix(), "settings": rows,
+            "untuned": untuned(plan, runs_dir=runs_dir),
             "best": {k: {"values": v["values"], "validation_score": v["validation_score"],
                          "suite_setting": v["suite_setting"]} for k, v in best.items()}}
 
@@ -216,6 +232,8 @@ def write_record(record: dict, out: Path) -> list[Path]:
              f"Produced by `{record['command']}`. Budget: {record['budget']} settings per method (the suite's "
              f"own included), seed {record['seed']}, scored on the validation split only (the test split is "
              "never read). Bold: the best per dataset and method.", ""]
+    if record.get("untuned"):
+        lines += [f"Not tuned here (they keep the suite's setting): {', '.join(record['untuned'])}.", ""]
     for key in sorted({f"{r['dataset']}/{r['method']}" for r in record["settings"]}):
         dataset, method = key.split("/", 1)
         rows = [r for r in record["settings"] if r["dataset"] == dataset and r["method"] == method]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from dpbench.errors import ConfigError
-from dpbench.tuning import load_tuning, settings, tune, tuning_suites, write_record
+from dpbench.tuning import load_tuning, settings, tune, tuning_suites, untuned, write_record
 
 
 def _tuning(tmp_path, toy_suite, body: str):
@@ -127,3 +128,47 @@ def test_the_command_lists_then_runs_and_writes_the_record(tmp_path, toy_suite, 
     assert done.exit_code == 0, done.output
     assert "## noisy_unigram on toy_texts" in done.output
     assert json.loads((tmp_path / "rec" / "toy.json").read_text())["command"] == f"dpbench tune {path.as_posix()}"
+
+
+
+def test_a_private_method_without_a_space_is_named_as_untuned(tmp_path, toy_suite, toy_plugin):
+    body = ("methods:\n  public_only: {}\n  nonprivate: {}\n  noisy_unigram: {rounds: 3}\n"
+            "  other: {plugin: noisy_unigram}\n")
+    toy_suite(textwrap.dedent("""\
+        description: two private methods
+        seeds: 1
+        privacy: {epsilon: [8], delta: 1e-5, accountant: rdp}
+        datasets:
+          toy_texts: {num_clients: 30}
+        evaluators:
+          next_word: {}
+        """) + body)
+    path = tmp_path / "tune.yaml"
+    path.write_text(SPACE)
+    plan = load_tuning(path)
+    assert untuned(plan, runs_dir=tmp_path / "runs") == ["other"]  # the references have nothing to tune
+    record = tune(plan, runs_dir=tmp_path / "runs")
+    assert record["untuned"] == ["other"]
+    (md,) = [p for p in write_record(record, tmp_path / "record") if p.suffix == ".md"]
+    assert "Not tuned here (they keep the suite's setting): other." in md.read_text()
+    assert untuned(load_tuning(_tuning(tmp_path, toy_suite, SPACE)), runs_dir=tmp_path / "runs") == []
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "suites" / "tuning").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_each_committed_tuning_file_gives_every_private_method_of_its_suite_the_budget(path, tmp_path):
+    """Through the installed plugins, as a user runs it: the file's options still exist, and no
+    private method of its suite is left untuned (the protocol is the same for every method)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    env.pop("DPBENCH_LOAD_PLUGINS", None)
+    out = subprocess.run([sys.executable, "-m", "dpbench", "tune", str(path), "--dry-run",
+                          "--runs-dir", str(tmp_path / "runs")], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "not tuned by" not in out.stdout
+    plan = load_tuning(path)
+    listed = [line.split(":", 1)[0] for line in out.stdout.splitlines()]
+    assert {label: listed.count(label) for label in plan.spaces} == dict.fromkeys(plan.spaces, plan.budget)
