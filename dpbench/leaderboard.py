@@ -631,24 +631,29 @@ def _pairs_table(pairs: list[dict]) -> list[str]:
              "t-test's p, and the verdict when all of that ε's pairs are tested together (Holm's correction: by "
              "chance alone one 95 % interval in twenty excludes 0).", "",
              "| ε | ahead | behind | difference | verdict | p | Holm |", "|---|---|---|---|---|---|---|"]
-    verdicts = {True: "**significant**", False: "*n.s.*", None: "*untested*"}
     for p in pairs:
-        difference = "–" if p["difference"] is None else f"{p['difference']:+.4f}" + (
-            "" if p["ci95"] is None else f" ± {p['ci95']:.4f}")
-        lines.append(f"| {_fmt_eps(p['epsilon'])} | {p['ahead']} | {p['behind']} | {difference} | "
-                     f"{verdicts[p['significant']]} | {_fmt_number(p['p_value'])} | "
-                     f"{verdicts[p['significant_holm']]} |")
+        lines.append(f"| {_fmt_eps(p['epsilon'])} | {p['ahead']} | {p['behind']} | {fmt_difference(p)} | "
+                     f"{VERDICTS[p['significant']]} | {_fmt_number(p['p_value'])} | "
+                     f"{VERDICTS[p['significant_holm']]} |")
     return [*lines, ""]
+
+
+VERDICTS = {True: "**significant**", False: "*n.s.*", None: "*untested*"}
+"""a paired comparison's ``significant`` as the boards print it"""
+
+
+def fmt_difference(comparison: dict) -> str:
+    """A paired difference as ``+d ± half-width`` (no interval below two seeds; – without one)."""
+    if comparison["difference"] is None:
+        return "–"
+    interval = "" if comparison["ci95"] is None else f" ± {comparison['ci95']:.4f}"
+    return f"{comparison['difference']:+.4f}{interval}"
 
 
 def _fmt_comparison(comparison: dict | None) -> str:
     if comparison is None or comparison["difference"] is None:
         return "–"
-    text = f"{comparison['difference']:+.4f}"
-    if comparison["ci95"] is not None:
-        text += f" ± {comparison['ci95']:.4f}"
-    verdict = {True: "**significant**", False: "*n.s.*", None: "*untested*"}[comparison["significant"]]
-    return f"{text} vs {comparison['against']} ({verdict})"
+    return f"{fmt_difference(comparison)} vs {comparison['against']} ({VERDICTS[comparison['significant']]})"
 
 
 CSV_STATS = ("mean", "std", "n", "ci95")

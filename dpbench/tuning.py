@@ -1,6 +1,6 @@
 """``dpbench tune``: the same tuning budget for every method, chosen on validation only.
 
-A tuning file names a suite, the ε and seed to tune at, a ``budget`` (settings tried per
+A tuning file names a suite, the ε and seed(s) to tune at, a ``budget`` (settings tried per
 method, the suite's own setting included) and each method's search space (option -> list of
 values)::
 
@@ -14,11 +14,16 @@ values)::
 
 For each dataset and method the suite's own setting runs first, then ``budget - 1`` other
 points of the space's grid (all of them when there are fewer; otherwise a sample seeded by
-``seed`` and the method's label). Each is an ordinary run (resumable, ledgered) in the suite
+``seed`` and the method's label). Each setting runs at ``seeds`` seeds (``seed``, ``seed`` + 1,
+…; default 1), each an ordinary run (resumable, ledgered) in the suite
 ``<suite>-tuning-eps<ε>`` beside the suite's own runs (the evaluator's pretrained model and
 other caches are shared), scored by the suite's first evaluator on the validation split only
 (``Evaluator.validation_score``): the test split is never read. ``tuning.json``/``.md`` name
-every setting with its validation score and cost, and the best per dataset and method.
+every setting with its validation score (the mean over seeds), its paired difference from the
+suite's setting (a 95 % t-interval over the seeds both ran, as on the boards) and its cost, and
+the best per dataset and method. One seed screens a space cheaply; a second file with the
+suite's setting and the screen's winner at ``seeds: 3`` (its seed-``seed`` runs are the screen's,
+resumed) says whether the winner is better beyond seed noise.
 
 What tuning spends on the private data is not charged to the board's runs, as in the paper
 and common practice; the comparison is fair because every method gets the same budget on the
@@ -41,7 +46,8 @@ from dpbench.errors import ConfigError, did_you_mean
 TUNING_KEYS = {
     "suite": "the suite file to tune (relative to the tuning file)",
     "epsilon": "the ε every setting runs at (a number > 0)",
-    "seed": "the run seed of every setting (default 0)",
+    "seed": "the first run seed of every setting, and the grid sample's (default 0)",
+    "seeds": "how many seeds each setting runs at: seed, seed + 1, ... (default 1)",
     "budget": "settings tried per method, the suite's own included (an integer >= 1)",
     "methods": "method label -> {option: [values]}",
     "description": "one line for the record",
@@ -66,6 +72,8 @@ class TuningPlan:
     suite: Path
     epsilon: float
     seed: int
+    seeds: int
+    """how many seeds each setting runs at, from ``seed``"""
     budget: int
     spaces: Mapping[str, Mapping[str, tuple]]
     description: str = ""
@@ -99,9 +107,11 @@ def load_tuning(path: str | Path) -> TuningPlan:
     epsilon = raw.get("epsilon")
     if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not 0 < epsilon < math.inf:
         raise ConfigError("epsilon", epsilon, "a finite number > 0 (tune at one ε of the board)")
-    seed, budget = raw.get("seed", 0), raw.get("budget")
+    seed, seeds, budget = raw.get("seed", 0), raw.get("seeds", 1), raw.get("budget")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError("seed", seed, "an integer >= 0")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError("seeds", seeds, "an integer >= 1: how many seeds each setting runs at, from seed")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ConfigError("budget", budget, "an integer >= 1: settings tried per method, the suite's own included")
     methods = raw.get("methods")
@@ -115,7 +125,8 @@ def load_tuning(path: str | Path) -> TuningPlan:
             if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
                 raise ConfigError(f"methods.{label}.{option}", values, "a non-empty list of distinct values")
         spaces[label] = {option: tuple(values) for option, values in space.items()}
-    return TuningPlan(path=path, suite=path.parent / raw["suite"], epsilon=float(epsilon), seed=seed, budget=budget,
+    return TuningPlan(path=path, suite=path.parent / raw["suite"], epsilon=float(epsilon), seed=seed, seeds=seeds,
+                      budget=budget,
                       spaces=spaces, description=str(raw.get("description", "")))
 
 
@@ -162,7 +173,7 @@ def _base_suite(plan: TuningPlan, runs_dir: str | Path | None):
     """The tuned suite's composed config, the suite at the plan's ε and seed, and those overrides."""
     from dpbench.suite import build_suite, compose
 
-    overrides = [f"privacy.epsilon={plan.epsilon!r}", f"seeds=[{plan.seed}]"]
+    overrides = [f"privacy.epsilon={plan.epsilon!r}", f"seeds={list(range(plan.seed, plan.seed + plan.seeds))}"]
     base = compose(plan.suite, overrides)
     return base, build_suite(base, path=plan.suite, overrides=overrides, runs_dir=runs_dir), overrides
 
@@ -202,52 +213,96 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None)
             result = load_result(suite.folder / spec.run_id)
             rows.append({
                 "dataset": spec.dataset.label, "method": setting.method, "values": dict(setting.values),
-                "suite_setting": setting.own, "run_id": spec.run_id,
+                "suite_setting": setting.own, "seed": spec.seed, "run_id": spec.run_id,
                 "validation_score": None if result is None else next(iter(result.metrics.values()))["validation_score"],
                 "method_minutes": None if result is None else round(result.timings.get("method_s", 0) / 60, 2),
                 "epsilon_spent": None if result is None else result.privacy.get("epsilon_spent"),
                 **({"error": failed[spec.run_id]} if spec.run_id in failed else {})})
+    summary = summarise(rows)
     best = {}
-    for row in rows:
-        key = f"{row['dataset']}/{row['method']}"
-        if row["validation_score"] is not None and (key not in best or row["validation_score"]
-                                                    > best[key]["validation_score"]):
-            best[key] = row
+    for entry in summary:
+        key = f"{entry['dataset']}/{entry['method']}"
+        if entry["validation"] is not None and (key not in best or entry["validation"]["mean"]
+                                                > best[key]["validation"]["mean"]):
+            best[key] = entry
     return {"tuning": plan.path.as_posix(), "command": plan.command, "suite": plan.suite.as_posix(),
-            "description": plan.description, "epsilon": plan.epsilon, "seed": plan.seed, "budget": plan.budget,
-            "spaces": {k: {o: list(v) for o, v in s.items()} for k, s in plan.spaces.items()},
-            "runs_folder": None if folder is None else folder.as_posix(), "settings": rows,
+            "description": plan.description, "epsilon": plan.epsilon, "seed": plan.seed, "seeds": plan.seeds,
+            "budget": plan.budget, "spaces": {k: {o: list(v) for o, v in s.items()} for k, s in plan.spaces.items()},
+            "runs_folder": None if folder is None else folder.as_posix(), "settings": rows, "summary": summary,
             "untuned": untuned(plan, runs_dir=runs_dir),
-            "best": {k: {"values": v["values"], "validation_score": v["validation_score"],
-                         "suite_setting": v["suite_setting"]} for k, v in best.items()}}
+            "best": {k: {"values": v["values"], "validation_score": v["validation"]["mean"],
+                         "suite_setting": v["suite_setting"], "vs_suite_setting": v["vs_suite_setting"]}
+                     for k, v in best.items()}}
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """One entry per dataset, method and setting: its validation score over seeds (``summary``
+    of the boards: mean, std, n, 95 % half-width) and, for each setting but the suite's own, the
+    paired difference from the suite's setting over the seeds both ran."""
+    from dpbench.leaderboard import paired_difference, summary
+
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["method"], repr(row["values"])), []).append(row)
+    by_seed = {key: {str(r["seed"]): r["validation_score"] for r in members if r["validation_score"] is not None}
+               for key, members in groups.items()}
+    own = {(key[0], key[1]): by_seed[key] for key, members in groups.items() if members[0]["suite_setting"]}
+    out = []
+    for key, members in groups.items():
+        scores, first = by_seed[key], members[0]
+        baseline = own.get(key[:2])
+        out.append({"dataset": key[0], "method": key[1], "values": first["values"],
+                    "suite_setting": first["suite_setting"],
+                    "validation": summary(list(scores.values())) if scores else None,
+                    "vs_suite_setting": None if first["suite_setting"] or not baseline or not scores
+                    else paired_difference(scores, baseline),
+                    "method_minutes": round(sum(r["method_minutes"] or 0 for r in members), 2)})
+    return out
 
 
 def write_record(record: dict, out: Path) -> list[Path]:
-    """``out``.json and ``out``.md: every setting's validation score and cost, the best marked."""
+    """``out``.json and ``out``.md: every setting's validation score, its difference from the
+    suite's setting and its cost, the best marked."""
     from dpbench.files import write_json
 
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_suffix(".json"), record)
+    seeds = record.get("seeds", 1)
+    seed_text = (f"seed {record['seed']}" if seeds == 1
+                 else f"seeds {record['seed']}–{record['seed'] + seeds - 1} (the mean over seeds)")
     lines = [f"# Tuning: {Path(record['suite']).stem} at ε = {record['epsilon']:g}", "",
              f"Produced by `{record['command']}`. Budget: {record['budget']} settings per method (the suite's "
-             f"own included), seed {record['seed']}, scored on the validation split only (the test split is "
-             "never read). Bold: the best per dataset and method.", ""]
+             f"own included), {seed_text}, scored on the validation split only (the test split is never read). "
+             "Bold: the best per dataset and method. *vs suite's setting*: the paired difference over the seeds "
+             "both ran, ± its 95 % t half-width, **significant** when that interval excludes 0 (*untested* at "
+             "one seed: a one-seed screen's order may be seed noise).", ""]
     if record.get("untuned"):
         lines += [f"Not tuned here (they keep the suite's setting): {', '.join(record['untuned'])}.", ""]
-    for key in sorted({f"{r['dataset']}/{r['method']}" for r in record["settings"]}):
+    for key in sorted({f"{e['dataset']}/{e['method']}" for e in record["summary"]}):
         dataset, method = key.split("/", 1)
-        rows = [r for r in record["settings"] if r["dataset"] == dataset and r["method"] == method]
-        options = list(rows[0]["values"])
-        lines += [f"## {method} on {dataset}", "", "| " + " | ".join(options) + " | validation | minutes | |",
-                  "|" + "---|" * (len(options) + 3)]
+        entries = [e for e in record["summary"] if e["dataset"] == dataset and e["method"] == method]
+        options = list(entries[0]["values"])
+        lines += [f"## {method} on {dataset}", "",
+                  "| " + " | ".join(options) + " | validation | vs suite's setting | minutes | |",
+                  "|" + "---|" * (len(options) + 4)]
         chosen = record["best"].get(key, {}).get("values")
-        for r in rows:
-            cells = [repr(r["values"][o]) for o in options]
-            score = "—" if r["validation_score"] is None else f"{r['validation_score']:.4f}"
-            if r["values"] == chosen:
+        for e in entries:
+            cells = [repr(e["values"][o]) for o in options]
+            stat = e["validation"]
+            score = "—" if stat is None else f"{stat['mean']:.4f}" + (
+                "" if stat["ci95"] is None else f" ± {stat['ci95']:.4f}")
+            if e["values"] == chosen:
                 cells, score = [f"**{c}**" for c in cells], f"**{score}**"
-            lines.append("| " + " | ".join(cells) + f" | {score} | {r['method_minutes'] or '—'} | "
-                         + ("suite's setting" if r["suite_setting"] else "") + " |")
+            lines.append("| " + " | ".join(cells) + f" | {score} | {_versus(e['vs_suite_setting'])} | "
+                         f"{e['method_minutes'] or '—'} | " + ("suite's setting" if e["suite_setting"] else "") + " |")
         lines.append("")
     out.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
     return [out.with_suffix(".json"), out.with_suffix(".md")]
+
+
+def _versus(comparison: dict | None) -> str:
+    from dpbench.leaderboard import VERDICTS, fmt_difference
+
+    if comparison is None or comparison["difference"] is None:
+        return "–"
+    return f"{fmt_difference(comparison)} ({VERDICTS[comparison['significant']]})"

@@ -75,6 +75,33 @@ def test_runs_score_validation_only_and_the_record_names_the_best(tmp_path, toy_
     assert "dpbench tune" in table and f"**{best['validation_score']:.4f}**" in table and "suite's setting" in table
 
 
+def test_over_seeds_each_setting_is_compared_with_the_suites_setting_paired_by_seed(tmp_path, toy_suite,
+                                                                                    toy_plugin):
+    from dpbench.leaderboard import paired_difference, summary
+
+    screen = load_tuning(_tuning(tmp_path, toy_suite, SPACE.replace("budget: 3", "budget: 2")))
+    first = tune(screen, runs_dir=tmp_path / "runs")
+    plan = load_tuning(_tuning(tmp_path, toy_suite, SPACE.replace("budget: 3", "budget: 2\nseeds: 3")))
+    assert [s.runs[i].seed for _, s in tuning_suites(plan, runs_dir=tmp_path / "runs") for i in range(3)] == [
+        1, 2, 3, 1, 2, 3]
+    record = tune(plan, runs_dir=tmp_path / "runs")
+    # the screen's seed-1 runs are the confirmation's, resumed
+    assert {r["run_id"] for r in first["settings"]} <= {r["run_id"] for r in record["settings"]}
+    scores = {(r["suite_setting"], str(r["seed"])): r["validation_score"] for r in record["settings"]}
+    own = {seed: v for (is_own, seed), v in scores.items() if is_own}
+    other = {seed: v for (is_own, seed), v in scores.items() if not is_own}
+    entries = {e["suite_setting"]: e for e in record["summary"]}
+    assert entries[True]["validation"] == summary(list(own.values())) and entries[True]["vs_suite_setting"] is None
+    assert entries[False]["vs_suite_setting"] == paired_difference(other, own)
+    best = record["best"]["toy_texts/noisy_unigram"]
+    assert best["validation_score"] == max(e["validation"]["mean"] for e in entries.values())
+    _, md = write_record(record, tmp_path / "record")
+    comparison = entries[False]["vs_suite_setting"]
+    verdict = "**significant**" if comparison["significant"] else "*n.s.*"
+    assert f"{comparison['difference']:+.4f} ± {comparison['ci95']:.4f} ({verdict})" in md.read_text()
+    assert "seeds 1–3 (the mean over seeds)" in md.read_text()
+
+
 def test_a_validation_scored_run_is_evaluated_again_for_a_board(tmp_path, toy_suite, toy_plugin):
     """The same run folder scored for tuning is not taken as a board's finished run: the saved
     output is scored on test (the method does not run again, no release is drawn again)."""
@@ -100,6 +127,7 @@ def test_a_validation_scored_run_is_evaluated_again_for_a_board(tmp_path, toy_su
 
 @pytest.mark.parametrize(("edit", "message"), [
     (("budget: 3", "budget: 0"), "budget: 0 is not allowed; expected an integer >= 1"),
+    (("seed: 1", "seed: 1\nseeds: 0"), "seeds: 0 is not allowed; expected an integer >= 1"),
     (("epsilon: 8", "epsilon: .inf"), "epsilon: inf is not allowed; expected a finite number > 0"),
     (("seed: 1", "sede: 1"), "one of the tuning keys: .* Did you mean 'seed'"),
     (("rounds: [1, 2, 3, 5]", "rounds: [1, 1]"), "methods.noisy_unigram.rounds: .* distinct values"),
