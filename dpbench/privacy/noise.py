@@ -129,7 +129,8 @@ def release_diagnostics(total: np.ndarray, noise: np.ndarray) -> dict[str, float
     cosine = float(value @ total / (norm * signal)) if norm and signal else None
     spearman = None
     if value.size >= 3 and np.ptp(total) > 0 and np.ptp(value) > 0:
-        spearman = float(spearmanr(value, total).statistic)
+        # a noise-free release has its sum's order: not ranked (a model-sized argsort per round)
+        spearman = float(spearmanr(value, total).statistic) if noise.any() else 1.0
     return {"signal_norm": signal, "noise_norm": noise_norm, "cosine": cosine, "spearman": spearman}
 
 

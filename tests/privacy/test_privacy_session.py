@@ -511,6 +511,23 @@ def test_release_diagnostics_measure_what_the_noise_left_of_the_sum():
     assert release_diagnostics(np.array([1.0, 2.0]), np.zeros(2))["spearman"] is None  # too short to rank
 
 
+def test_a_noise_free_release_is_not_ranked(monkeypatch):
+    """ε = ∞ runs release their sums: the rank correlation is 1 by definition, and ranking a
+    model-sized release every round cost a quarter of a federated round."""
+    import scipy.stats
+
+    from dpbench.privacy.noise import release_diagnostics
+
+    def no_ranking(*args, **kwargs):
+        raise AssertionError("a noise-free release was ranked")
+
+    monkeypatch.setattr(scipy.stats, "spearmanr", no_ranking)
+    total = np.array([0.0, 0.0, 2.0, -1.0, 0.5])  # ties, as in a delta whose frozen weights stay 0
+    assert release_diagnostics(total, np.zeros(5))["spearman"] == 1.0
+    with pytest.raises(AssertionError, match="ranked"):
+        release_diagnostics(total, np.full(5, 1e-9))  # any noise at all is ranked
+
+
 def test_a_seeded_session_notes_each_release_and_a_secure_one_nothing(tmp_path):
     import json
 
