@@ -241,7 +241,7 @@ def tune(tuning, runs_dir, out, dry_run):
 
     from dpbench.errors import DpbenchError
     from dpbench.suite import check_machine
-    from dpbench.tuning import load_tuning, tuning_suites, untuned, write_record
+    from dpbench.tuning import load_tuning, tuning_suites, untuned
     from dpbench.tuning import tune as run_tuning
 
     _quiet_libraries()
@@ -262,10 +262,10 @@ def tune(tuning, runs_dir, out, dry_run):
         return
     from dpbench.progress import Progress
 
+    target = Path(out) if out else planned[0][1].folder / "tuning"
     with Progress(_console()) as progress:
-        record = run_tuning(plan, runs_dir=runs_dir, progress=progress)
-    target = Path(out) if out else Path(record["runs_folder"]) / "tuning"
-    paths = write_record(record, target)
+        record = run_tuning(plan, runs_dir=runs_dir, progress=progress, out=target)
+    paths = [target.with_suffix(".json"), target.with_suffix(".md")]
     click.echo(paths[1].read_text(encoding="utf-8"))
     click.echo("record: " + ", ".join(str(p) for p in paths))
     if any("error" in row for row in record["settings"]):

@@ -200,13 +200,16 @@ def _is_reference(plugin: str) -> bool:
     return get_registry("method").get(plugin).reference is not None
 
 
-def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None) -> dict:
-    """Run every setting (resuming finished ones) and return the record (see ``write_record``)."""
+def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None, out: Path | None = None) -> dict:
+    """Run every setting (resuming finished ones) and return the record (see ``write_record``);
+    with ``out``, the record so far is written there after each setting (hours of tuning show
+    their results as they come, and an interrupted tuning leaves its record)."""
     from dpbench.results import load_result
     from dpbench.runner import Runner
 
-    rows, folder = [], None
-    for setting, suite in tuning_suites(plan, runs_dir=runs_dir):
+    rows, folder, left_out = [], None, untuned(plan, runs_dir=runs_dir)
+    planned = tuning_suites(plan, runs_dir=runs_dir)
+    for tried, (setting, suite) in enumerate(planned, start=1):
         failed = Runner(suite, progress=progress, scoring="validation").run().failed
         folder = suite.folder
         for spec in suite.runs:
@@ -218,6 +221,15 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None)
                 "method_minutes": None if result is None else round(result.timings.get("method_s", 0) / 60, 2),
                 "epsilon_spent": None if result is None else result.privacy.get("epsilon_spent"),
                 **({"error": failed[spec.run_id]} if spec.run_id in failed else {})})
+        if out is not None:
+            write_record(_record(plan, rows, folder, left_out, planned=(tried, len(planned))), out)
+    return _record(plan, rows, folder, left_out, planned=(len(planned), len(planned)))
+
+
+def _record(plan: TuningPlan, rows: list[dict], folder: Path | None, left_out: list[str], *,
+            planned: tuple[int, int]) -> dict:
+    """The tuning record of the settings' runs ``rows``, ``planned`` = (settings tried so far,
+    settings in the plan); see ``write_record``."""
     summary = summarise(rows)
     best = {}
     for entry in summary:
@@ -229,7 +241,7 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None)
             "description": plan.description, "epsilon": plan.epsilon, "seed": plan.seed, "seeds": plan.seeds,
             "budget": plan.budget, "spaces": {k: {o: list(v) for o, v in s.items()} for k, s in plan.spaces.items()},
             "runs_folder": None if folder is None else folder.as_posix(), "settings": rows, "summary": summary,
-            "untuned": untuned(plan, runs_dir=runs_dir),
+            "untuned": left_out, "settings_tried": planned[0], "settings_planned": planned[1],
             "best": {k: {"values": v["values"], "validation_score": v["validation"]["mean"],
                          "suite_setting": v["suite_setting"], "vs_suite_setting": v["vs_suite_setting"]}
                      for k, v in best.items()}}
@@ -276,6 +288,9 @@ def write_record(record: dict, out: Path) -> list[Path]:
              "Bold: the best per dataset and method. *vs suite's setting*: the paired difference over the seeds "
              "both ran, ± its 95 % t half-width, **significant** when that interval excludes 0 (*untested* at "
              "one seed: a one-seed screen's order may be seed noise).", ""]
+    if record["settings_tried"] < record["settings_planned"]:
+        lines += [f"⚠ **Partial record**: {record['settings_tried']} of {record['settings_planned']} settings so "
+                  "far (the tuning is running or was stopped; the same command resumes it).", ""]
     if record.get("untuned"):
         lines += [f"Not tuned here (they keep the suite's setting): {', '.join(record['untuned'])}.", ""]
     for key in sorted({f"{e['dataset']}/{e['method']}" for e in record["summary"]}):

@@ -102,6 +102,31 @@ def test_over_seeds_each_setting_is_compared_with_the_suites_setting_paired_by_s
     assert "seeds 1–3 (the mean over seeds)" in md.read_text()
 
 
+def test_an_interrupted_tuning_leaves_its_record_so_far(tmp_path, toy_suite, toy_plugin, monkeypatch):
+    from dpbench.runner import Runner
+
+    plan = load_tuning(_tuning(tmp_path, toy_suite, SPACE))
+    run, calls = Runner.run, []
+
+    def interrupted_at_the_second_setting(self):
+        calls.append(self)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return run(self)
+
+    monkeypatch.setattr(Runner, "run", interrupted_at_the_second_setting)
+    with pytest.raises(KeyboardInterrupt):
+        tune(plan, runs_dir=tmp_path / "runs", out=tmp_path / "record")
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert (record["settings_tried"], record["settings_planned"], len(record["settings"])) == (1, 3, 1)
+    assert "Partial record**: 1 of 3 settings so far" in (tmp_path / "record.md").read_text()
+    monkeypatch.setattr(Runner, "run", run)
+    done = tune(plan, runs_dir=tmp_path / "runs", out=tmp_path / "record")  # resumed: the first is not redone
+    assert (done["settings_tried"], done["settings_planned"]) == (3, 3)
+    assert done["settings"][0] == record["settings"][0]
+    assert json.loads((tmp_path / "record.json").read_text()) == json.loads(json.dumps(done))  # the whole record
+
+
 def test_a_validation_scored_run_is_evaluated_again_for_a_board(tmp_path, toy_suite, toy_plugin):
     """The same run folder scored for tuning is not taken as a board's finished run: the saved
     output is scored on test (the method does not run again, no release is drawn again)."""
