@@ -238,25 +238,33 @@ def holm(p_values: list[float | None], level: float = 0.05) -> list[bool | None]
     tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
     rejected: list[bool | None] = [None if p is None else False for p in p_values]
     for rank, (p, i) in enumerate(tested):
-        if p > level / (len(tested) - rank):
+        if p >= level / (len(tested) - rank):  # strict, as the unadjusted verdict (p < level)
             break
         rejected[i] = True
     return rejected
 
 
 def pairwise(rows: list[Row], metric: str, higher: bool) -> list[dict]:
-    """Every pair of private rows at one dataset, ε and δ, the one with the better mean first,
-    with the paired comparison over their shared seeds and Holm's verdict over that ε's pairs."""
+    """Every pair of private rows at one dataset, ε, δ and noise mode, the better one first (on
+    the seeds both ran; by mean when they share none), with the paired comparison over those
+    seeds and Holm's verdict over that family of pairs."""
     groups = defaultdict(list)
     for row in rows:
         if row.reference is None and row.seed_values:
-            groups[(row.dataset, row.epsilon, row.delta)].append(row)
+            groups[(row.dataset, row.epsilon, row.delta, row.noise)].append(row)
     pairs = []
-    for (dataset, epsilon, _), members in sorted(groups.items(), key=lambda item: item[0]):
+    for (dataset, epsilon, _, noise), members in sorted(groups.items(), key=lambda item: item[0]):
         members.sort(key=lambda r: -_sortable(r.metrics[metric]["mean"], higher))
-        family = [{"dataset": dataset, "epsilon": epsilon, "ahead": a.method, "behind": b.method,
-                   **{k: v for k, v in paired_difference(a.seed_values, b.seed_values).items() if k != "std"}}
-                  for i, a in enumerate(members) for b in members[i + 1:]]
+        family = []
+        for i, first in enumerate(members):
+            for second in members[i + 1:]:
+                ahead, behind = first, second
+                shared = paired_difference(first.seed_values, second.seed_values)["difference"]
+                if shared is not None and _sortable(shared, higher) < 0:
+                    ahead, behind = second, first  # the seeds both ran order them the other way
+                result = paired_difference(ahead.seed_values, behind.seed_values)
+                family.append({"dataset": dataset, "epsilon": epsilon, "noise": noise, "ahead": ahead.method,
+                               "behind": behind.method, **{k: v for k, v in result.items() if k != "std"}})
         for pair, verdict in zip(family, holm([p["p_value"] for p in family]), strict=True):
             pair["significant_holm"] = verdict
         pairs += family
@@ -632,7 +640,8 @@ def _pairs_table(pairs: list[dict]) -> list[str]:
              "chance alone one 95 % interval in twenty excludes 0).", "",
              "| ε | ahead | behind | difference | verdict | p | Holm |", "|---|---|---|---|---|---|---|"]
     for p in pairs:
-        lines.append(f"| {_fmt_eps(p['epsilon'])} | {p['ahead']} | {p['behind']} | {fmt_difference(p)} | "
+        eps = _fmt_eps(p["epsilon"]) + (" (secure noise)" if p["noise"] != "seeded" else "")
+        lines.append(f"| {eps} | {p['ahead']} | {p['behind']} | {fmt_difference(p)} | "
                      f"{VERDICTS[p['significant']]} | {_fmt_number(p['p_value'])} | "
                      f"{VERDICTS[p['significant_holm']]} |")
     return [*lines, ""]

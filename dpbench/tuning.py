@@ -207,7 +207,7 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
     from dpbench.results import load_result
     from dpbench.runner import Runner
 
-    rows, folder, left_out = [], None, untuned(plan, runs_dir=runs_dir)
+    rows, folder, left_out, record = [], None, untuned(plan, runs_dir=runs_dir), {}
     planned = tuning_suites(plan, runs_dir=runs_dir)
     for tried, (setting, suite) in enumerate(planned, start=1):
         failed = Runner(suite, progress=progress, scoring="validation").run().failed
@@ -221,9 +221,10 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
                 "method_minutes": None if result is None else round(result.timings.get("method_s", 0) / 60, 2),
                 "epsilon_spent": None if result is None else result.privacy.get("epsilon_spent"),
                 **({"error": failed[spec.run_id]} if spec.run_id in failed else {})})
+        record = _record(plan, rows, folder, left_out, planned=(tried, len(planned)))
         if out is not None:
-            write_record(_record(plan, rows, folder, left_out, planned=(tried, len(planned))), out)
-    return _record(plan, rows, folder, left_out, planned=(len(planned), len(planned)))
+            write_record(record, out)
+    return record
 
 
 def _record(plan: TuningPlan, rows: list[dict], folder: Path | None, left_out: list[str], *,
@@ -232,10 +233,10 @@ def _record(plan: TuningPlan, rows: list[dict], folder: Path | None, left_out: l
     settings in the plan); see ``write_record``."""
     summary = summarise(rows)
     best = {}
-    for entry in summary:
-        key = f"{entry['dataset']}/{entry['method']}"
-        if entry["validation"] is not None and (key not in best or entry["validation"]["mean"]
-                                                > best[key]["validation"]["mean"]):
+    for entry in summary:  # among the settings scored at the most seeds: a mean over fewer is not comparable
+        key, stat = f"{entry['dataset']}/{entry['method']}", entry["validation"]
+        if stat is not None and (key not in best or (stat["n"], stat["mean"])
+                                 > (best[key]["validation"]["n"], best[key]["validation"]["mean"])):
             best[key] = entry
     return {"tuning": plan.path.as_posix(), "command": plan.command, "suite": plan.suite.as_posix(),
             "description": plan.description, "epsilon": plan.epsilon, "seed": plan.seed, "seeds": plan.seeds,
@@ -279,37 +280,42 @@ def write_record(record: dict, out: Path) -> list[Path]:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_suffix(".json"), record)
-    seeds = record.get("seeds", 1)
+    seeds = record["seeds"]
     seed_text = (f"seed {record['seed']}" if seeds == 1
                  else f"seeds {record['seed']}–{record['seed'] + seeds - 1} (the mean over seeds)")
     lines = [f"# Tuning: {Path(record['suite']).stem} at ε = {record['epsilon']:g}", "",
              f"Produced by `{record['command']}`. Budget: {record['budget']} settings per method (the suite's "
              f"own included), {seed_text}, scored on the validation split only (the test split is never read). "
-             "Bold: the best per dataset and method. *vs suite's setting*: the paired difference over the seeds "
+             "Bold: the best per dataset and method (among the settings scored at the most seeds; n marks a "
+             "setting with fewer). *vs suite's setting*: the paired difference over the seeds "
              "both ran, ± its 95 % t half-width, **significant** when that interval excludes 0 (*untested* at "
              "one seed: a one-seed screen's order may be seed noise).", ""]
     if record["settings_tried"] < record["settings_planned"]:
         lines += [f"⚠ **Partial record**: {record['settings_tried']} of {record['settings_planned']} settings so "
                   "far (the tuning is running or was stopped; the same command resumes it).", ""]
-    if record.get("untuned"):
+    if record["untuned"]:
         lines += [f"Not tuned here (they keep the suite's setting): {', '.join(record['untuned'])}.", ""]
     for key in sorted({f"{e['dataset']}/{e['method']}" for e in record["summary"]}):
         dataset, method = key.split("/", 1)
         entries = [e for e in record["summary"] if e["dataset"] == dataset and e["method"] == method]
         options = list(entries[0]["values"])
+        minutes = "minutes" if seeds == 1 else "minutes (all seeds)"
         lines += [f"## {method} on {dataset}", "",
-                  "| " + " | ".join(options) + " | validation | vs suite's setting | minutes | |",
+                  "| " + " | ".join(options) + f" | validation | vs suite's setting | {minutes} | |",
                   "|" + "---|" * (len(options) + 4)]
         chosen = record["best"].get(key, {}).get("values")
         for e in entries:
             cells = [repr(e["values"][o]) for o in options]
             stat = e["validation"]
             score = "—" if stat is None else f"{stat['mean']:.4f}" + (
-                "" if stat["ci95"] is None else f" ± {stat['ci95']:.4f}")
+                "" if stat["ci95"] is None else f" ± {stat['ci95']:.4f}") + (
+                f" (n = {stat['n']})" if stat["n"] < seeds else "")
             if e["values"] == chosen:
                 cells, score = [f"**{c}**" for c in cells], f"**{score}**"
             lines.append("| " + " | ".join(cells) + f" | {score} | {_versus(e['vs_suite_setting'])} | "
                          f"{e['method_minutes'] or '—'} | " + ("suite's setting" if e["suite_setting"] else "") + " |")
+        if not any(e["suite_setting"] and e["validation"] for e in entries):
+            lines.append("The suite's setting has no validation score (its runs failed): nothing to compare with.")
         lines.append("")
     out.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
     return [out.with_suffix(".json"), out.with_suffix(".md")]

@@ -366,13 +366,36 @@ def test_holm_rejects_step_down_and_skips_untested_members():
     assert leaderboard.holm([0.02, None, 0.04]) == [True, None, True]  # a family of two: .02 ≤ .025, .04 ≤ .05
     assert leaderboard.holm([0.02, 0.04, 0.9]) == [False, False, False]  # .02 > .05/3 stops at once
     assert leaderboard.holm([]) == []
+    assert leaderboard.holm([0.05]) == [False]  # strict, as the unadjusted verdict: p < 0.05
 
 
-def _row(method, values, *, epsilon=1.0, reference=None, dataset="d"):
-    mean = sum(values) / len(values)
+def test_a_pair_s_p_value_is_exact_when_every_seed_differs_by_the_same_amount():
+    same = leaderboard.paired_difference({"0": 0.2, "1": 0.3}, {"0": 0.2, "1": 0.3})
+    assert (same["p_value"], same["significant"]) == (1.0, False)
+    shifted = leaderboard.paired_difference({"0": 0.25, "1": 0.35, "2": 0.45}, {"0": 0.2, "1": 0.3, "2": 0.4})
+    assert (shifted["p_value"], shifted["significant"]) == (0.0, True)
+    assert leaderboard.paired_difference({"0": 0.2}, {"0": 0.1})["p_value"] is None  # one seed tests nothing
+
+
+def _row(method, values, *, epsilon=1.0, reference=None, dataset="d", noise="seeded"):
+    values = dict(enumerate(values)) if isinstance(values, list) else values
+    mean = sum(values.values()) / len(values)
     return leaderboard.Row(dataset=dataset, method=method, plugin=method, reference=reference, epsilon=epsilon,
                            delta=1e-5, epsilon_ledger=epsilon, metrics={"e/acc": {"mean": mean}}, gap_closed=None,
-                           runs=len(values), versions={}, seed_values={str(i): v for i, v in enumerate(values)})
+                           runs=len(values), versions={}, noise=noise,
+                           seed_values={str(seed): v for seed, v in values.items()})
+
+
+def test_a_pair_is_ordered_by_the_seeds_both_ran_and_each_noise_mode_is_its_own_family():
+    # a's mean is higher only through the seed b has not run yet; on seeds 0 and 1 b is ahead
+    rows = [_row("a", {0: 0.5, 1: 0.5, 2: 0.9}), _row("b", {0: 0.6, 1: 0.7}), _row("c", {5: 0.1}),
+            _row("a", [0.2, 0.3], noise="secure"), _row("b", [0.1, 0.25], noise="secure")]
+    pairs = {(p["noise"], p["ahead"], p["behind"]): p for p in leaderboard.pairwise(rows, "e/acc", higher=True)}
+    assert set(pairs) == {("seeded", "b", "a"), ("seeded", "a", "c"), ("seeded", "b", "c"), ("secure", "a", "b")}
+    assert pairs["seeded", "b", "a"]["difference"] == pytest.approx(0.15) and pairs["seeded", "b", "a"]["n"] == 2
+    assert pairs["seeded", "a", "c"]["n"] == 0 and pairs["seeded", "a", "c"]["significant_holm"] is None  # by mean
+    secure = leaderboard._pairs_table([pairs["secure", "a", "b"]])
+    assert any(line.startswith("| 1 (secure noise) | a | b | +0.0750 ± ") for line in secure)
 
 
 def test_every_pair_of_private_rows_at_an_epsilon_is_compared_better_mean_first():

@@ -84,9 +84,12 @@ def test_over_seeds_each_setting_is_compared_with_the_suites_setting_paired_by_s
     plan = load_tuning(_tuning(tmp_path, toy_suite, SPACE.replace("budget: 3", "budget: 2\nseeds: 3")))
     assert [s.runs[i].seed for _, s in tuning_suites(plan, runs_dir=tmp_path / "runs") for i in range(3)] == [
         1, 2, 3, 1, 2, 3]
+    folders = [tmp_path / "runs" / "toy-tuning-eps8" / r["run_id"] for r in first["settings"]]
+    stamps = [(f / "result.json").stat().st_mtime_ns for f in folders]
     record = tune(plan, runs_dir=tmp_path / "runs")
-    # the screen's seed-1 runs are the confirmation's, resumed
+    # the screen's seed-1 runs are the confirmation's, resumed, not redone
     assert {r["run_id"] for r in first["settings"]} <= {r["run_id"] for r in record["settings"]}
+    assert [(f / "result.json").stat().st_mtime_ns for f in folders] == stamps
     scores = {(r["suite_setting"], str(r["seed"])): r["validation_score"] for r in record["settings"]}
     own = {seed: v for (is_own, seed), v in scores.items() if is_own}
     other = {seed: v for (is_own, seed), v in scores.items() if not is_own}
@@ -118,12 +121,14 @@ def test_an_interrupted_tuning_leaves_its_record_so_far(tmp_path, toy_suite, toy
     with pytest.raises(KeyboardInterrupt):
         tune(plan, runs_dir=tmp_path / "runs", out=tmp_path / "record")
     record = json.loads((tmp_path / "record.json").read_text())
+    first = tmp_path / "runs" / "toy-tuning-eps8" / record["settings"][0]["run_id"] / "result.json"
+    stamp = first.stat().st_mtime_ns
     assert (record["settings_tried"], record["settings_planned"], len(record["settings"])) == (1, 3, 1)
     assert "Partial record**: 1 of 3 settings so far" in (tmp_path / "record.md").read_text()
     monkeypatch.setattr(Runner, "run", run)
     done = tune(plan, runs_dir=tmp_path / "runs", out=tmp_path / "record")  # resumed: the first is not redone
     assert (done["settings_tried"], done["settings_planned"]) == (3, 3)
-    assert done["settings"][0] == record["settings"][0]
+    assert done["settings"][0] == record["settings"][0] and first.stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "record.json").read_text()) == json.loads(json.dumps(done))  # the whole record
 
 
@@ -183,7 +188,6 @@ def test_the_command_lists_then_runs_and_writes_the_record(tmp_path, toy_suite, 
     assert json.loads((tmp_path / "rec" / "toy.json").read_text())["command"] == f"dpbench tune {path.as_posix()}"
 
 
-
 def test_a_private_method_without_a_space_is_named_as_untuned(tmp_path, toy_suite, toy_plugin):
     body = ("methods:\n  public_only: {}\n  nonprivate: {}\n  noisy_unigram: {rounds: 3}\n"
             "  other: {plugin: noisy_unigram}\n")
@@ -225,3 +229,21 @@ def test_each_committed_tuning_file_gives_every_private_method_of_its_suite_the_
     plan = load_tuning(path)
     listed = [line.split(":", 1)[0] for line in out.stdout.splitlines()]
     assert {label: listed.count(label) for label in plan.spaces} == dict.fromkeys(plan.spaces, plan.budget)
+
+
+def test_a_setting_scored_at_fewer_seeds_is_not_chosen_over_one_scored_at_all(tmp_path, toy_suite, toy_plugin):
+    from dpbench import tuning
+
+    plan = load_tuning(_tuning(tmp_path, toy_suite, SPACE.replace("budget: 3", "budget: 2\nseeds: 3")))
+
+    def row(own, seed, score):
+        return {"dataset": "d", "method": "m", "values": {"rounds": 3 if own else 5}, "suite_setting": own,
+                "seed": seed, "run_id": f"{own}{seed}", "validation_score": score, "method_minutes": 1.0}
+
+    rows = [row(True, 1, 0.20), row(True, 2, 0.21), row(True, 3, 0.22),  # the suite's setting: all three seeds
+            row(False, 1, 0.30), row(False, 2, None), row(False, 3, None)]  # two of its runs failed
+    record = tuning._record(plan, rows, None, [], planned=(2, 2))
+    assert record["best"]["d/m"]["values"] == {"rounds": 3}
+    assert record["best"]["d/m"]["vs_suite_setting"] is None
+    _, md = write_record(record, tmp_path / "record")
+    assert "0.3000 (n = 1)" in md.read_text() and "minutes (all seeds)" in md.read_text()
