@@ -281,7 +281,8 @@ def _board(loaded, include_all=False):
     done = {result.run_id for _, result in runs}
     unfinished = [{"run_id": r.run_id, "dataset": r.dataset.label, "method": r.method.label, "epsilon": r.epsilon,
                    "seed": r.seed} for r in loaded.runs if r.run_id not in done]
-    return runs, leaderboard.build(loaded.name, runs, loaded.metric, command=loaded.command, unfinished=unfinished)
+    return runs, leaderboard.build(loaded.name, runs, loaded.metric, command=loaded.command, unfinished=unfinished,
+                                   claims=loaded.claims)
 
 
 def _write_leaderboard(loaded, folder, include_all=False, *, html=False):

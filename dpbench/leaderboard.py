@@ -106,11 +106,14 @@ class Leaderboard:
     """every pair of private rows at one dataset and ε (``pairwise``): ``dataset``, ``epsilon``,
     ``ahead`` and ``behind`` (by mean on the board metric), ``difference`` (ahead − behind),
     ``ci95``, ``n``, ``significant``, ``p_value`` and ``significant_holm``"""
+    claims: list[dict] = field(default_factory=list)
+    """each ordering the suite claims (``dpbench.suite.Claim``), pair by pair (``check_claims``)"""
 
     def to_dict(self) -> dict:
         return {"suite": self.suite, "command": self.command, "metric": self.metric,
                 "columns": [{"name": n, "higher_is_better": h} for n, h in self.columns],
-                "rows": [asdict(r) for r in self.rows], "pairs": list(self.pairs), "incomplete": dict(self.incomplete),
+                "rows": [asdict(r) for r in self.rows], "pairs": list(self.pairs), "claims": list(self.claims),
+                "incomplete": dict(self.incomplete),
                 "data": dict(self.data), "references": dict(self.references), "unfinished": list(self.unfinished)}
 
 
@@ -129,9 +132,10 @@ def collect(folder: Path, run_ids: set[str] | None = None) -> list[tuple[Path, R
 
 
 def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | None = None, *,
-          command: str | None = None, unfinished: list[dict] = ()) -> Leaderboard:
+          command: str | None = None, unfinished: list[dict] = (), claims=()) -> Leaderboard:
     """The board of ``runs``; a run whose ledger is not sound goes to ``incomplete``, not to a
-    row; ``unfinished`` (the grid's runs not yet done) is stated on it."""
+    row; ``unfinished`` (the grid's runs not yet done) is stated on it, and each of ``claims``
+    (``dpbench.suite.Claim``) is checked against its pairs."""
     from dpbench.privacy.ledger import run_ledger_problems
 
     if not runs:
@@ -182,9 +186,10 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
     data = {}
     for _, result in runs:
         data.setdefault(result.spec["dataset"]["label"], result.data)
+    pairs = pairwise(rows, metric, higher)
     return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows, incomplete=incomplete, data=data,
-                       command=command, references=_citations(rows), unfinished=list(unfinished),
-                       pairs=pairwise(rows, metric, higher))
+                       command=command, references=_citations(rows), unfinished=list(unfinished), pairs=pairs,
+                       claims=check_claims(pairs, claims, datasets=sorted({r.dataset for r in rows})))
 
 
 def _citations(rows: list[Row]) -> dict[str, str]:
@@ -500,6 +505,51 @@ def _sortable(value, higher: bool) -> float:
 
 # ---------------------------------------------------------------- rendering
 
+CLAIM_VERDICTS = ("reproduced", "reversed", "not reproduced", "untested")
+
+
+def check_claims(pairs: list[dict], claims, *, datasets: list[str]) -> list[dict]:
+    """Each claimed ``ahead > behind`` of each claim on each dataset, judged by its pair's Holm
+    verdict (the family of all pairs at that ε): *reproduced* when the claimed order is
+    significant, *reversed* when the opposite one is, *not reproduced* when neither is (which is
+    not evidence against the claim), *untested* without two shared seeds or without the rows."""
+    out = []
+    for claim in claims:
+        for dataset in datasets:
+            for ahead, behind in claim.pairs():
+                pair = next((p for p in pairs if (p["dataset"], p["epsilon"], p["noise"]) == (dataset, claim.epsilon,
+                                                                                             "seeded")
+                             and {p["ahead"], p["behind"]} == {ahead, behind}), None)
+                holds = None if pair is None else pair["significant_holm"]
+                as_claimed = pair is not None and pair["ahead"] == ahead
+                verdict = ("untested" if holds is None else "not reproduced" if not holds
+                           else "reproduced" if as_claimed else "reversed")
+                difference = None if pair is None or pair["difference"] is None else (
+                    pair["difference"] if as_claimed else -pair["difference"])
+                out.append({"dataset": dataset, "epsilon": claim.epsilon, "source": claim.source, "ahead": ahead,
+                            "behind": behind, "difference": difference, "ci95": None if pair is None else pair["ci95"],
+                            "n": 0 if pair is None else pair["n"], "p_value": None if pair is None else pair["p_value"],
+                            "verdict": verdict})
+    return out
+
+
+def _claims_table(claims: list[dict]) -> list[str]:
+    """The dataset's claimed orderings, pair by pair, as Markdown lines."""
+    counts = {v: sum(c["verdict"] == v for c in claims) for v in CLAIM_VERDICTS}
+    lines = ["Claimed orderings (the suite's `leaderboard.claims`), pair by pair, judged by the Holm verdict of "
+             "the table above: *reproduced* when the claimed order is significant, *reversed* when the opposite "
+             "is, *not reproduced* when neither is (not evidence against it). "
+             + ", ".join(f"{counts[v]} {v}" for v in CLAIM_VERDICTS if counts[v]) + f" of {len(claims)}.", ""]
+    for epsilon, source in dict.fromkeys((c["epsilon"], c["source"]) for c in claims):
+        lines.append(f"- ε = {_fmt_eps(epsilon)}: {source}")
+    lines += ["", "| ε | claim | difference | p | verdict |", "|---|---|---|---|---|"]
+    for c in claims:
+        verdict = {"reproduced": "**reproduced**", "reversed": "**reversed**"}.get(c["verdict"], f"*{c['verdict']}*")
+        lines.append(f"| {_fmt_eps(c['epsilon'])} | {c['ahead']} > {c['behind']} | {fmt_difference(c)} | "
+                     f"{_fmt_number(c['p_value'])} | {verdict} |")
+    return [*lines, ""]
+
+
 def _fmt_eps(eps: float) -> str:
     return "∞" if math.isinf(eps) else f"{eps:.3g}"
 
@@ -577,6 +627,8 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
             lines += [_precision_line(measured), ""]
         if pairs := [p for p in board.pairs if p["dataset"] == dataset]:
             lines += _pairs_table(pairs)
+        if claims := [c for c in board.claims if c["dataset"] == dataset]:
+            lines += _claims_table(claims)
     if board.references:
         lines += ["## References", ""]
         for plugin, citation in board.references.items():

@@ -33,7 +33,7 @@ SUITE_KEYS = {
     "datasets": "name -> options",
     "methods": "name -> options",
     "evaluators": "name -> options",
-    "leaderboard": "metric (default: the first evaluator's primary metric)",
+    "leaderboard": "metric (default: the first evaluator's primary metric), claims (orderings the board tests)",
     "runs_dir": "where run folders go (default: runs)",
     "device": "cpu, cuda or auto",
     "runtime": "where methods' client steps run: inprocess (default) or flower (Flower's simulation engine)",
@@ -44,6 +44,22 @@ PUBLISH_KEYS = ("wandb", "project", "entity")
 PUBLISH_OVERRIDE = "publish.wandb=true"
 """what ``dpbench run --wandb`` adds to the overrides (publishing changes no result)"""
 DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An ordering a board tests, e.g. a paper's: at ``epsilon``, each method of ``order``
+    (suite labels, best first) ahead of every later one; a tuple inside ``order`` is a tie,
+    with no claim between its members."""
+
+    epsilon: float
+    order: tuple[tuple[str, ...], ...]
+    source: str
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """``(ahead, behind)`` for every pair the order claims."""
+        return [(ahead, behind) for i, group in enumerate(self.order) for later in self.order[i + 1:]
+                for ahead in group for behind in later]
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,8 @@ class Suite:
     runs: tuple[RunSpec, ...]
     metric: str
     runs_dir: Path
+    claims: tuple[Claim, ...] = ()
+    """orderings its board tests (``leaderboard.claims``); they change no run"""
 
     @property
     def folder(self) -> Path:
@@ -376,7 +394,9 @@ def build_suite(config: Mapping[str, Any], *, path: Path, overrides: Sequence[st
     datasets = _choices("datasets", config, get_registry("dataset"))
     methods = _choices("methods", config, get_registry("method"))
     evaluators = _choices("evaluators", config, get_registry("evaluator"))
-    metric = _metric(config.get("leaderboard") or {}, evaluators)
+    leaderboard = config.get("leaderboard") or {}
+    _check_keys("leaderboard", leaderboard, ("metric", "claims"))
+    metric = _metric(leaderboard, evaluators)
 
     private_methods = [m for m in methods if get_registry("method").get(m.plugin).reference is None]
     if private_methods and not epsilons:
@@ -396,8 +416,9 @@ def build_suite(config: Mapping[str, Any], *, path: Path, overrides: Sequence[st
                         device=device, publish=publish, noise=noise, runtime=runtime,
                     ))
     runs_dir = Path(runs_dir or config.get("runs_dir") or "runs")
+    claims = _claims(leaderboard.get("claims") or [], [m.label for m in private_methods])
     return Suite(name=name, path=path, config=config, overrides=tuple(overrides), runs=tuple(runs),
-                 metric=metric, runs_dir=runs_dir)
+                 metric=metric, runs_dir=runs_dir, claims=claims)
 
 
 def check_machine(suite: Suite) -> None:
@@ -457,6 +478,36 @@ def _check_keys(where: str, mapping, allowed: Sequence[str]) -> None:
                               + did_you_mean(key, allowed))
 
 
+def _claims(raw, private: list[str]) -> tuple[Claim, ...]:
+    """``leaderboard.claims``: a list of {epsilon, order, source}; every label in ``order`` a
+    private method of the suite, each once."""
+    if not isinstance(raw, list):
+        raise ConfigError("leaderboard.claims", raw, "a list of {epsilon, order, source}")
+    claims = []
+    for i, item in enumerate(raw):
+        where = f"leaderboard.claims[{i}]"
+        _check_keys(where, item, ("epsilon", "order", "source"))
+        epsilon = item.get("epsilon")
+        if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not 0 < epsilon:
+            raise ConfigError(f"{where}.epsilon", epsilon, "a number > 0 (.inf: the noise-free rows)")
+        order = item.get("order")
+        if not isinstance(order, list) or len(order) < 2:
+            raise ConfigError(f"{where}.order", order, "a list of at least two method labels, best first "
+                              "(a list inside it: a tie)")
+        groups = tuple(tuple(entry) if isinstance(entry, list) else (entry,) for entry in order)
+        labels = [label for group in groups for label in group]
+        for label in labels:
+            if label not in private:
+                raise ConfigError(f"{where}.order", label, "a private method of the suite: " + ", ".join(private)
+                                  + "." + did_you_mean(str(label), private))
+        if len(set(labels)) != len(labels) or not all(groups):
+            raise ConfigError(f"{where}.order", order, "each method once, and no empty tie")
+        if not isinstance(item.get("source"), str) or not item["source"].strip():
+            raise ConfigError(f"{where}.source", item.get("source"), "where the claim comes from (paper, table)")
+        claims.append(Claim(epsilon=float(epsilon), order=groups, source=item["source"].strip()))
+    return tuple(claims)
+
+
 def _seeds(value) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return list(range(value))
@@ -505,7 +556,6 @@ def _choices(kind: str, config: Mapping[str, Any], registry) -> list[PluginChoic
 def _metric(leaderboard: Mapping[str, Any], evaluators: list[PluginChoice]) -> str:
     from dpbench.plugins import get_registry
 
-    _check_keys("leaderboard", leaderboard, ("metric",))
     available = {m.name for e in evaluators for m in get_registry("evaluator").get(e.plugin).metrics}
     metric = leaderboard.get("metric")
     if metric is None:

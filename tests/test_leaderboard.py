@@ -439,3 +439,25 @@ def test_the_pairs_are_on_the_board_files_and_one_seed_leaves_them_untested(toy_
     assert (pair["n"], pair["ci95"], pair["p_value"], pair["significant"], pair["significant_holm"]) == (
         1, None, None, None, None)
     assert "| *untested* | – | *untested* |" in leaderboard.render_markdown(one)
+
+
+def test_a_claimed_ordering_is_judged_pair_by_pair_by_the_holm_verdicts():
+    from dpbench.suite import Claim
+
+    rows = [_row("a", [0.30, 0.31, 0.32]), _row("b", [0.20, 0.205, 0.21]), _row("c", [0.21, 0.19, 0.23]),
+            _row("d", [0.205, 0.195, 0.22])]
+    pairs = leaderboard.pairwise(rows, "e/acc", higher=True)
+    claims = [Claim(epsilon=1.0, order=(("b",), ("a",), ("c", "d")), source="a paper, table 2"),
+              Claim(epsilon=7.0, order=(("a",), ("b",)), source="the same paper at ε = 7")]
+    judged = leaderboard.check_claims(pairs, claims, datasets=["d"])
+    verdicts = {(c["epsilon"], c["ahead"], c["behind"]): c["verdict"] for c in judged}
+    assert verdicts == {(1.0, "b", "a"): "reversed",        # a is significantly ahead, even after Holm
+                        (1.0, "b", "c"): "not reproduced",  # within the seeds' noise
+                        (1.0, "b", "d"): "not reproduced",
+                        (1.0, "a", "c"): "reproduced", (1.0, "a", "d"): "reproduced",
+                        (7.0, "a", "b"): "untested"}        # no rows at ε = 7 (and no claim inside the tie c, d)
+    reversed_ = next(c for c in judged if (c["ahead"], c["behind"]) == ("b", "a"))
+    assert reversed_["difference"] == pytest.approx(-0.105)  # as claimed: b − a
+    text = "\n".join(leaderboard._claims_table([c for c in judged if c["epsilon"] == 1.0]))
+    assert "2 reproduced, 1 reversed, 2 not reproduced of 5." in text and "- ε = 1: a paper, table 2" in text
+    assert "| 1 | b > a | -0.1050 ± " in text and "| **reversed** |" in text

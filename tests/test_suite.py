@@ -44,6 +44,38 @@ def test_labels_let_one_plugin_appear_twice(toy_plugin, toy_suite):
     assert labels["unigram_r1"] == "noisy_unigram" and labels["noisy_unigram"] == "noisy_unigram"
 
 
+CLAIMED = "+methods.other={plugin: noisy_unigram, rounds: 1}"
+
+
+def test_claims_are_orderings_of_the_suite_s_private_methods_and_change_no_run(toy_plugin, toy_suite):
+    plain = load_suite(toy_suite(), [CLAIMED, "+methods.third={plugin: noisy_unigram, rounds: 2}"])
+    claimed = load_suite(toy_suite(), [CLAIMED, "+methods.third={plugin: noisy_unigram, rounds: 2}",
+                                       "+leaderboard.claims=[{epsilon: 8, order: [noisy_unigram, [other, third]], "
+                                       "source: a paper}]"])
+    (claim,) = claimed.claims
+    assert (claim.epsilon, claim.order, claim.source) == (8.0, (("noisy_unigram",), ("other", "third")), "a paper")
+    assert claim.pairs() == [("noisy_unigram", "other"), ("noisy_unigram", "third")]  # no claim inside a tie
+    assert [r.run_id for r in claimed.runs] == [r.run_id for r in plain.runs] and plain.claims == ()
+
+
+@pytest.mark.parametrize("claim, field, fragment", [
+    ("{epsilon: 8, order: [noisy_unigram, othre], source: s}", "leaderboard.claims[0].order", "Did you mean 'other'"),
+    ("{epsilon: 8, order: [noisy_unigram, public_only], source: s}", "leaderboard.claims[0].order",
+     "a private method of the suite"),
+    ("{epsilon: 8, order: [noisy_unigram, [other, noisy_unigram]], source: s}", "leaderboard.claims[0].order",
+     "each method once"),
+    ("{epsilon: 8, order: [other], source: s}", "leaderboard.claims[0].order", "at least two"),
+    ("{epsilon: 0, order: [noisy_unigram, other], source: s}", "leaderboard.claims[0].epsilon", "a number > 0"),
+    ("{epsilon: 8, order: [noisy_unigram, other]}", "leaderboard.claims[0].source", "where the claim comes from"),
+    ("{epsilon: 8, order: [noisy_unigram, other], source: s, sign: 1}", "leaderboard.claims[0].sign",
+     "one of epsilon, order, source"),
+])
+def test_a_claim_s_errors_name_its_field(toy_plugin, toy_suite, claim, field, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_suite(toy_suite(), [CLAIMED, f"+leaderboard.claims=[{claim}]"])
+    assert str(err.value).startswith(field + ":") and fragment in str(err.value), str(err.value)
+
+
 @pytest.mark.parametrize("overrides, field, fragment", [
     (["+methods.popri_typo={}"], "methods.popri_typo", "unknown method"),
     (["methods.noisy_unigram.rounds=0"], "methods.noisy_unigram.rounds", "an integer >= 1"),
