@@ -90,6 +90,10 @@ def _fail(err) -> None:
               "running would do with each (runner.RUN_STATES) and the time the rest would take.")
 @click.option("--shard", metavar="K/N", help="Run only the K-th of N shares of the grid (every N-th run from the "
               "K-th), e.g. one per Slurm array task; shards may run at once, on machines sharing the runs folder.")
+@click.option("--only", multiple=True, metavar="KEY=V1,V2",
+              help="Run only the grid's runs with these datasets, methods, ε (inf for ∞) or seeds, e.g. "
+                   "--only method=pe_sft,dp_ftrl --only epsilon=7: a part to run first, with the grid's run ids "
+                   "(the board still counts the whole grid). Repeat to narrow further.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run the grid as N processes at once on this machine (--shard k/N each, with 1/N of the CPU "
                    "threads); their logs go to <suite folder>/jobs/.")
@@ -101,8 +105,8 @@ def _fail(err) -> None:
 @click.option("--cpus-per-run", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="CPUs each Ray or Slurm task declares (a run on device: cuda also declares one GPU).")
 @click.option("--slurm-partition", help="The Slurm partition for --executor slurm.")
-def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wandb, dry_run, shard, jobs, executor,
-        ray_address, cpus_per_run, slurm_partition):
+def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wandb, dry_run, shard, only, jobs,
+        executor, ray_address, cpus_per_run, slurm_partition):
     """Run SUITE (a YAML file) with optional Hydra-style OVERRIDES, e.g. privacy.epsilon=[1,7] seeds=3."""
     from dpbench.errors import ConfigError, DpbenchError
 
@@ -122,7 +126,7 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
         if executor == "ray" and loaded.config.get("runtime") == "flower":
             raise ConfigError("--executor", executor, "local or slurm with runtime: flower (Flower's simulation "
                               "starts its own Ray cluster, which cannot run inside a Ray task)")
-        part = _shard_runs(loaded, shard)
+        part = _shard_runs(loaded, shard, only)
     except DpbenchError as err:
         _fail(err)
     if dry_run:
@@ -131,7 +135,8 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
     from pathlib import Path
 
     if jobs > 1:
-        failed = _run_jobs(loaded, suite, given, jobs, force=force, fail_fast=fail_fast, use_wandb=use_wandb)
+        failed = _run_jobs(loaded, suite, given, jobs, force=force, fail_fast=fail_fast, use_wandb=use_wandb,
+                           only=only)
     elif executor != "local":
         failed = _run_as_tasks(loaded, suite, overrides, part, executor=executor, address=ray_address,
                                cpus_per_run=cpus_per_run, partition=slurm_partition)
@@ -156,19 +161,22 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
         sys.exit(1)
 
 
-def _shard_runs(loaded, shard: str | None):
-    """The runs of ``--shard K/N`` (all of them without one)."""
+def _shard_runs(loaded, shard: str | None, only: tuple[str, ...] = ()):
+    """The runs ``--only`` selects (all of them without it), and of those ``--shard K/N``'s
+    (None: the whole grid)."""
     import re
 
     from dpbench.errors import ConfigError
+    from dpbench.runner import select
     from dpbench.runner import shard as shard_of
 
+    runs = select(loaded.runs, only) if only else None
     if shard is None:
-        return None
+        return runs
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
     if not match or not 1 <= int(match[1]) <= int(match[2]):
         raise ConfigError("--shard", shard, "K/N with 1 <= K <= N, e.g. 2/4")
-    return shard_of(loaded.runs, int(match[1]), int(match[2]))
+    return shard_of(loaded.runs if runs is None else runs, int(match[1]), int(match[2]))
 
 
 def _run_as_tasks(loaded, suite, overrides, part, *, executor: str, address: str | None, cpus_per_run: float,
@@ -195,7 +203,8 @@ def _run_as_tasks(loaded, suite, overrides, part, *, executor: str, address: str
     return bool(failed)
 
 
-def _run_jobs(loaded, suite, overrides, jobs: int, *, force: bool, fail_fast: bool, use_wandb: bool) -> bool:
+def _run_jobs(loaded, suite, overrides, jobs: int, *, force: bool, fail_fast: bool, use_wandb: bool,
+              only: tuple[str, ...] = ()) -> bool:
     """``--jobs N``: the grid as N shard processes (``dpbench.executors``); whether any failed."""
     from dpbench.executors import dpbench_command, run_jobs
 
@@ -204,6 +213,7 @@ def _run_jobs(loaded, suite, overrides, jobs: int, *, force: bool, fail_fast: bo
                               *(["--verbose"] if root.get("verbose") else []), "run", str(suite), *overrides,
                               "--runs-dir", str(loaded.folder.parent),
                               *(["--force"] if force else []), *(["--fail-fast"] if fail_fast else []),
+                              *(arg for item in only for arg in ("--only", item)),
                               *(["--wandb"] if use_wandb else []))
 
     def complete():

@@ -31,7 +31,7 @@ from dpbench.builtin.references import NonPrivate, PublicOnly, SyntheticPublic
 from dpbench.cache import SuiteCache
 from dpbench.datacheck import check_datasets, check_delta
 from dpbench.env import environment
-from dpbench.errors import ConfigError, DamagedRunError, DpbenchError, PrivacyMisuseError
+from dpbench.errors import ConfigError, DamagedRunError, DpbenchError, PrivacyMisuseError, did_you_mean
 from dpbench.files import write_json
 from dpbench.plugins import get_registry, load_plugins
 from dpbench.privacy.ledger import (
@@ -78,6 +78,45 @@ def shard(runs: Sequence[RunSpec], index: int, count: int) -> list[RunSpec]:
     if not (isinstance(index, int) and isinstance(count, int) and 1 <= index <= count):
         raise ConfigError("shard", f"{index}/{count}", "K/N with 1 <= K <= N, e.g. 2/4")
     return list(runs[index - 1::count])
+
+
+ONLY_KEYS = ("dataset", "method", "epsilon", "seed")
+"""what ``dpbench run --only KEY=VALUES`` selects on"""
+
+
+def select(runs: Sequence[RunSpec], only: Sequence[str]) -> list[RunSpec]:
+    """The runs matching every ``KEY=V1,V2`` of ``only`` (dataset and method labels, ε with
+    ``inf`` for ∞, seeds): a part of the grid to run first, whose ids are the grid's."""
+    values = {
+        "dataset": lambda spec: spec.dataset.label, "method": lambda spec: spec.method.label,
+        "epsilon": lambda spec: f"{spec.epsilon:g}", "seed": lambda spec: str(spec.seed)}
+    chosen = list(runs)
+    for item in only:
+        key, sep, wanted = item.partition("=")
+        key = key.strip()
+        if not sep or key not in ONLY_KEYS:
+            raise ConfigError("--only", item, "KEY=V1,V2 with KEY one of " + ", ".join(ONLY_KEYS) + "."
+                              + did_you_mean(key, ONLY_KEYS))
+        grid = sorted({values[key](spec) for spec in runs})
+        picked = set()
+        for value in (v.strip() for v in wanted.split(",")):
+            value = f"{float(value):g}" if key == "epsilon" and _is_number(value) else value
+            if value not in grid:
+                raise ConfigError(f"--only {key}", value, "one of the grid's: " + ", ".join(grid) + "."
+                                  + did_you_mean(value, grid))
+            picked.add(value)
+        chosen = [spec for spec in chosen if values[key](spec) in picked]
+    if not chosen:
+        raise ConfigError("--only", " ".join(only), "a selection that leaves at least one run of the grid")
+    return chosen
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def finished(done: RunResult | None, spec: RunSpec, *, validation: bool = False) -> bool:

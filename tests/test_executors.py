@@ -10,7 +10,7 @@ import pytest
 
 from dpbench.errors import ConfigError
 from dpbench.executors import job_environment
-from dpbench.runner import shard
+from dpbench.runner import select, shard
 
 
 def test_shards_split_the_grid_into_disjoint_interleaved_parts():
@@ -21,6 +21,24 @@ def test_shards_split_the_grid_into_disjoint_interleaved_parts():
     for bad in ((0, 2), (3, 2), (1, 0)):
         with pytest.raises(ConfigError, match="shard: .* is not allowed; expected K/N with 1 <= K <= N"):
             shard(runs, *bad)
+
+
+def test_only_selects_a_part_of_the_grid_by_label_epsilon_and_seed(toy_plugin, toy_suite):
+    from dpbench.suite import load_suite
+
+    runs = load_suite(toy_suite()).runs  # public_only, nonprivate, noisy_unigram at ε 1 and 8; seeds 0, 1
+    picked = select(runs, ["method=noisy_unigram,nonprivate", "epsilon=8,inf", "seed=1"])
+    assert [(r.method.label, r.epsilon, r.seed) for r in picked] == [("nonprivate", float("inf"), 1),
+                                                                    ("noisy_unigram", 8.0, 1)]
+    assert [r.run_id for r in picked] == [r.run_id for r in runs if r in picked]  # the grid's own runs
+    assert select(runs, ["epsilon=8.0"]) == select(runs, ["epsilon=8"])
+    for only, message in ((["methd=noisy_unigram"], "--only: .* KEY one of dataset, method, epsilon, seed.*"
+                                                    "Did you mean 'method'"),
+                          (["method=noisy_unigrm"], "--only method: .* one of the grid's: .*Did you mean"),
+                          (["epsilon=2"], "--only epsilon: '2' .*one of the grid's: 0, 1, 8, inf"),
+                          (["method=public_only", "epsilon=8"], "--only: .* at least one run")):
+        with pytest.raises(ConfigError, match=message):
+            select(runs, only)
 
 
 def test_each_job_gets_its_share_of_threads_and_one_visible_device():
@@ -60,6 +78,12 @@ def test_shards_and_jobs_give_the_board_of_one_process(toy_plugins_dir, toy_suit
         assert f"toy shard {k}/2: 4 completed" in log
 
     assert _rows(tmp_path / "shards") == _rows(tmp_path / "jobs") == _rows(tmp_path / "one")
+    first = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "only"), "--only", "epsilon=8",
+                     "--jobs", "2", cwd=tmp_path)
+    assert first.returncode == 0 and "toy: 2 jobs done, 2/8 runs complete" in first.stdout, first.stderr[-2000:]
+    rest = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "only"), cwd=tmp_path)
+    assert "6 completed, 2 already complete" in rest.stdout  # the part's runs are the grid's
+    assert _rows(tmp_path / "only") == _rows(tmp_path / "one")
     again = _dpbench(toy_plugins_dir, "run", suite, "--runs-dir", str(tmp_path / "jobs"), cwd=tmp_path)
     assert "0 completed, 8 already complete" in again.stdout  # the jobs' runs are the grid's runs
 
