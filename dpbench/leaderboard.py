@@ -103,8 +103,9 @@ class Leaderboard:
     unfinished: list[dict] = field(default_factory=list)
     """the suite's runs with no finished result (a partial board): run id, dataset, method, ε, seed"""
     pairs: list[dict] = field(default_factory=list)
-    """every pair of private rows at one dataset and ε (``pairwise``): ``dataset``, ``epsilon``,
-    ``ahead`` and ``behind`` (by mean on the board metric), ``difference`` (ahead − behind),
+    """every pair of private rows at one dataset, ε and noise mode (``pairwise``): ``dataset``,
+    ``epsilon``, ``noise``, ``ahead`` and ``behind`` (ordered on the seeds both ran; by mean when
+    they share none), ``difference`` (ahead − behind),
     ``ci95``, ``n``, ``significant``, ``p_value`` and ``significant_holm``"""
     claims: list[dict] = field(default_factory=list)
     """each ordering the suite claims (``dpbench.suite.Claim``), pair by pair (``check_claims``)"""
@@ -264,10 +265,10 @@ def pairwise(rows: list[Row], metric: str, higher: bool) -> list[dict]:
         for i, first in enumerate(members):
             for second in members[i + 1:]:
                 ahead, behind = first, second
-                shared = paired_difference(first.seed_values, second.seed_values)["difference"]
-                if shared is not None and _sortable(shared, higher) < 0:
+                result = paired_difference(first.seed_values, second.seed_values)
+                if result["difference"] is not None and _sortable(result["difference"], higher) < 0:
                     ahead, behind = second, first  # the seeds both ran order them the other way
-                result = paired_difference(ahead.seed_values, behind.seed_values)
+                    result["difference"] = -result["difference"]  # n, interval, p and verdict are symmetric
                 family.append({"dataset": dataset, "epsilon": epsilon, "noise": noise, "ahead": ahead.method,
                                "behind": behind.method, **{k: v for k, v in result.items() if k != "std"}})
         for pair, verdict in zip(family, holm([p["p_value"] for p in family]), strict=True):
@@ -686,9 +687,10 @@ def _precision_line(comparisons: list[dict]) -> str:
 
 def _pairs_table(pairs: list[dict]) -> list[str]:
     """The dataset's every pair of private rows per ε, as Markdown lines."""
-    lines = ["Every pair of private rows at each ε, the better mean first: the paired difference over the seeds "
-             "both ran with its 95 % interval (*n.s.*: these seeds do not establish the order), the paired "
-             "t-test's p, and the verdict when all of that ε's pairs are tested together (Holm's correction: by "
+    lines = ["Every pair of private rows at each ε, the better one on the seeds both ran first: the paired "
+             "difference over those seeds with its 95 % interval (*n.s.*: these seeds do not establish the "
+             "order), the paired t-test's p, and the verdict when all of that ε's pairs are tested together "
+             "(Holm's correction: by "
              "chance alone one 95 % interval in twenty excludes 0).", "",
              "| ε | ahead | behind | difference | verdict | p | Holm |", "|---|---|---|---|---|---|---|"]
     for p in pairs:

@@ -80,23 +80,23 @@ def shard(runs: Sequence[RunSpec], index: int, count: int) -> list[RunSpec]:
     return list(runs[index - 1::count])
 
 
-ONLY_KEYS = ("dataset", "method", "epsilon", "seed")
-"""what ``dpbench run --only KEY=VALUES`` selects on"""
+ONLY_FIELDS = {
+    "dataset": lambda spec: spec.dataset.label, "method": lambda spec: spec.method.label,
+    "epsilon": lambda spec: f"{spec.epsilon:g}", "seed": lambda spec: str(spec.seed)}
+"""what ``dpbench run --only KEY=VALUES`` selects on: KEY -> a run's value as text"""
 
 
 def select(runs: Sequence[RunSpec], only: Sequence[str]) -> list[RunSpec]:
     """The runs matching every ``KEY=V1,V2`` of ``only`` (dataset and method labels, ε with
     ``inf`` for ∞, seeds): a part of the grid to run first, whose ids are the grid's."""
-    values = {
-        "dataset": lambda spec: spec.dataset.label, "method": lambda spec: spec.method.label,
-        "epsilon": lambda spec: f"{spec.epsilon:g}", "seed": lambda spec: str(spec.seed)}
+    values = ONLY_FIELDS
     chosen = list(runs)
     for item in only:
         key, sep, wanted = item.partition("=")
         key = key.strip()
-        if not sep or key not in ONLY_KEYS:
-            raise ConfigError("--only", item, "KEY=V1,V2 with KEY one of " + ", ".join(ONLY_KEYS) + "."
-                              + did_you_mean(key, ONLY_KEYS))
+        if not sep or key not in ONLY_FIELDS:
+            raise ConfigError("--only", item, "KEY=V1,V2 with KEY one of " + ", ".join(ONLY_FIELDS) + "."
+                              + did_you_mean(key, ONLY_FIELDS))
         grid = sorted({values[key](spec) for spec in runs})
         picked = set()
         for value in (v.strip() for v in wanted.split(",")):
