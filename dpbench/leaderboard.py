@@ -13,9 +13,10 @@ evaluator's model with the same seed on the same split), and marked significant 
 interval excludes 0. Every pair of private rows at a dataset and ε gets the same paired
 interval (``Leaderboard.pairs``), with its two-sided p-value and whether it stays significant
 under Holm's correction over that ε's pairs (one interval in twenty excludes 0 by chance, and
-five methods make ten pairs). The intervals cover seed-to-seed variation (the
-methods' sampling, their DP noise, the evaluator's fine-tuning), not the sampling of the test
-texts, which every row shares.
+five methods make ten pairs); a row's comparison with the synthetic-public row is corrected the
+same way over that ε's rows, and its comparison with the best other row carries its pair's
+verdict. The intervals cover seed-to-seed variation (the methods' sampling, their DP noise, the
+evaluator's fine-tuning), not the sampling of the test texts, which every row shares.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class Row:
     ``against``, ``difference`` (this − that, on the board metric), ``ci95``, ``n`` (seeds
     both ran), ``significant`` (None when n < 2) and ``ci95_of_gap`` (``ci95`` over the
     dataset's ε = ∞ − ε = 0 gap), ``std`` (of the per-seed differences) and ``seeds_for_target``
-    (the seeds that spread would need for a half-width of ``TARGET_SHARE_OF_GAP`` of the gap)"""
+    (the seeds that spread would need for a half-width of ``TARGET_SHARE_OF_GAP`` of the gap);
+    ``significant_holm``: the verdict of its pair in ``Leaderboard.pairs``"""
     output_texts: int | None = None
     """M: texts the row's runs handed the evaluators (None: a trained model)"""
     diagnostics: dict | None = None
@@ -81,7 +83,8 @@ class Row:
     the method's ``release_agreement`` measures"""
     over_synthetic_public: dict | None = None
     """a private row against the dataset's ``synthetic_public`` row, as ``comparison``: what
-    the private data added to what the prompts and the generator give without it"""
+    the private data added to what the prompts and the generator give without it;
+    ``significant_holm`` is corrected over the private rows of its dataset, ε and noise mode"""
 
 
 @dataclass
@@ -188,6 +191,7 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
     for _, result in runs:
         data.setdefault(result.spec["dataset"]["label"], result.data)
     pairs = pairwise(rows, metric, higher)
+    _fill_holm_verdicts(rows, pairs)
     return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows, incomplete=incomplete, data=data,
                        command=command, references=_citations(rows), unfinished=list(unfinished), pairs=pairs,
                        claims=check_claims(pairs, claims, datasets=sorted({r.dataset for r in rows})))
@@ -343,6 +347,24 @@ def _fill_comparisons(rows: list[Row], metric: str, higher: bool) -> None:
         if public:  # of several (a suite comparing output sizes), the one at the row's own M
             row.over_synthetic_public = compare(row, next((r for r in public if r.output_texts == row.output_texts),
                                                           public[0]))
+
+
+def _fill_holm_verdicts(rows: list[Row], pairs: list[dict]) -> None:
+    """Each row's comparisons under Holm: against the best other row, its pair's verdict;
+    against synthetic public, Holm over the rows compared with it at one dataset, ε and noise mode."""
+    for row in rows:
+        if row.comparison is not None:
+            pair = next((p for p in pairs if (p["dataset"], p["epsilon"], p["noise"]) == (row.dataset, row.epsilon,
+                                                                                         row.noise)
+                         and {p["ahead"], p["behind"]} == {row.method, row.comparison["against"]}), None)
+            row.comparison["significant_holm"] = None if pair is None else pair["significant_holm"]
+    families = defaultdict(list)
+    for row in rows:
+        if row.over_synthetic_public is not None:
+            families[(row.dataset, row.epsilon, row.delta, row.noise)].append(row.over_synthetic_public)
+    for family in families.values():
+        for comparison, verdict in zip(family, holm([c["p_value"] for c in family]), strict=True):
+            comparison["significant_holm"] = verdict
 
 
 def _diagnostics(folders: list[Path]) -> dict | None:
@@ -579,7 +601,9 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
              "**significant** when its 95 % interval excludes 0, *n.s.* when it does not (an ordering "
              "not reproduced), *untested* with fewer than two shared seeds. *vs synthetic public* is the same "
              "comparison with the `synthetic_public` row: the shared generator's text from public-seeded "
-             "prompts alone, i.e. what the private data added.", ""]
+             "prompts alone, i.e. what the private data added. Where Holm's correction changes a verdict "
+             "(over that ε's pairs of rows, or its rows' comparisons with synthetic public) the cell says so: "
+             "with several methods, one interval in twenty excludes 0 by chance.", ""]
     if board.unfinished:
         lines += [_partial_notice(board.unfinished), ""]
     for dataset in sorted({r.dataset for r in board.rows}):
@@ -716,11 +740,15 @@ def fmt_difference(comparison: dict) -> str:
 def _fmt_comparison(comparison: dict | None) -> str:
     if comparison is None or comparison["difference"] is None:
         return "–"
-    return f"{fmt_difference(comparison)} vs {comparison['against']} ({VERDICTS[comparison['significant']]})"
+    verdict = VERDICTS[comparison["significant"]]
+    if comparison.get("significant_holm") not in (None, comparison["significant"]):
+        verdict += f", {VERDICTS[comparison['significant_holm']]} under Holm"
+    return f"{fmt_difference(comparison)} vs {comparison['against']} ({verdict})"
 
 
 CSV_STATS = ("mean", "std", "n", "ci95")
-CSV_COMPARISON = ("against", "difference", "ci95", "n", "significant", "ci95_of_gap", "seeds_for_target")
+CSV_COMPARISON = ("against", "difference", "ci95", "n", "significant", "significant_holm", "ci95_of_gap",
+                  "seeds_for_target")
 
 
 def render_csv(board: Leaderboard) -> str:

@@ -441,6 +441,27 @@ def test_the_pairs_are_on_the_board_files_and_one_seed_leaves_them_untested(toy_
     assert "| *untested* | – | *untested* |" in leaderboard.render_markdown(one)
 
 
+def test_each_ranks_comparisons_with_synthetic_public_are_corrected_together_and_the_cell_says_when_holm_differs():
+    public = [0.30, 0.31, 0.32]
+    gains = {"a": [0.010, 0.012, 0.011],   # p ≈ .003: significant alone and under Holm (≤ .05/3)
+             "c": [0.010, 0.020, 0.016],   # p ≈ .03: significant alone, not under Holm (> .05/2)
+             "b": [0.020, 0.010, 0.030]}   # p ≈ .07: not significant
+    rows = [_row("synthetic_public", public, epsilon=0.0, reference="synthetic_public"),
+            *[_row(m, [p + g for p, g in zip(public, gain, strict=True)]) for m, gain in gains.items()],
+            _row("a", [0.5, 0.6, 0.7], epsilon=7.0)]  # another ε: its own family of one
+    leaderboard._fill_comparisons(rows, "e/acc", higher=True)
+    pairs = leaderboard.pairwise(rows, "e/acc", higher=True)
+    leaderboard._fill_holm_verdicts(rows, pairs)
+    versus = {(r.method, r.epsilon): r.over_synthetic_public for r in rows if r.over_synthetic_public}
+    assert {k: (v["significant"], v["significant_holm"]) for k, v in versus.items()} == {
+        ("a", 1.0): (True, True), ("c", 1.0): (True, False), ("b", 1.0): (False, False), ("a", 7.0): (True, True)}
+    assert leaderboard._fmt_comparison(versus["c", 1.0]).endswith("(**significant**, *n.s.* under Holm)")
+    assert leaderboard._fmt_comparison(versus["a", 1.0]).endswith("(**significant**)")
+    for row in rows[1:4]:  # the best other row's comparison carries its pair's verdict
+        pair = next(p for p in pairs if {p["ahead"], p["behind"]} == {row.method, row.comparison["against"]})
+        assert row.comparison["significant_holm"] is pair["significant_holm"]
+
+
 def test_a_claimed_ordering_is_judged_pair_by_pair_by_the_holm_verdicts():
     from dpbench.suite import Claim
 
