@@ -270,11 +270,15 @@ def tune(tuning, runs_dir, out, dry_run):
             mark = " (the suite's setting)" if setting.own else ""
             click.echo(f"{setting.method}: {dict(setting.values)}{mark}: {len(suite.runs)} run(s) in {suite.folder}")
         return
+    import shlex
+
     from dpbench.progress import Progress
 
     target = Path(out) if out else planned[0][1].folder / "tuning"
+    command = plan.command + "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in
+                                     (("--runs-dir", runs_dir), ("--out", out)) if value)
     with Progress(_console()) as progress:
-        record = run_tuning(plan, runs_dir=runs_dir, progress=progress, out=target)
+        record = run_tuning(plan, runs_dir=runs_dir, progress=progress, out=target, command=command)
     paths = [target.with_suffix(".json"), target.with_suffix(".md")]
     click.echo(paths[1].read_text(encoding="utf-8"))
     click.echo("record: " + ", ".join(str(p) for p in paths))

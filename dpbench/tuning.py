@@ -200,7 +200,8 @@ def _is_reference(plugin: str) -> bool:
     return get_registry("method").get(plugin).reference is not None
 
 
-def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None, out: Path | None = None) -> dict:
+def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None, out: Path | None = None,
+         command: str | None = None) -> dict:
     """Run every setting (resuming finished ones) and return the record (see ``write_record``);
     with ``out``, the record so far is written there after each setting (hours of tuning show
     their results as they come, and an interrupted tuning leaves its record)."""
@@ -221,16 +222,17 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
                 "method_minutes": None if result is None else round(result.timings.get("method_s", 0) / 60, 2),
                 "epsilon_spent": None if result is None else result.privacy.get("epsilon_spent"),
                 **({"error": failed[spec.run_id]} if spec.run_id in failed else {})})
-        record = _record(plan, rows, folder, left_out, planned=(tried, len(planned)))
+        record = _record(plan, rows, folder, left_out, planned=(tried, len(planned)), command=command)
         if out is not None:
             write_record(record, out)
     return record
 
 
 def _record(plan: TuningPlan, rows: list[dict], folder: Path | None, left_out: list[str], *,
-            planned: tuple[int, int]) -> dict:
+            planned: tuple[int, int], command: str | None = None) -> dict:
     """The tuning record of the settings' runs ``rows``, ``planned`` = (settings tried so far,
-    settings in the plan); see ``write_record``."""
+    settings in the plan), naming ``command`` (the command line that resumes it; default the
+    plan's bare one); see ``write_record``."""
     summary = summarise(rows)
     best = {}
     for entry in summary:  # among the settings scored at the most seeds: a mean over fewer is not comparable
@@ -238,7 +240,7 @@ def _record(plan: TuningPlan, rows: list[dict], folder: Path | None, left_out: l
         if stat is not None and (key not in best or (stat["n"], stat["mean"])
                                  > (best[key]["validation"]["n"], best[key]["validation"]["mean"])):
             best[key] = entry
-    return {"tuning": plan.path.as_posix(), "command": plan.command, "suite": plan.suite.as_posix(),
+    return {"tuning": plan.path.as_posix(), "command": command or plan.command, "suite": plan.suite.as_posix(),
             "description": plan.description, "epsilon": plan.epsilon, "seed": plan.seed, "seeds": plan.seeds,
             "budget": plan.budget, "spaces": {k: {o: list(v) for o, v in s.items()} for k, s in plan.spaces.items()},
             "runs_folder": None if folder is None else folder.as_posix(), "settings": rows, "summary": summary,

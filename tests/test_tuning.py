@@ -185,7 +185,9 @@ def test_the_command_lists_then_runs_and_writes_the_record(tmp_path, toy_suite, 
     done = runner.invoke(cli, ["tune", str(path), "--out", "rec/toy"])
     assert done.exit_code == 0, done.output
     assert "## noisy_unigram on toy_texts" in done.output
-    assert json.loads((tmp_path / "rec" / "toy.json").read_text())["command"] == f"dpbench tune {path.as_posix()}"
+    # the record names the command that made it and resumes it, options included
+    assert json.loads((tmp_path / "rec" / "toy.json").read_text())["command"] == (
+        f"dpbench tune {path.as_posix()} --out rec/toy")
 
 
 def test_a_private_method_without_a_space_is_named_as_untuned(tmp_path, toy_suite, toy_plugin):
