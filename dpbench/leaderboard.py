@@ -354,9 +354,7 @@ def _fill_holm_verdicts(rows: list[Row], pairs: list[dict]) -> None:
     against synthetic public, Holm over the rows compared with it at one dataset, ε and noise mode."""
     for row in rows:
         if row.comparison is not None:
-            pair = next((p for p in pairs if (p["dataset"], p["epsilon"], p["noise"]) == (row.dataset, row.epsilon,
-                                                                                         row.noise)
-                         and {p["ahead"], p["behind"]} == {row.method, row.comparison["against"]}), None)
+            pair = _pair_of(pairs, row.dataset, row.epsilon, row.noise, row.method, row.comparison["against"])
             row.comparison["significant_holm"] = None if pair is None else pair["significant_holm"]
     families = defaultdict(list)
     for row in rows:
@@ -365,6 +363,12 @@ def _fill_holm_verdicts(rows: list[Row], pairs: list[dict]) -> None:
     for family in families.values():
         for comparison, verdict in zip(family, holm([c["p_value"] for c in family]), strict=True):
             comparison["significant_holm"] = verdict
+
+
+def _pair_of(pairs: list[dict], dataset: str, epsilon: float, noise: str, one: str, other: str) -> dict | None:
+    """The entry of ``pairwise`` comparing methods ``one`` and ``other`` (either order), if any."""
+    return next((p for p in pairs if (p["dataset"], p["epsilon"], p["noise"]) == (dataset, epsilon, noise)
+                 and {p["ahead"], p["behind"]} == {one, other}), None)
 
 
 def _diagnostics(folders: list[Path]) -> dict | None:
@@ -540,9 +544,7 @@ def check_claims(pairs: list[dict], claims, *, datasets: list[str]) -> list[dict
     for claim in claims:
         for dataset in datasets:
             for ahead, behind in claim.pairs():
-                pair = next((p for p in pairs if (p["dataset"], p["epsilon"], p["noise"]) == (dataset, claim.epsilon,
-                                                                                             "seeded")
-                             and {p["ahead"], p["behind"]} == {ahead, behind}), None)
+                pair = _pair_of(pairs, dataset, claim.epsilon, "seeded", ahead, behind)
                 holds = None if pair is None else pair["significant_holm"]
                 as_claimed = pair is not None and pair["ahead"] == ahead
                 verdict = ("untested" if holds is None else "not reproduced" if not holds

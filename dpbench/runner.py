@@ -89,7 +89,6 @@ ONLY_FIELDS = {
 def select(runs: Sequence[RunSpec], only: Sequence[str]) -> list[RunSpec]:
     """The runs matching every ``KEY=V1,V2`` of ``only`` (dataset and method labels, ε with
     ``inf`` for ∞, seeds): a part of the grid to run first, whose ids are the grid's."""
-    values = ONLY_FIELDS
     chosen = list(runs)
     for item in only:
         key, sep, wanted = item.partition("=")
@@ -97,7 +96,7 @@ def select(runs: Sequence[RunSpec], only: Sequence[str]) -> list[RunSpec]:
         if not sep or key not in ONLY_FIELDS:
             raise ConfigError("--only", item, "KEY=V1,V2 with KEY one of " + ", ".join(ONLY_FIELDS) + "."
                               + did_you_mean(key, ONLY_FIELDS))
-        grid = sorted({values[key](spec) for spec in runs})
+        grid = sorted({ONLY_FIELDS[key](spec) for spec in runs})
         picked = set()
         for value in (v.strip() for v in wanted.split(",")):
             value = f"{float(value):g}" if key == "epsilon" and _is_number(value) else value
@@ -105,7 +104,7 @@ def select(runs: Sequence[RunSpec], only: Sequence[str]) -> list[RunSpec]:
                 raise ConfigError(f"--only {key}", value, "one of the grid's: " + ", ".join(grid) + "."
                                   + did_you_mean(value, grid))
             picked.add(value)
-        chosen = [spec for spec in chosen if values[key](spec) in picked]
+        chosen = [spec for spec in chosen if ONLY_FIELDS[key](spec) in picked]
     if not chosen:
         raise ConfigError("--only", " ".join(only), "a selection that leaves at least one run of the grid")
     return chosen

@@ -441,7 +441,7 @@ def test_the_pairs_are_on_the_board_files_and_one_seed_leaves_them_untested(toy_
     assert "| *untested* | – | *untested* |" in leaderboard.render_markdown(one)
 
 
-def test_each_ranks_comparisons_with_synthetic_public_are_corrected_together_and_the_cell_says_when_holm_differs():
+def test_an_epsilons_comparisons_with_synthetic_public_are_corrected_together_and_the_cell_says_when_holm_differs():
     public = [0.30, 0.31, 0.32]
     gains = {"a": [0.010, 0.012, 0.011],   # p ≈ .003: significant alone and under Holm (≤ .05/3)
              "c": [0.010, 0.020, 0.016],   # p ≈ .03: significant alone, not under Holm (> .05/2)
