@@ -177,11 +177,15 @@ class Runner:
         self.check_yardstick_here()
         report = SuiteReport()
         overall = self.progress.add(f"suite {self.suite.name}", len(self.runs)) if self.progress else None
-        held_elsewhere = [spec for spec in self.runs
-                          if self._attempt(spec, report, overall, wait=False) == LOCKED]
-        for spec in held_elsewhere:
-            log.warning("waiting for the other dpbench process running %s", spec.run_id)
-            self._attempt(spec, report, overall, wait=True)
+        try:
+            held_elsewhere = [spec for spec in self.runs
+                              if self._attempt(spec, report, overall, wait=False) == LOCKED]
+            for spec in held_elsewhere:
+                log.warning("waiting for the other dpbench process running %s", spec.run_id)
+                self._attempt(spec, report, overall, wait=True)
+        finally:  # a finished suite's row must not stay open under the next one's (a tuning runs many)
+            if self.progress:
+                self.progress.remove(overall)
         return report
 
     def check_yardstick_here(self) -> None:

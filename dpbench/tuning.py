@@ -36,6 +36,7 @@ import copy
 import itertools
 import math
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,8 +211,13 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
 
     rows, folder, left_out, record = [], None, untuned(plan, runs_dir=runs_dir), {}
     planned = tuning_suites(plan, runs_dir=runs_dir)
+    row = progress.add(f"tuning {plan.name}", len(planned)) if progress else None
     for tried, (setting, suite) in enumerate(planned, start=1):
-        failed = Runner(suite, progress=progress, scoring="validation").run().failed
+        named = f"{setting.method} {_label(setting.values)}" + (" (the suite's setting)" if setting.own else "")
+        with progress.phase(named) if progress else nullcontext():
+            failed = Runner(suite, progress=progress, scoring="validation").run().failed
+        if progress:
+            progress.advance(row)
         folder = suite.folder
         for spec in suite.runs:
             result = load_result(suite.folder / spec.run_id)
@@ -226,6 +232,11 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
         if out is not None:
             write_record(record, out)
     return record
+
+
+def _label(values: dict) -> str:
+    """``lr=1e-4 beta=0.1``: a setting's values as they read in a log line."""
+    return " ".join(f"{option}={value!r}" for option, value in values.items())
 
 
 def _record(plan: TuningPlan, rows: list[dict], folder: Path | None, left_out: list[str], *,

@@ -132,6 +132,30 @@ def test_an_interrupted_tuning_leaves_its_record_so_far(tmp_path, toy_suite, toy
     assert json.loads((tmp_path / "record.json").read_text()) == json.loads(json.dumps(done))  # the whole record
 
 
+def test_a_tunings_log_names_each_setting_and_closes_each_finished_suite(tmp_path, toy_suite, toy_plugin):
+    """Hours of tuning in a log: each setting's start and end name its values, and a finished
+    setting's suite row is closed, so the status line shows only the setting running."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from dpbench.progress import Progress
+
+    plan = load_tuning(_tuning(tmp_path, toy_suite, SPACE))
+    out = io.StringIO()
+    with Progress(Console(file=out, force_terminal=False, width=200), interval=60) as progress:
+        tune(plan, runs_dir=tmp_path / "runs", progress=progress)
+        open_rows = progress.status()
+    lines = [re.sub(r"^\[\d\d:\d\d:\d\d\] ", "", line) for line in out.getvalue().splitlines()]
+    named = [f"{s.method} " + " ".join(f"{k}={v!r}" for k, v in s.values.items()) for s, _ in tuning_suites(
+        plan, runs_dir=tmp_path / "runs")]
+    assert [line.removeprefix("start ") for line in lines if line.startswith("start noisy_unigram")] == [
+        named[0] + " (the suite's setting)", *named[1:]]
+    assert sum(line.startswith("start suite toy-tuning-eps8") for line in lines) == 3
+    assert open_rows.startswith("tuning toy-tuning-eps8 (3/3") and "suite" not in open_rows
+
+
 def test_a_validation_scored_run_is_evaluated_again_for_a_board(tmp_path, toy_suite, toy_plugin):
     """The same run folder scored for tuning is not taken as a board's finished run: the saved
     output is scored on test (the method does not run again, no release is drawn again)."""
