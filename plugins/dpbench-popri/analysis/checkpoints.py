@@ -8,7 +8,8 @@ scores each with the suite's evaluator, so a selection rule, more rounds or more
 (the adapters are released already) and reports validation accuracy only: the test split
 stays for the leaderboard.
 
-    .venv/bin/python plugins/dpbench-popri/analysis/checkpoints.py suites/shared-biorxiv.yaml --epsilon 1
+    .venv/bin/python plugins/dpbench-popri/analysis/checkpoints.py suites/shared-biorxiv.yaml \
+        --runs-dir leaderboards/runs --epsilon 1 --seed 0
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for dpbench run")
+    parser.add_argument("--runs-dir", help="as for dpbench run")
     parser.add_argument("--epsilon", type=float, required=True, help="which POPri run of the suite")
+    parser.add_argument("--seed", type=int, help="which seed's run (default: the suite's first)")
     parser.add_argument("--method", default="popri", help="the run's method label in the suite")
     parser.add_argument("--checkpoints", type=int, nargs="+", help="only these (default: all)")
     parser.add_argument("--final-samples", type=int, help="texts per checkpoint (default: the run's final_samples)")
     parser.add_argument("--out", default=None,
-                        help="default: plugins/dpbench-popri/analysis/results/checkpoints_<suite>_eps<ε>.json")
+                        help="default: analysis/results/checkpoints_<suite>_eps<ε>[_seed<s>].json")
     args = parser.parse_args()
 
     from dpbench.api import RunContext, SyntheticTexts
@@ -41,10 +44,12 @@ def main() -> None:
     from dpbench.runner import Runner
     from dpbench.suite import load_suite
 
-    suite = load_suite(args.suite, args.overrides)
-    runs = [s for s in suite.runs if s.method.label == args.method and s.epsilon == args.epsilon]
+    suite = load_suite(args.suite, args.overrides, runs_dir=args.runs_dir)
+    runs = [s for s in suite.runs if s.method.label == args.method and s.epsilon == args.epsilon
+            and args.seed in (None, s.seed)]
     if not runs:
-        raise DpbenchError(f"suite {suite.name!r} has no {args.method!r} run at ε = {args.epsilon:g}")
+        raise DpbenchError(f"suite {suite.name!r} has no {args.method!r} run at ε = {args.epsilon:g}"
+                           + ("" if args.seed is None else f", seed {args.seed}"))
     spec, runner = runs[0], Runner(suite)
     folder = suite.folder / spec.run_id
     if load_result(folder) is None:
@@ -85,11 +90,13 @@ def main() -> None:
                   f"{stats['validation_centroid_cosine']:.3f}, diversity {stats['mean_pairwise_cosine']:.3f}",
                   flush=True)
     result = {"benchmark": "popri_checkpoints", "suite": suite.name, "overrides": args.overrides, "run": spec.run_id,
+              "seed": spec.seed,
               "select": monitor["rule"], "evaluator": {choice.plugin: choice.options}, "machine": platform.machine(),
               "rows": rows}
     size = f"_m{args.final_samples}" if args.final_samples else ""
+    seed = "" if args.seed is None else f"_seed{args.seed}"
     results = Path("plugins/dpbench-popri/analysis/results")
-    out = Path(args.out or results / f"checkpoints_{suite.name}_eps{args.epsilon:g}{size}.json")
+    out = Path(args.out or results / f"checkpoints_{suite.name}_eps{args.epsilon:g}{seed}{size}.json")
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False))
     print(f"saved {out}")
 
