@@ -235,7 +235,7 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
 
 
 def _label(values: dict) -> str:
-    """``lr=1e-4 beta=0.1``: a setting's values as they read in a log line."""
+    """``learning_rate=0.0001 beta=0.1``: a setting's values as they read in a log line."""
     return " ".join(f"{option}={value!r}" for option, value in values.items())
 
 
