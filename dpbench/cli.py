@@ -267,8 +267,7 @@ def tune(tuning, runs_dir, out, dry_run):
         click.echo(f"not tuned by {tuning} (they keep the suite's setting): {', '.join(left_out)}")
     if dry_run:
         for setting, suite in planned:
-            mark = " (the suite's setting)" if setting.own else ""
-            click.echo(f"{setting.method}: {dict(setting.values)}{mark}: {len(suite.runs)} run(s) in {suite.folder}")
+            click.echo(f"{setting}: {len(suite.runs)} run(s) in {suite.folder}")
         return
     import shlex
 

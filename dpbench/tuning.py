@@ -64,6 +64,10 @@ class Setting:
     own: bool
     """the suite's own setting (the baseline every search includes)"""
 
+    def __str__(self) -> str:
+        """``popri: {'beta': 0.1} (the suite's setting)``: as ``--dry-run`` lists it and a log names it."""
+        return f"{self.method}: {dict(self.values)}" + (" (the suite's setting)" if self.own else "")
+
 
 @dataclass(frozen=True)
 class TuningPlan:
@@ -213,8 +217,7 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
     planned = tuning_suites(plan, runs_dir=runs_dir)
     row = progress.add(f"tuning {plan.name}", len(planned)) if progress else None
     for tried, (setting, suite) in enumerate(planned, start=1):
-        named = f"{setting.method} {_label(setting.values)}" + (" (the suite's setting)" if setting.own else "")
-        with progress.phase(named) if progress else nullcontext():
+        with progress.phase(str(setting)) if progress else nullcontext():
             failed = Runner(suite, progress=progress, scoring="validation").run().failed
         if progress:
             progress.advance(row)
@@ -232,11 +235,6 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
         if out is not None:
             write_record(record, out)
     return record
-
-
-def _label(values: dict) -> str:
-    """``learning_rate=0.0001 beta=0.1``: a setting's values as they read in a log line."""
-    return " ".join(f"{option}={value!r}" for option, value in values.items())
 
 
 def _record(plan: TuningPlan, rows: list[dict], folder: Path | None, left_out: list[str], *,

@@ -148,8 +148,7 @@ def test_a_tunings_log_names_each_setting_and_closes_each_finished_suite(tmp_pat
         tune(plan, runs_dir=tmp_path / "runs", progress=progress)
         open_rows = progress.status()
     lines = [re.sub(r"^\[\d\d:\d\d:\d\d\] ", "", line) for line in out.getvalue().splitlines()]
-    named = [f"{s.method} " + " ".join(f"{k}={v!r}" for k, v in s.values.items()) for s, _ in tuning_suites(
-        plan, runs_dir=tmp_path / "runs")]
+    named = [f"{s.method}: {dict(s.values)}" for s, _ in tuning_suites(plan, runs_dir=tmp_path / "runs")]
     assert [line.removeprefix("start ") for line in lines if line.startswith("start noisy_unigram")] == [
         named[0] + " (the suite's setting)", *named[1:]]
     assert sum(line.startswith("start suite toy-tuning-eps8") for line in lines) == 3
