@@ -241,8 +241,11 @@ def _quiet_libraries() -> None:
 @click.option("--out", type=click.Path(dir_okay=False),
               help="The record's path without suffix (default: tuning in the tuning runs' folder); "
                    "e.g. leaderboards/tuning/sotu-eps7 to commit it beside the boards.")
+@click.option("--method", "methods", multiple=True, metavar="LABEL",
+              help="Run only this method's settings (repeatable): a part of a long tuning to run first; the "
+                   "record keeps the other methods' finished settings, and the bare command runs the rest.")
 @click.option("--dry-run", is_flag=True, help="Validate and list the settings without running them.")
-def tune(tuning, runs_dir, out, dry_run):
+def tune(tuning, runs_dir, out, methods, dry_run):
     """Tune each method of a suite with the same budget, on the validation split only.
 
     TUNING is a YAML file naming the suite, the ε and seed, the budget (settings per method, the
@@ -251,7 +254,7 @@ def tune(tuning, runs_dir, out, dry_run):
 
     from dpbench.errors import DpbenchError
     from dpbench.suite import check_machine
-    from dpbench.tuning import load_tuning, tuning_suites, untuned
+    from dpbench.tuning import chosen_methods, load_tuning, tuning_suites, untuned
     from dpbench.tuning import tune as run_tuning
 
     _quiet_libraries()
@@ -261,13 +264,15 @@ def tune(tuning, runs_dir, out, dry_run):
         for _, suite in planned:
             check_machine(suite)
         left_out = untuned(plan, runs_dir=runs_dir)
+        labels = chosen_methods(plan, methods or None)
     except DpbenchError as err:
         _fail(err)
     if left_out:
         click.echo(f"not tuned by {tuning} (they keep the suite's setting): {', '.join(left_out)}")
     if dry_run:
         for setting, suite in planned:
-            click.echo(f"{setting}: {len(suite.runs)} run(s) in {suite.folder}")
+            if setting.method in labels:
+                click.echo(f"{setting}: {len(suite.runs)} run(s) in {suite.folder}")
         return
     import shlex
 
@@ -277,7 +282,8 @@ def tune(tuning, runs_dir, out, dry_run):
     command = plan.command + "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in
                                      (("--runs-dir", runs_dir), ("--out", out)) if value)
     with Progress(_console()) as progress:
-        record = run_tuning(plan, runs_dir=runs_dir, progress=progress, out=target, command=command)
+        record = run_tuning(plan, runs_dir=runs_dir, progress=progress, out=target, command=command,
+                            methods=methods or None)
     paths = [target.with_suffix(".json"), target.with_suffix(".md")]
     click.echo(paths[1].read_text(encoding="utf-8"))
     click.echo("record: " + ", ".join(str(p) for p in paths))

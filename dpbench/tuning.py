@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,21 +206,28 @@ def _is_reference(plugin: str) -> bool:
 
 
 def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None, out: Path | None = None,
-         command: str | None = None) -> dict:
+         command: str | None = None, methods: Collection[str] | None = None) -> dict:
     """Run every setting (resuming finished ones) and return the record (see ``write_record``);
     with ``out``, the record so far is written there after each setting (hours of tuning show
-    their results as they come, and an interrupted tuning leaves its record)."""
+    their results as they come, and an interrupted tuning leaves its record). ``methods``: run
+    only these methods' settings; the others' finished runs stay in the record, unrun ones are
+    left for a later call."""
     from dpbench.results import load_result
     from dpbench.runner import Runner
 
-    rows, folder, left_out, record = [], None, untuned(plan, runs_dir=runs_dir), {}
-    planned = tuning_suites(plan, runs_dir=runs_dir)
-    row = progress.add(f"tuning {plan.name}", len(planned)) if progress else None
-    for tried, (setting, suite) in enumerate(planned, start=1):
-        with progress.phase(str(setting)) if progress else nullcontext():
-            failed = Runner(suite, progress=progress, scoring="validation").run().failed
-        if progress:
-            progress.advance(row)
+    rows, folder, left_out, record, tried = [], None, untuned(plan, runs_dir=runs_dir), {}, 0
+    planned, labels = tuning_suites(plan, runs_dir=runs_dir), chosen_methods(plan, methods)
+    row = progress.add(f"tuning {plan.name}", sum(s.method in labels for s, _ in planned)) if progress else None
+    for setting, suite in planned:
+        failed = {}
+        if setting.method in labels:
+            with progress.phase(str(setting)) if progress else nullcontext():
+                failed = Runner(suite, progress=progress, scoring="validation").run().failed
+            if progress:
+                progress.advance(row)
+        elif all(load_result(suite.folder / spec.run_id) is None for spec in suite.runs):
+            continue
+        tried += 1
         folder = suite.folder
         for spec in suite.runs:
             result = load_result(suite.folder / spec.run_id)
@@ -235,6 +242,15 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
         if out is not None:
             write_record(record, out)
     return record
+
+
+def chosen_methods(plan: TuningPlan, methods: Collection[str] | None) -> set[str]:
+    """The method labels whose settings to run: ``methods`` (each one the plan tunes), all without it."""
+    for label in methods or ():
+        if label not in plan.spaces:
+            raise ConfigError("method", label, "a method the tuning file tunes: " + ", ".join(plan.spaces) + "."
+                              + did_you_mean(label, plan.spaces))
+    return set(methods or plan.spaces)
 
 
 def _record(plan: TuningPlan, rows: list[dict], folder: Path | None, left_out: list[str], *,

@@ -272,3 +272,46 @@ def test_a_setting_scored_at_fewer_seeds_is_not_chosen_over_one_scored_at_all(tm
     assert record["best"]["d/m"]["vs_suite_setting"] is None
     _, md = write_record(record, tmp_path / "record")
     assert "0.3000 (n = 1)" in md.read_text() and "minutes (all seeds)" in md.read_text()
+
+
+def test_a_tuning_runs_only_the_methods_asked_for_and_its_record_keeps_the_others(tmp_path, toy_suite,
+                                                                                 toy_plugin):
+    """``--method``: a long tuning's part run first; the record keeps every finished setting, and a
+    later call runs the rest without redoing any."""
+    from click.testing import CliRunner
+
+    from dpbench.cli import cli
+
+    toy_suite(textwrap.dedent("""\
+        seeds: 1
+        privacy: {epsilon: [8], delta: 1e-5, accountant: rdp}
+        datasets:
+          toy_texts: {num_clients: 30}
+        evaluators:
+          next_word: {}
+        methods:
+          noisy_unigram: {rounds: 3}
+          other: {plugin: noisy_unigram, rounds: 3}
+        """))
+    path = tmp_path / "tune.yaml"
+    path.write_text(SPACE.replace("budget: 3", "budget: 2") + "  other: {rounds: [1, 3]}\n")
+    plan = load_tuning(path)
+    first = tune(plan, runs_dir=tmp_path / "runs", methods=["other"])
+    assert {r["method"] for r in first["settings"]} == {"other"}
+    assert (first["settings_tried"], first["settings_planned"]) == (2, 4)
+    stamps = {r["run_id"]: (tmp_path / "runs" / "toy-tuning-eps8" / r["run_id"] / "result.json").stat().st_mtime_ns
+              for r in first["settings"]}
+    record = tune(plan, runs_dir=tmp_path / "runs", methods=["noisy_unigram"])
+    assert (record["settings_tried"], record["settings_planned"]) == (4, 4)
+    assert [r for r in record["settings"] if r["method"] == "other"] == first["settings"]
+    assert set(record["best"]) == {"toy_texts/noisy_unigram", "toy_texts/other"}
+    assert {run_id: (tmp_path / "runs" / "toy-tuning-eps8" / run_id / "result.json").stat().st_mtime_ns
+            for run_id in stamps} == stamps  # the first part is not run again
+    with pytest.raises(ConfigError, match="method: 'noisy_unigrm' is not allowed.*Did you mean 'noisy_unigram'"):
+        tune(plan, runs_dir=tmp_path / "runs", methods=["noisy_unigrm"])
+    listed = CliRunner().invoke(cli, ["tune", str(path), "--runs-dir", str(tmp_path / "runs"), "--dry-run",
+                                      "--method", "other"])
+    assert listed.exit_code == 0, listed.output
+    assert [line.split(":", 1)[0] for line in listed.output.splitlines()] == ["other", "other"]
+    wrong = CliRunner().invoke(cli, ["tune", str(path), "--dry-run", "--method", "othr"])
+    assert wrong.exit_code != 0 and "Did you mean 'other'" in wrong.output
