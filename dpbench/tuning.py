@@ -12,6 +12,10 @@ values)::
       popri: {learning_rate: [5.0e-5, 2.0e-4, 5.0e-4], beta: [0.01, 0.1, 0.3]}
       pe: {variations_per_sample: [1, 2], iterations: [3, 5]}
 
+Options that must move together are one key joined with ``+`` whose values are lists, one value
+per option: ``samples_per_prompt+reject_rank: [[4, 2], [8, 3]]`` tries 8 samples a prompt only
+with the 4th best rejected (the grid pairs values only as listed).
+
 For each dataset and method the suite's own setting runs first, then ``budget - 1`` other
 points of the space's grid (all of them when there are fewer; otherwise a sample seeded by
 ``seed`` and the method's label). Each setting runs at ``seeds`` seeds (``seed``, ``seed`` + 1,
@@ -129,7 +133,12 @@ def load_tuning(path: str | Path) -> TuningPlan:
         for option, values in space.items():
             if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
                 raise ConfigError(f"methods.{label}.{option}", values, "a non-empty list of distinct values")
-        spaces[label] = {option: tuple(values) for option, values in space.items()}
+            width = len(str(option).split("+"))
+            if width > 1 and not all(isinstance(v, list) and len(v) == width for v in values):
+                raise ConfigError(f"methods.{label}.{option}", values,
+                                  f"a list of [{', '.join(str(option).split('+'))}] lists, one value per option")
+        spaces[label] = {option: tuple(tuple(v) if "+" in str(option) else v for v in values)
+                         for option, values in space.items()}
     return TuningPlan(path=path, suite=path.parent / raw["suite"], epsilon=float(epsilon), seed=seed, seeds=seeds,
                       budget=budget,
                       spaces=spaces, description=str(raw.get("description", "")))
@@ -150,7 +159,7 @@ def tuning_suites(plan: TuningPlan, *, runs_dir: str | Path | None = None) -> li
         choice = choices[label]
         if _is_reference(choice.plugin):
             raise ConfigError(f"methods.{label}", label, "a private method: a reference row has nothing to tune")
-        for option in space:
+        for option in (name for key in space for name in key.split("+")):
             if option not in choice.options:
                 raise ConfigError(f"methods.{label}.{option}", option, f"an option of method {choice.plugin!r}: "
                                   + ", ".join(sorted(choice.options)) + "." + did_you_mean(option, choice.options))
@@ -187,9 +196,8 @@ def settings(plan: TuningPlan, label: str, defaults: Mapping[str, Any]) -> list[
     """The settings of method ``label`` to try: the suite's own (``defaults``) first, then up to
     ``budget - 1`` other points of the space's grid, sampled with a seed of their own."""
     space = plan.spaces[label]
-    names = list(space)
-    own = {name: defaults[name] for name in names}
-    others = [dict(zip(names, values, strict=True)) for values in itertools.product(*(space[n] for n in names))]
+    own = {name: defaults[name] for key in space for name in key.split("+")}
+    others = [_point(space, values) for values in itertools.product(*space.values())]
     others = [s for s in others if s != own]
     if len(others) > plan.budget - 1:
         import numpy as np
@@ -197,6 +205,15 @@ def settings(plan: TuningPlan, label: str, defaults: Mapping[str, Any]) -> list[
         rng = np.random.default_rng(derive_seed(plan.seed, f"tune/{label}"))
         others = [others[i] for i in sorted(rng.choice(len(others), plan.budget - 1, replace=False))]
     return [own, *others]
+
+
+def _point(space: Mapping[str, tuple], values: tuple) -> dict[str, Any]:
+    """One grid point as option -> value, a ``+``-joined key's values spread over its options."""
+    point = {}
+    for key, value in zip(space, values, strict=True):
+        names = key.split("+")
+        point.update(zip(names, value, strict=True) if len(names) > 1 else {key: value})
+    return point
 
 
 def _is_reference(plugin: str) -> bool:

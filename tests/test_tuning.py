@@ -315,3 +315,22 @@ def test_a_tuning_runs_only_the_methods_asked_for_and_its_record_keeps_the_other
     assert [line.split(":", 1)[0] for line in listed.output.splitlines()] == ["other", "other"]
     wrong = CliRunner().invoke(cli, ["tune", str(path), "--dry-run", "--method", "othr"])
     assert wrong.exit_code != 0 and "Did you mean 'other'" in wrong.output
+
+
+def test_options_joined_with_plus_move_together(tmp_path, toy_suite, toy_plugin):
+    """``a+b: [[a1, b1], …]``: the grid pairs the values only as listed (e.g. 8 samples a prompt
+    only with the middle rejected rank), and each run gets every option of its pair."""
+    plan = load_tuning(_tuning(tmp_path, toy_suite, SPACE.replace(
+        "{rounds: [1, 2, 3, 5], num_texts: [20, 50]}", "{rounds+num_texts: [[1, 20], [5, 20], [3, 50]]}")))
+    tried = settings(plan, "noisy_unigram", {"rounds": 3, "num_texts": 50})
+    assert tried == [{"rounds": 3, "num_texts": 50}, {"rounds": 1, "num_texts": 20}, {"rounds": 5, "num_texts": 20}]
+    planned = tuning_suites(plan, runs_dir=tmp_path / "runs")
+    assert [(s.runs[0].method.options["rounds"], s.runs[0].method.options["num_texts"]) for _, s in planned] == [
+        (3, 50), (1, 20), (5, 20)]
+    assert [s.own for s, _ in planned] == [True, False, False]
+    with pytest.raises(ConfigError, match=r"methods.noisy_unigram.rounds\+num_texts: .* \[rounds, num_texts\] lists"):
+        load_tuning(_tuning(tmp_path, toy_suite, SPACE.replace(
+            "{rounds: [1, 2, 3, 5], num_texts: [20, 50]}", "{rounds+num_texts: [[1, 20], 5]}")))
+    with pytest.raises(ConfigError, match="methods.noisy_unigram.num_txts: .* Did you mean 'num_texts'"):
+        tuning_suites(load_tuning(_tuning(tmp_path, toy_suite, SPACE.replace(
+            "{rounds: [1, 2, 3, 5], num_texts: [20, 50]}", "{rounds+num_txts: [[1, 20]]}"))), runs_dir=tmp_path)
