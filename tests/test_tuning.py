@@ -337,14 +337,16 @@ def test_options_joined_with_plus_move_together(tmp_path, toy_suite, toy_plugin)
 
 
 def test_a_suites_committed_screens_try_the_same_settings_at_each_epsilon():
-    """The protocol screens a board at ε = 7 and then at ε = 1 with the same spaces, budget and
-    seed, so a choice that differs between the two is the noise's doing, not another sample of the
-    grid (a confirmation, at several seeds, tries each ε's own winner)."""
+    """The protocol screens a board's options at ε = 7 and then at ε = 1 with the same values,
+    budget and seed, so a choice that differs between the two is the noise's doing, not another
+    sample of the grid (a confirmation, at several seeds, tries each ε's own winner)."""
     plans = [load_tuning(p) for p in sorted((Path(__file__).parents[1] / "suites" / "tuning").glob("*.yaml"))]
-    screens: dict[Path, list] = {}
+    screens: dict[tuple, list] = {}
     for plan in plans:
         if plan.seeds == 1:
-            screens.setdefault(plan.suite.resolve(), []).append(plan)
+            options = tuple(sorted((label, tuple(sorted(space))) for label, space in plan.spaces.items()))
+            screens.setdefault((plan.suite.resolve(), options), []).append(plan)
+    assert any(len(same) > 1 for same in screens.values())
     for same in screens.values():
         assert len({plan.epsilon for plan in same}) == len(same)
         assert all((p.spaces, p.budget, p.seed) == (same[0].spaces, same[0].budget, same[0].seed) for p in same)
