@@ -48,7 +48,7 @@ def dpo_config(options: PopriOptions, *, output_dir: Path, first_round: bool, se
         lr_scheduler_type="constant_with_warmup", warmup_steps=options.warmup_steps if first_round else 0,
         beta=options.beta, loss_type=["sigmoid"], max_length=options.max_length,
         bf16=use_bf16(options.bf16, device),
-        gradient_checkpointing=False, logging_steps=1, save_strategy="no", report_to="none", seed=seed,
+        activation_checkpointing=False, logging_steps=1, save_strategy="no", report_to="none", seed=seed,
         data_seed=seed, disable_tqdm=True, use_cpu=device == "cpu", dataloader_num_workers=0,
         precompute_ref_log_probs=not stock,
     )

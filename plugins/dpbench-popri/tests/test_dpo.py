@@ -170,3 +170,17 @@ def test_the_held_out_check_scores_the_carried_policy_and_changes_no_training(ti
     weights = [load_file(tmp_path / name / "adapter" / "adapter_model.safetensors") for name in ("checked", "plain")]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_the_dpo_config_turns_activation_checkpointing_off_under_its_current_name(tmp_path):
+    """trl defaults checkpointing on (it would stop the prompt's cache and cost ~20 % a step); the
+    config turns it off by transformers' current name, so no round warns of the deprecated one."""
+    import warnings
+
+    from dpbench_popri.config import PopriOptions
+    from dpbench_popri.dpo import dpo_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        args = dpo_config(PopriOptions(), output_dir=tmp_path, first_round=True, seed=0, device="cpu")
+    assert args.activation_checkpointing is False and args.gradient_checkpointing is False
