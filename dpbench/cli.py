@@ -264,7 +264,7 @@ def tune(tuning, runs_dir, out, methods, dry_run):
         for _, suite in planned:
             check_machine(suite)
         left_out = untuned(plan, runs_dir=runs_dir)
-        labels = chosen_methods(plan, methods or None)
+        labels = chosen_methods(plan, methods)
     except DpbenchError as err:
         _fail(err)
     if left_out:
@@ -283,7 +283,7 @@ def tune(tuning, runs_dir, out, methods, dry_run):
                                      (("--runs-dir", runs_dir), ("--out", out)) if value)
     with Progress(_console()) as progress:
         record = run_tuning(plan, runs_dir=runs_dir, progress=progress, out=target, command=command,
-                            methods=methods or None)
+                            methods=methods)
     paths = [target.with_suffix(".json"), target.with_suffix(".md")]
     click.echo(paths[1].read_text(encoding="utf-8"))
     click.echo("record: " + ", ".join(str(p) for p in paths))

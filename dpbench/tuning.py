@@ -130,6 +130,10 @@ def load_tuning(path: str | Path) -> TuningPlan:
     for label, space in methods.items():
         if not isinstance(space, dict) or not space:
             raise ConfigError(f"methods.{label}", space, "a non-empty mapping of option -> list of values")
+        names = [name for option in space for name in str(option).split("+")]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"methods.{label}.{twice[0]}", twice[0], "an option named by one key of the space only")
         for option, values in space.items():
             if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
                 raise ConfigError(f"methods.{label}.{option}", values, "a non-empty list of distinct values")

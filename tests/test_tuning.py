@@ -336,6 +336,9 @@ def test_options_joined_with_plus_move_together(tmp_path, toy_suite, toy_plugin)
     with pytest.raises(ConfigError, match=r"methods.noisy_unigram.rounds\+num_texts: .* \[rounds, num_texts\] lists"):
         load_tuning(_tuning(tmp_path, toy_suite, SPACE.replace(
             "{rounds: [1, 2, 3, 5], num_texts: [20, 50]}", "{rounds+num_texts: [[1, 20], 5]}")))
+    with pytest.raises(ConfigError, match="methods.noisy_unigram.rounds: .* one key of the space only"):
+        load_tuning(_tuning(tmp_path, toy_suite, SPACE.replace(
+            "{rounds: [1, 2, 3, 5], num_texts: [20, 50]}", "{rounds+num_texts: [[1, 20]], rounds: [2]}")))
     with pytest.raises(ConfigError, match="methods.noisy_unigram.num_txts: .* Did you mean 'num_texts'"):
         tuning_suites(load_tuning(_tuning(tmp_path, toy_suite, SPACE.replace(
             "{rounds: [1, 2, 3, 5], num_texts: [20, 50]}", "{rounds+num_txts: [[1, 20]]}"))), runs_dir=tmp_path)
