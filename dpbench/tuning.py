@@ -29,6 +29,10 @@ the best per dataset and method. One seed screens a space cheaply; a second file
 suite's setting and the screen's winner at ``seeds: 3`` (its seed-``seed`` runs are the screen's,
 resumed) says whether the winner is better beyond seed noise.
 
+The suite's setting at the board's seed is the board's own run: when the suite's folder holds it
+finished on a machine like this one, its saved output is scored on validation instead of running
+the method again (``reuse_board_runs``).
+
 What tuning spends on the private data is not charged to the board's runs, as in the paper
 and common practice; the comparison is fair because every method gets the same budget on the
 same validation split.
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import math
 from collections.abc import Collection, Mapping
 from contextlib import nullcontext
@@ -238,10 +243,13 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
 
     rows, folder, left_out, record, tried = [], None, untuned(plan, runs_dir=runs_dir), {}, 0
     planned, labels = tuning_suites(plan, runs_dir=runs_dir), chosen_methods(plan, methods)
+    board = _base_suite(plan, runs_dir)[1].folder
     row = progress.add(f"tuning {plan.name}", sum(s.method in labels for s, _ in planned)) if progress else None
     for setting, suite in planned:
         failed = {}
         if setting.method in labels:
+            if setting.own:
+                reuse_board_runs(suite, board)
             with progress.phase(str(setting)) if progress else nullcontext():
                 failed = Runner(suite, progress=progress, scoring="validation").run().failed
             if progress:
@@ -263,6 +271,42 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
         if out is not None:
             write_record(record, out)
     return record
+
+
+def reuse_board_runs(suite, board: Path) -> list[str]:
+    """Copy into the tuning ``suite``'s folder each of its runs that the board's folder ``board``
+    holds finished, sound and made on a machine like this one (same CPU, native bf16 and
+    libraries): the suite's setting at the board's seed is the same spec, so its saved output is
+    scored on validation instead of running the method again. The board's test scores are left
+    behind (the tuning never reads the test split). Returns the run ids copied."""
+    import shutil
+
+    from dpbench.env import environment
+    from dpbench.files import read_json
+    from dpbench.privacy.ledger import run_ledger_problems
+    from dpbench.results import ENV_NAME, load_result
+    from dpbench.runner import finished
+
+    copied, here = [], None
+    for spec in suite.runs:
+        source, target = board / spec.run_id, suite.folder / spec.run_id
+        done = load_result(source)
+        if target.exists() or not finished(done, spec) or run_ledger_problems(source, done.privacy):
+            continue
+        here = here or _machine(environment())
+        if _machine(read_json(source / ENV_NAME)) != here:
+            continue
+        scores = ["result.json", "samples.json", *(f"{choice.label}.json" for choice in spec.evaluators)]
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns(*scores))
+        logging.getLogger("dpbench").info("%s: the board's run (%s), its saved output scored on validation",
+                                          spec.run_id, source)
+        copied.append(spec.run_id)
+    return copied
+
+
+def _machine(env: dict) -> tuple:
+    """What decides a run's bits: the CPU, its native bf16 and the libraries' versions."""
+    return env.get("cpu"), env.get("native_bf16_cpu"), env.get("packages")
 
 
 def chosen_methods(plan: TuningPlan, methods: Collection[str] | None) -> set[str]:

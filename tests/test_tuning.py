@@ -358,3 +358,34 @@ def test_a_suites_committed_screens_try_the_same_settings_at_each_epsilon():
     for same in screens.values():
         assert len({plan.epsilon for plan in same}) == len(same)
         assert all((p.spaces, p.budget, p.seed) == (same[0].spaces, same[0].budget, same[0].seed) for p in same)
+
+
+def test_the_suites_setting_reuses_the_boards_run_made_on_a_machine_like_this(tmp_path, toy_suite, toy_plugin,
+                                                                               monkeypatch):
+    """The suite's setting at the board's ε and seed is the board's run: its saved output is
+    scored on validation (the same score as running it), not run again; a board run made on
+    another CPU is run afresh, since its bits may differ."""
+    import json as json_module
+
+    from dpbench import runner as runner_module
+    from dpbench.runner import Runner
+    from dpbench.suite import load_suite
+
+    plan = load_tuning(_tuning(tmp_path, toy_suite, SPACE))
+    alone = tune(plan, runs_dir=tmp_path / "alone")  # no board beside it: every setting runs
+    ran, real = [], runner_module._run_method
+    monkeypatch.setattr(runner_module, "_run_method", lambda spec, *args: ran.append(spec.run_id) or real(spec, *args))
+    for runs, cpu in (("runs", None), ("elsewhere", "another CPU")):
+        Runner(load_suite(plan.suite, runs_dir=tmp_path / runs)).run()  # the board, scored on test
+        own = next(r for r in alone["settings"] if r["suite_setting"])["run_id"]
+        if cpu:
+            env_path = tmp_path / runs / "toy" / own / "env.json"
+            env_path.write_text(json_module.dumps({**json_module.loads(env_path.read_text()), "cpu": cpu}))
+        ran.clear()
+        record = tune(plan, runs_dir=tmp_path / runs)
+        assert [r["validation_score"] for r in record["settings"]] == [r["validation_score"] for r in alone["settings"]]
+        assert (own in ran) == bool(cpu) and len(ran) == (3 if cpu else 2)
+    copied = json_module.loads((tmp_path / "runs" / "toy-tuning-eps8" / own / "result.json").read_text())
+    assert set(copied["metrics"]["next_word"]) == {"validation_score"}
+    board = json_module.loads((tmp_path / "runs" / "toy" / own / "result.json").read_text())
+    assert "validation_score" not in board["metrics"]["next_word"]  # the board's run is left as it was
