@@ -44,6 +44,7 @@ import copy
 import itertools
 import logging
 import math
+from collections import Counter
 from collections.abc import Collection, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -266,6 +267,7 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
                 "validation_score": None if result is None else next(iter(result.metrics.values()))["validation_score"],
                 "method_minutes": None if result is None else round(result.timings.get("method_s", 0) / 60, 2),
                 "epsilon_spent": None if result is None else result.privacy.get("epsilon_spent"),
+                "machine": _machine_label(suite.folder / spec.run_id),
                 **({"error": failed[spec.run_id]} if spec.run_id in failed else {})})
         record = _record(plan, rows, folder, left_out, planned=(tried, len(planned)), command=command)
         if out is not None:
@@ -305,8 +307,22 @@ def reuse_board_runs(suite, board: Path) -> list[str]:
 
 
 def _machine(env: dict) -> tuple:
-    """What decides a run's bits: the CPU, its native bf16 and the libraries' versions."""
-    return env.get("cpu"), env.get("native_bf16_cpu"), env.get("packages")
+    """What decides a run's bits besides its config (``dpbench.env.environment``): the CPU, its
+    native bf16, the intra-op threads and the libraries' versions."""
+    return env.get("cpu"), env.get("native_bf16_cpu"), env.get("intra_op_threads"), env.get("packages")
+
+
+def _machine_label(folder: Path) -> str | None:
+    """The machine a run's numbers come from (``dpbench.cache.machine_label``), None before it ran."""
+    from dpbench.cache import machine_label
+    from dpbench.files import read_json
+    from dpbench.results import ENV_NAME
+
+    try:
+        env = read_json(folder / ENV_NAME)
+    except (OSError, ValueError):
+        return None
+    return machine_label(env.get("cpu"), env.get("native_bf16_cpu", True))
 
 
 def chosen_methods(plan: TuningPlan, methods: Collection[str] | None) -> set[str]:
@@ -387,6 +403,15 @@ def write_record(record: dict, out: Path) -> list[Path]:
                   "far (the tuning is running or was stopped; the same command resumes it).", ""]
     if record["untuned"]:
         lines += [f"Not tuned here (they keep the suite's setting): {', '.join(record['untuned'])}.", ""]
+    machines: dict[str, Counter] = {}
+    for row in record["settings"]:
+        if row.get("machine"):
+            machines.setdefault(row["machine"], Counter())[row["method"]] += 1
+    if len(machines) > 1:
+        lines += ["Runs made on different machines (their kernels round differently, so a score also moves "
+                  "with the machine, as with a seed); runs per method: " + "; ".join(
+                      f"{m}: " + ", ".join(f"{method} {n}" for method, n in counts.items())
+                      for m, counts in sorted(machines.items())) + ".", ""]
     for key in sorted({f"{e['dataset']}/{e['method']}" for e in record["summary"]}):
         dataset, method = key.split("/", 1)
         entries = [e for e in record["summary"] if e["dataset"] == dataset and e["method"] == method]

@@ -389,3 +389,25 @@ def test_the_suites_setting_reuses_the_boards_run_made_on_a_machine_like_this(tm
     assert set(copied["metrics"]["next_word"]) == {"validation_score"}
     board = json_module.loads((tmp_path / "runs" / "toy" / own / "result.json").read_text())
     assert "validation_score" not in board["metrics"]["next_word"]  # the board's run is left as it was
+
+
+def test_the_record_names_each_runs_machine_and_says_when_they_differ(tmp_path, toy_suite, toy_plugin):
+    import json as json_module
+
+    from dpbench.cache import machine_label
+
+    plan = load_tuning(_tuning(tmp_path, toy_suite, SPACE))
+    record = tune(plan, runs_dir=tmp_path / "runs")
+    env_path = tmp_path / "runs" / "toy-tuning-eps8" / record["settings"][0]["run_id"] / "env.json"
+    env = json_module.loads(env_path.read_text())
+    here = machine_label(env["cpu"], env["native_bf16_cpu"])
+    assert [r["machine"] for r in record["settings"]] == [here] * 3
+    _, md = write_record(record, tmp_path / "record")
+    assert "different machines" not in md.read_text()
+    env_path.write_text(json_module.dumps({**env, "cpu": "Other CPU"}))
+    record = tune(plan, runs_dir=tmp_path / "runs")  # resumed: the rows are read again from the folders
+    other = machine_label("Other CPU", env["native_bf16_cpu"])
+    assert [r["machine"] for r in record["settings"]] == [other, here, here]
+    _, md = write_record(record, tmp_path / "record")
+    assert "Runs made on different machines" in md.read_text()
+    assert f"{here}: noisy_unigram 2" in md.read_text() and f"{other}: noisy_unigram 1" in md.read_text()
