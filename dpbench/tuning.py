@@ -136,18 +136,18 @@ def load_tuning(path: str | Path) -> TuningPlan:
     for label, space in methods.items():
         if not isinstance(space, dict) or not space:
             raise ConfigError(f"methods.{label}", space, "a non-empty mapping of option -> list of values")
-        names = [name for option in space for name in str(option).split("+")]
+        names = [name for option in space for name in _option_names(option)]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ConfigError(f"methods.{label}.{twice[0]}", twice[0], "an option named by one key of the space only")
         for option, values in space.items():
             if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
                 raise ConfigError(f"methods.{label}.{option}", values, "a non-empty list of distinct values")
-            width = len(str(option).split("+"))
-            if width > 1 and not all(isinstance(v, list) and len(v) == width for v in values):
+            joined = _option_names(option)
+            if len(joined) > 1 and not all(isinstance(v, list) and len(v) == len(joined) for v in values):
                 raise ConfigError(f"methods.{label}.{option}", values,
-                                  f"a list of [{', '.join(str(option).split('+'))}] lists, one value per option")
-        spaces[label] = {option: tuple(tuple(v) if "+" in str(option) else v for v in values)
+                                  f"a list of [{', '.join(joined)}] lists, one value per option")
+        spaces[label] = {option: tuple(tuple(v) if len(_option_names(option)) > 1 else v for v in values)
                          for option, values in space.items()}
     return TuningPlan(path=path, suite=path.parent / raw["suite"], epsilon=float(epsilon), seed=seed, seeds=seeds,
                       budget=budget,
@@ -169,7 +169,7 @@ def tuning_suites(plan: TuningPlan, *, runs_dir: str | Path | None = None) -> li
         choice = choices[label]
         if _is_reference(choice.plugin):
             raise ConfigError(f"methods.{label}", label, "a private method: a reference row has nothing to tune")
-        for option in (name for key in space for name in key.split("+")):
+        for option in (name for key in space for name in _option_names(key)):
             if option not in choice.options:
                 raise ConfigError(f"methods.{label}.{option}", option, f"an option of method {choice.plugin!r}: "
                                   + ", ".join(sorted(choice.options)) + "." + did_you_mean(option, choice.options))
@@ -206,7 +206,7 @@ def settings(plan: TuningPlan, label: str, defaults: Mapping[str, Any]) -> list[
     """The settings of method ``label`` to try: the suite's own (``defaults``) first, then up to
     ``budget - 1`` other points of the space's grid, sampled with a seed of their own."""
     space = plan.spaces[label]
-    own = {name: defaults[name] for key in space for name in key.split("+")}
+    own = {name: defaults[name] for key in space for name in _option_names(key)}
     others = [_point(space, values) for values in itertools.product(*space.values())]
     others = [s for s in others if s != own]
     if len(others) > plan.budget - 1:
@@ -217,11 +217,16 @@ def settings(plan: TuningPlan, label: str, defaults: Mapping[str, Any]) -> list[
     return [own, *others]
 
 
+def _option_names(key) -> list[str]:
+    """The options a space's key names: one, or those it joins with ``+``."""
+    return str(key).split("+")
+
+
 def _point(space: Mapping[str, tuple], values: tuple) -> dict[str, Any]:
     """One grid point as option -> value, a ``+``-joined key's values spread over its options."""
     point = {}
     for key, value in zip(space, values, strict=True):
-        names = key.split("+")
+        names = _option_names(key)
         point.update(zip(names, value, strict=True) if len(names) > 1 else {key: value})
     return point
 
@@ -284,9 +289,8 @@ def reuse_board_runs(suite, board: Path) -> list[str]:
     import shutil
 
     from dpbench.env import environment
-    from dpbench.files import read_json
     from dpbench.privacy.ledger import run_ledger_problems
-    from dpbench.results import ENV_NAME, load_result
+    from dpbench.results import load_result, run_environment
     from dpbench.runner import finished
 
     copied, here = [], None
@@ -296,7 +300,7 @@ def reuse_board_runs(suite, board: Path) -> list[str]:
         if target.exists() or not finished(done, spec) or run_ledger_problems(source, done.privacy):
             continue
         here = here or _machine(environment())
-        if _machine(read_json(source / ENV_NAME)) != here:
+        if _machine(run_environment(source)) != here:
             continue
         scores = ["result.json", "samples.json", *(f"{choice.label}.json" for choice in spec.evaluators)]
         shutil.copytree(source, target, ignore=shutil.ignore_patterns(*scores))
@@ -315,14 +319,13 @@ def _machine(env: dict) -> tuple:
 def _machine_label(folder: Path) -> str | None:
     """The machine a run's numbers come from (``dpbench.cache.machine_label``), None before it ran."""
     from dpbench.cache import machine_label
-    from dpbench.files import read_json
-    from dpbench.results import ENV_NAME
+    from dpbench.results import run_environment
 
     try:
-        env = read_json(folder / ENV_NAME)
-    except (OSError, ValueError):
+        env = run_environment(folder)
+    except ValueError:
         return None
-    return machine_label(env.get("cpu"), env.get("native_bf16_cpu", True))
+    return machine_label(env.get("cpu"), env.get("native_bf16_cpu", True)) if env else None
 
 
 def chosen_methods(plan: TuningPlan, methods: Collection[str] | None) -> set[str]:

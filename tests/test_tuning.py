@@ -28,6 +28,16 @@ methods:
   noisy_unigram: {rounds: [1, 2, 3, 5], num_texts: [20, 50]}
 """
 
+ONE_SEED_SUITE = """\
+seeds: 1
+privacy: {epsilon: [8], delta: 1e-5, accountant: rdp}
+datasets:
+  toy_texts: {num_clients: 30}
+evaluators:
+  next_word: {}
+"""
+"""a toy suite's head without methods: one seed, ε 8, the toy data and evaluator"""
+
 
 def test_the_suites_setting_and_a_seeded_sample_of_the_rest(tmp_path, toy_suite, toy_plugin):
     plan = load_tuning(_tuning(tmp_path, toy_suite, SPACE))
@@ -216,15 +226,7 @@ def test_the_command_lists_then_runs_and_writes_the_record(tmp_path, toy_suite, 
 def test_a_private_method_without_a_space_is_named_as_untuned(tmp_path, toy_suite, toy_plugin):
     body = ("methods:\n  public_only: {}\n  nonprivate: {}\n  noisy_unigram: {rounds: 3}\n"
             "  other: {plugin: noisy_unigram}\n")
-    toy_suite(textwrap.dedent("""\
-        description: two private methods
-        seeds: 1
-        privacy: {epsilon: [8], delta: 1e-5, accountant: rdp}
-        datasets:
-          toy_texts: {num_clients: 30}
-        evaluators:
-          next_word: {}
-        """) + body)
+    toy_suite("description: two private methods\n" + ONE_SEED_SUITE + body)
     path = tmp_path / "tune.yaml"
     path.write_text(SPACE)
     plan = load_tuning(path)
@@ -287,17 +289,7 @@ def test_a_tuning_runs_only_the_methods_asked_for_and_its_record_keeps_the_other
 
     from dpbench.cli import cli
 
-    toy_suite(textwrap.dedent("""\
-        seeds: 1
-        privacy: {epsilon: [8], delta: 1e-5, accountant: rdp}
-        datasets:
-          toy_texts: {num_clients: 30}
-        evaluators:
-          next_word: {}
-        methods:
-          noisy_unigram: {rounds: 3}
-          other: {plugin: noisy_unigram, rounds: 3}
-        """))
+    toy_suite(ONE_SEED_SUITE + "methods:\n  noisy_unigram: {rounds: 3}\n  other: {plugin: noisy_unigram, rounds: 3}\n")
     path = tmp_path / "tune.yaml"
     path.write_text(SPACE.replace("budget: 3", "budget: 2") + "  other: {rounds: [1, 3]}\n")
     plan = load_tuning(path)
