@@ -29,6 +29,11 @@ the best per dataset and method. One seed screens a space cheaply; a second file
 suite's setting and the screen's winner at ``seeds: 3`` (its seed-``seed`` runs are the screen's,
 resumed) says whether the winner is better beyond seed noise.
 
+A suite that adopts a tuning's winner changes what "the suite's setting" is, and with it the
+grid's sample; ``baseline`` (method label -> {option: value}) pins the setting a file compared
+against, so its record is still reproduced by its command after the adoption (and an ε = 1 screen
+tries the same settings as the ε = 7 one it follows).
+
 The suite's setting at the board's seed is the board's own run: when the suite's folder holds it
 finished on a machine like this one, its saved output is scored on validation instead of running
 the method again (``reuse_board_runs``).
@@ -47,7 +52,7 @@ import math
 from collections import Counter
 from collections.abc import Collection, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +66,7 @@ TUNING_KEYS = {
     "seeds": "how many seeds each setting runs at: seed, seed + 1, ... (default 1)",
     "budget": "settings tried per method, the suite's own included (an integer >= 1)",
     "methods": "method label -> {option: [values]}",
+    "baseline": "method label -> {option: value}: the setting compared against, when no longer the suite's",
     "description": "one line for the record",
 }
 
@@ -92,6 +98,8 @@ class TuningPlan:
     budget: int
     spaces: Mapping[str, Mapping[str, tuple]]
     description: str = ""
+    baseline: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """method label -> {option: value} set on the suite before tuning (``TUNING_KEYS``)"""
 
     @property
     def name(self) -> str:
@@ -149,9 +157,18 @@ def load_tuning(path: str | Path) -> TuningPlan:
                                   f"a list of [{', '.join(joined)}] lists, one value per option")
         spaces[label] = {option: tuple(tuple(v) if len(_option_names(option)) > 1 else v for v in values)
                          for option, values in space.items()}
+    baseline = raw.get("baseline") or {}
+    if not isinstance(baseline, dict):
+        raise ConfigError("baseline", baseline, "a mapping of method label -> {option: value}")
+    for label, values in baseline.items():
+        if label not in spaces:
+            raise ConfigError(f"baseline.{label}", label, "a method the tuning file tunes: " + ", ".join(spaces)
+                              + "." + did_you_mean(str(label), spaces))
+        if not isinstance(values, dict) or not values:
+            raise ConfigError(f"baseline.{label}", values, "a non-empty mapping of option -> value")
     return TuningPlan(path=path, suite=path.parent / raw["suite"], epsilon=float(epsilon), seed=seed, seeds=seeds,
-                      budget=budget,
-                      spaces=spaces, description=str(raw.get("description", "")))
+                      budget=budget, spaces=spaces, description=str(raw.get("description", "")),
+                      baseline=baseline)
 
 
 def tuning_suites(plan: TuningPlan, *, runs_dir: str | Path | None = None) -> list[tuple[Setting, Any]]:
@@ -169,7 +186,7 @@ def tuning_suites(plan: TuningPlan, *, runs_dir: str | Path | None = None) -> li
         choice = choices[label]
         if _is_reference(choice.plugin):
             raise ConfigError(f"methods.{label}", label, "a private method: a reference row has nothing to tune")
-        for option in (name for key in space for name in _option_names(key)):
+        for option in [name for key in space for name in _option_names(key)] + list(plan.baseline.get(label, {})):
             if option not in choice.options:
                 raise ConfigError(f"methods.{label}.{option}", option, f"an option of method {choice.plugin!r}: "
                                   + ", ".join(sorted(choice.options)) + "." + did_you_mean(option, choice.options))
@@ -194,10 +211,12 @@ def untuned(plan: TuningPlan, *, runs_dir: str | Path | None = None) -> list[str
 
 
 def _base_suite(plan: TuningPlan, runs_dir: str | Path | None):
-    """The tuned suite's composed config, the suite at the plan's ε and seed, and those overrides."""
+    """The tuned suite's composed config, the suite at the plan's ε, seeds and baseline, and those overrides."""
     from dpbench.suite import build_suite, compose
 
-    overrides = [f"privacy.epsilon={plan.epsilon!r}", f"seeds={list(range(plan.seed, plan.seed + plan.seeds))}"]
+    overrides = [f"privacy.epsilon={plan.epsilon!r}", f"seeds={list(range(plan.seed, plan.seed + plan.seeds))}",
+                 *(f"methods.{label}.{option}={value!r}"
+                   for label, values in plan.baseline.items() for option, value in values.items())]
     base = compose(plan.suite, overrides)
     return base, build_suite(base, path=plan.suite, overrides=overrides, runs_dir=runs_dir), overrides
 
@@ -352,6 +371,7 @@ def _record(plan: TuningPlan, rows: list[dict], folder: Path | None, left_out: l
     return {"tuning": plan.path.as_posix(), "command": command or plan.command, "suite": plan.suite.as_posix(),
             "description": plan.description, "epsilon": plan.epsilon, "seed": plan.seed, "seeds": plan.seeds,
             "budget": plan.budget, "spaces": {k: {o: list(v) for o, v in s.items()} for k, s in plan.spaces.items()},
+            "baseline": plan.baseline,
             "runs_folder": None if folder is None else folder.as_posix(), "settings": rows, "summary": summary,
             "untuned": left_out, "settings_tried": planned[0], "settings_planned": planned[1],
             "best": {k: {"values": v["values"], "validation_score": v["validation"]["mean"],
@@ -404,6 +424,11 @@ def write_record(record: dict, out: Path) -> list[Path]:
     if record["settings_tried"] < record["settings_planned"]:
         lines += [f"⚠ **Partial record**: {record['settings_tried']} of {record['settings_planned']} settings so "
                   "far (the tuning is running or was stopped; the same command resumes it).", ""]
+    if record.get("baseline"):
+        lines += ["*The suite's setting* below is the one this file compared against (its `baseline`), which "
+                  "the suite may have changed since: " + "; ".join(
+                      f"{label} " + ", ".join(f"{o} {v!r}" for o, v in values.items())
+                      for label, values in record["baseline"].items()) + ".", ""]
     if record["untuned"]:
         lines += [f"Not tuned here (they keep the suite's setting): {', '.join(record['untuned'])}.", ""]
     machines: dict[str, Counter] = {}

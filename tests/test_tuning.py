@@ -349,7 +349,8 @@ def test_a_suites_committed_screens_try_the_same_settings_at_each_epsilon():
     assert any(len(same) > 1 for same in screens.values())
     for same in screens.values():
         assert len({plan.epsilon for plan in same}) == len(same)
-        assert all((p.spaces, p.budget, p.seed) == (same[0].spaces, same[0].budget, same[0].seed) for p in same)
+        assert all((p.spaces, p.budget, p.seed, p.baseline) == (same[0].spaces, same[0].budget, same[0].seed,
+                                                                same[0].baseline) for p in same)
 
 
 def test_the_suites_setting_reuses_the_boards_run_made_on_a_machine_like_this(tmp_path, toy_suite, toy_plugin,
@@ -403,3 +404,32 @@ def test_the_record_names_each_runs_machine_and_says_when_they_differ(tmp_path, 
     _, md = write_record(record, tmp_path / "record")
     assert "Runs made on different machines" in md.read_text()
     assert f"{here}: noisy_unigram 2" in md.read_text() and f"{other}: noisy_unigram 1" in md.read_text()
+
+
+def test_a_baseline_pins_the_setting_compared_against_after_the_suite_adopts_another(tmp_path, toy_suite,
+                                                                                      toy_plugin):
+    """A suite that adopts a tuning's winner changes "the suite's setting" and the grid's sample;
+    the file's ``baseline`` keeps both, so its command reproduces its record."""
+    toy_suite()
+    before = settings(load_tuning(_tuning(tmp_path, toy_suite, SPACE)), "noisy_unigram", {"rounds": 3, "num_texts": 50})
+    suite_file = tmp_path / "toy.yaml"
+    suite_file.write_text(suite_file.read_text().replace("rounds: 3", "rounds: 5"))  # the suite adopts rounds 5
+    pinned = SPACE + "baseline:\n  noisy_unigram: {rounds: 3}\n"
+    planned = tuning_suites(load_tuning(_tuning(tmp_path, lambda: None, pinned)), runs_dir=tmp_path / "runs")
+    assert [{k: s.runs[0].method.options[k] for k in ("rounds", "num_texts")} for _, s in planned] == before
+    assert [s.own for s, _ in planned] == [True, False, False]
+    moved = tuning_suites(load_tuning(_tuning(tmp_path, lambda: None, SPACE)), runs_dir=tmp_path / "runs")
+    assert moved[0][1].runs[0].method.options["rounds"] == 5  # without it, the adopted setting is the baseline
+    record = tune(load_tuning(tmp_path / "tune.yaml"), runs_dir=tmp_path / "runs")
+    assert record["baseline"] == {}
+    (md,) = [p for p in write_record(tune(load_tuning(_tuning(tmp_path, lambda: None, pinned)),
+                                          runs_dir=tmp_path / "runs"), tmp_path / "rec") if p.suffix == ".md"]
+    assert "(its `baseline`)" in md.read_text() and "noisy_unigram rounds 3" in md.read_text()
+    for body, message in [(pinned.replace("noisy_unigram: {rounds: 3}", "noisy_unigrm: {rounds: 3}"),
+                           "baseline.noisy_unigrm: .* Did you mean 'noisy_unigram'"),
+                          (pinned.replace("{rounds: 3}", "{}"), "baseline.noisy_unigram: .* non-empty mapping")]:
+        with pytest.raises(ConfigError, match=message):
+            load_tuning(_tuning(tmp_path, lambda: None, body))
+    with pytest.raises(ConfigError, match="methods.noisy_unigram.round: .* Did you mean 'rounds'"):
+        tuning_suites(load_tuning(_tuning(tmp_path, lambda: None, pinned.replace("{rounds: 3}", "{round: 3}"))),
+                      runs_dir=tmp_path / "runs")
