@@ -134,6 +134,11 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
         return
     from pathlib import Path
 
+    from dpbench.tuning import reuse_tuning_runs
+
+    if not force:
+        reuse_tuning_runs(loaded, part)
+
     if jobs > 1:
         failed = _run_jobs(loaded, suite, given, jobs, force=force, fail_fast=fail_fast, use_wandb=use_wandb,
                            only=only)
@@ -342,9 +347,16 @@ def _print_plan(loaded, runs, *, force: bool) -> None:
     from dpbench.runner import Runner, run_state
 
     runs = loaded.runs if runs is None else runs
+    from dpbench.tuning import tuning_runs
+
     states = {spec.run_id: run_state(loaded.folder / spec.run_id, spec, force=force) for spec in runs}
+    tuned = {} if force else tuning_runs(loaded, runs)
+    states |= dict.fromkeys(tuned, "rescored")
     _print_runs(loaded, runs, states=states)
     click.echo(_remaining(loaded, runs, states))
+    if tuned:
+        click.echo(f"{len(tuned)} run(s) are a tuning's, made on a machine like this one: copied from "
+                   f"{', '.join(sorted({p.parent.name for p in tuned.values()}))} and scored on test, not run again")
     try:
         Runner(loaded).check_yardstick_here()
     except DpbenchError as err:

@@ -36,7 +36,9 @@ tries the same settings as the ε = 7 one it follows).
 
 The suite's setting at the board's seed is the board's own run: when the suite's folder holds it
 finished on a machine like this one, its saved output is scored on validation instead of running
-the method again (``reuse_board_runs``).
+the method again (``reuse_board_runs``). The other way, a winner the suite adopts is, at the
+tuning's ε and seeds, the tuning's run: ``dpbench run`` copies it into the board's folder and
+scores it on test (``reuse_tuning_runs``).
 
 What tuning spends on the private data is not charged to the board's runs, as in the paper
 and common practice; the comparison is fair because every method gets the same budget on the
@@ -307,26 +309,62 @@ def reuse_board_runs(suite, board: Path) -> list[str]:
     behind (the tuning never reads the test split). Returns the run ids copied."""
     import shutil
 
+    copied = []
+    for run_id, source in _reusable(suite, [board], validation=False).items():
+        scores = ["result.json", "samples.json", *(f"{choice.label}.json" for choice in suite.runs[0].evaluators)]
+        shutil.copytree(source, suite.folder / run_id, ignore=shutil.ignore_patterns(*scores))
+        logging.getLogger("dpbench").info("%s: the board's run (%s), its saved output scored on validation",
+                                          run_id, source)
+        copied.append(run_id)
+    return copied
+
+
+def tuning_runs(suite, runs=None) -> dict[str, Path]:
+    """Runs of the board ``suite`` (of ``runs``, default all) not in its folder that a tuning of
+    it holds (``<suite>-tuning-eps<ε>`` beside it: a winner it adopted, at the tuning's ε and
+    seeds), finished on validation, sound and made on a machine like this one: run id -> folder.
+    The same spec gives the same bits here, so the board scores that saved output on test
+    instead of running the method again (``reuse_tuning_runs``)."""
+    tunings = sorted(suite.folder.parent.glob(f"{suite.path.stem}-tuning-eps*"))
+    return _reusable(suite, tunings, validation=True, runs=runs)
+
+
+def reuse_tuning_runs(suite, runs=None) -> list[str]:
+    """Copy ``tuning_runs`` into the board's folder, where ``dpbench run`` scores them on test
+    (``RUN_STATES["rescored"]``: the ledger is kept, no release is drawn again). Returns their ids."""
+    import shutil
+
+    copied = []
+    for run_id, source in tuning_runs(suite, runs).items():
+        shutil.copytree(source, suite.folder / run_id)
+        logging.getLogger("dpbench").info("%s: the tuning's run (%s), its saved output scored on test", run_id, source)
+        copied.append(run_id)
+    return copied
+
+
+def _reusable(suite, folders: list[Path], *, validation: bool, runs=None) -> dict[str, Path]:
+    """Run id -> the first of ``folders`` holding that run of ``suite`` (of ``runs``) finished,
+    scored on validation or test as ``validation`` says, with a sound ledger and made on a
+    machine like this one; runs already in the suite's folder are left out."""
     from dpbench.env import environment
     from dpbench.privacy.ledger import run_ledger_problems
     from dpbench.results import load_result, run_environment
     from dpbench.runner import finished
 
-    copied, here = [], None
-    for spec in suite.runs:
-        source, target = board / spec.run_id, suite.folder / spec.run_id
-        done = load_result(source)
-        if target.exists() or not finished(done, spec) or run_ledger_problems(source, done.privacy):
+    found, here = {}, None
+    for spec in suite.runs if runs is None else runs:
+        if (suite.folder / spec.run_id).exists():
             continue
-        here = here or _machine(environment())
-        if _machine(run_environment(source)) != here:
-            continue
-        scores = ["result.json", "samples.json", *(f"{choice.label}.json" for choice in spec.evaluators)]
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns(*scores))
-        logging.getLogger("dpbench").info("%s: the board's run (%s), its saved output scored on validation",
-                                          spec.run_id, source)
-        copied.append(spec.run_id)
-    return copied
+        for folder in folders:
+            source = folder / spec.run_id
+            done = load_result(source)
+            if not finished(done, spec, validation=validation) or run_ledger_problems(source, done.privacy):
+                continue
+            here = here or _machine(environment())
+            if _machine(run_environment(source)) == here:
+                found[spec.run_id] = source
+                break
+    return found
 
 
 def _machine(env: dict) -> tuple:

@@ -433,3 +433,41 @@ def test_a_baseline_pins_the_setting_compared_against_after_the_suite_adopts_ano
     with pytest.raises(ConfigError, match="methods.noisy_unigram.round: .* Did you mean 'rounds'"):
         tuning_suites(load_tuning(_tuning(tmp_path, lambda: None, pinned.replace("{rounds: 3}", "{round: 3}"))),
                       runs_dir=tmp_path / "runs")
+
+
+def test_a_board_scores_the_tuning_run_of_a_setting_it_adopted_instead_of_running_it_again(tmp_path, toy_suite,
+                                                                                            toy_plugin, monkeypatch):
+    """After the suite adopts a tuning's winner, the board's run at the tuning's ε and seed is the
+    tuning's run: ``dpbench run`` copies it (only when made on a machine like this one) and scores
+    its saved output on test, keeping its ledger; the dry run says so."""
+    from click.testing import CliRunner
+
+    from dpbench import runner as runner_module
+    from dpbench.cli import cli
+    from dpbench.results import load_result
+
+    plan = load_tuning(_tuning(tmp_path, toy_suite, SPACE))
+    for runs in ("runs", "elsewhere"):
+        tune(plan, runs_dir=tmp_path / runs)
+    winner = tuning_suites(plan, runs_dir=tmp_path / "runs")[1]
+    (adopted,) = winner[1].runs
+    suite_file = tmp_path / "toy.yaml"
+    suite_file.write_text(suite_file.read_text().replace(
+        "noisy_unigram: {rounds: 3}", "noisy_unigram: " + json.dumps(dict(winner[0].values))))
+    tuned = tmp_path / "elsewhere" / "toy-tuning-eps8" / adopted.run_id / "env.json"
+    tuned.write_text(json.dumps({**json.loads(tuned.read_text()), "cpu": "another CPU"}))
+    ran, real = [], runner_module._run_method
+    monkeypatch.setattr(runner_module, "_run_method", lambda spec, *args: ran.append(spec.run_id) or real(spec, *args))
+    for runs, reused in (("runs", True), ("elsewhere", False)):
+        ledger = (tmp_path / runs / "toy-tuning-eps8" / adopted.run_id / "ledger.jsonl").read_text()
+        listed = CliRunner().invoke(cli, ["run", str(suite_file), "--runs-dir", str(tmp_path / runs), "--dry-run"])
+        assert listed.exit_code == 0, listed.output
+        assert ("1 run(s) are a tuning's, made on a machine like this one: copied from toy-tuning-eps8"
+                in listed.output) == reused
+        ran.clear()
+        done = CliRunner().invoke(cli, ["run", str(suite_file), "--runs-dir", str(tmp_path / runs)])
+        assert done.exit_code == 0, done.output
+        board = tmp_path / runs / "toy" / adopted.run_id
+        assert (adopted.run_id in ran) != reused and len(ran) == 8 - reused  # the grid's 8 runs, less the copied one
+        assert set(load_result(board).metrics["next_word"]) == {"accuracy", "unseen_rate"}
+        assert ((board / "ledger.jsonl").read_text() == ledger) == reused
