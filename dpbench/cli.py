@@ -137,7 +137,8 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
     from dpbench.tuning import reuse_tuning_runs
 
     if not force:
-        reuse_tuning_runs(loaded, part)
+        for run_id in reuse_tuning_runs(loaded, part):
+            click.echo(f"{run_id}: the tuning's run of this setting (made on a machine like this one), scored on test")
 
     if jobs > 1:
         failed = _run_jobs(loaded, suite, given, jobs, force=force, fail_fast=fail_fast, use_wandb=use_wandb,

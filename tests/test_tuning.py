@@ -467,6 +467,7 @@ def test_a_board_scores_the_tuning_run_of_a_setting_it_adopted_instead_of_runnin
         ran.clear()
         done = CliRunner().invoke(cli, ["run", str(suite_file), "--runs-dir", str(tmp_path / runs)])
         assert done.exit_code == 0, done.output
+        assert (f"{adopted.run_id}: the tuning's run of this setting" in done.output) == reused
         board = tmp_path / runs / "toy" / adopted.run_id
         assert (adopted.run_id in ran) != reused and len(ran) == 8 - reused  # the grid's 8 runs, less the copied one
         assert set(load_result(board).metrics["next_word"]) == {"accuracy", "unseen_rate"}
