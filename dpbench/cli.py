@@ -342,14 +342,14 @@ def _print_runs(loaded, runs=None, *, states: dict[str, str] | None = None) -> N
 
 
 def _print_plan(loaded, runs, *, force: bool) -> None:
-    """``--dry-run``: the runs with what running would do with each, the time the rest would take,
-    and whether this machine would be refused (another machine's evaluator model)."""
+    """``--dry-run``: the runs with what running would do with each (a tuning's run of an adopted
+    setting is copied and rescored), the time the rest would take, and whether this machine would
+    be refused (another machine's evaluator model)."""
     from dpbench.errors import DpbenchError
     from dpbench.runner import Runner, run_state
-
-    runs = loaded.runs if runs is None else runs
     from dpbench.tuning import tuning_runs
 
+    runs = loaded.runs if runs is None else runs
     states = {spec.run_id: run_state(loaded.folder / spec.run_id, spec, force=force) for spec in runs}
     tuned = {} if force else tuning_runs(loaded, runs)
     states |= dict.fromkeys(tuned, "rescored")
