@@ -112,13 +112,16 @@ class Leaderboard:
     ``ci95``, ``n``, ``significant``, ``p_value`` and ``significant_holm``"""
     claims: list[dict] = field(default_factory=list)
     """each ordering the suite claims (``dpbench.suite.Claim``), pair by pair (``check_claims``)"""
+    machines: dict[str, dict[str, int]] = field(default_factory=dict)
+    """machine (``dpbench.cache.machine_label``) -> method label -> runs on the board made on it"""
 
     def to_dict(self) -> dict:
         return {"suite": self.suite, "command": self.command, "metric": self.metric,
                 "columns": [{"name": n, "higher_is_better": h} for n, h in self.columns],
                 "rows": [asdict(r) for r in self.rows], "pairs": list(self.pairs), "claims": list(self.claims),
                 "incomplete": dict(self.incomplete),
-                "data": dict(self.data), "references": dict(self.references), "unfinished": list(self.unfinished)}
+                "data": dict(self.data), "references": dict(self.references), "unfinished": list(self.unfinished),
+                "machines": dict(self.machines)}
 
 
 def collect(folder: Path, run_ids: set[str] | None = None) -> list[tuple[Path, RunResult]]:
@@ -194,7 +197,31 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
     _fill_holm_verdicts(rows, pairs)
     return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows, incomplete=incomplete, data=data,
                        command=command, references=_citations(rows), unfinished=list(unfinished), pairs=pairs,
-                       claims=check_claims(pairs, claims, datasets=sorted({r.dataset for r in rows})))
+                       claims=check_claims(pairs, claims, datasets=sorted({r.dataset for r in rows})),
+                       machines=machines(runs))
+
+
+def machines(runs: list[tuple[Path, RunResult]]) -> dict[str, dict[str, int]]:
+    """Machine -> method label -> how many of ``runs`` it made (``env.json``; runs that kept none
+    are left out)."""
+    from dpbench.cache import machine_label
+    from dpbench.results import run_environment
+
+    found: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for folder, result in runs:
+        if env := run_environment(folder):
+            found[machine_label(env.get("cpu"), env.get("native_bf16_cpu", True))][result.spec["method"]["label"]] += 1
+    return {machine: dict(counts) for machine, counts in sorted(found.items())}
+
+
+def machines_notice(counts: dict[str, dict[str, int]]) -> str | None:
+    """The line a board or a tuning record states when its runs come from more than one machine."""
+    if len(counts) < 2:
+        return None
+    return ("Runs made on different machines (their kernels round differently, so a score also moves with the "
+            "machine, as with a seed); runs per method: " + "; ".join(
+                f"{machine}: " + ", ".join(f"{method} {n}" for method, n in methods.items())
+                for machine, methods in counts.items()) + ".")
 
 
 def _citations(rows: list[Row]) -> dict[str, str]:
@@ -608,6 +635,8 @@ def render_markdown(board: Leaderboard, *, title: str | None = None) -> str:
              "with several methods, one interval in twenty excludes 0 by chance.", ""]
     if board.unfinished:
         lines += [_partial_notice(board.unfinished), ""]
+    if notice := machines_notice(board.machines):
+        lines += [notice, ""]
     for dataset in sorted({r.dataset for r in board.rows}):
         lines += [f"## {dataset}", ""]
         if about := _describe_data(board.data.get(dataset)):

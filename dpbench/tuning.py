@@ -446,6 +446,7 @@ def write_record(record: dict, out: Path) -> list[Path]:
     """``out``.json and ``out``.md: every setting's validation score, its difference from the
     suite's setting and its cost, the best marked."""
     from dpbench.files import write_json
+    from dpbench.leaderboard import machines_notice
 
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_suffix(".json"), record)
@@ -473,11 +474,8 @@ def write_record(record: dict, out: Path) -> list[Path]:
     for row in record["settings"]:
         if row.get("machine"):
             machines.setdefault(row["machine"], Counter())[row["method"]] += 1
-    if len(machines) > 1:
-        lines += ["Runs made on different machines (their kernels round differently, so a score also moves "
-                  "with the machine, as with a seed); runs per method: " + "; ".join(
-                      f"{m}: " + ", ".join(f"{method} {n}" for method, n in counts.items())
-                      for m, counts in sorted(machines.items())) + ".", ""]
+    if notice := machines_notice(dict(sorted(machines.items()))):
+        lines += [notice, ""]
     for key in sorted({f"{e['dataset']}/{e['method']}" for e in record["summary"]}):
         dataset, method = key.split("/", 1)
         entries = [e for e in record["summary"] if e["dataset"] == dataset and e["method"] == method]

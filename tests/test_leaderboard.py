@@ -173,9 +173,14 @@ def test_runs_scored_against_yardsticks_built_on_different_machines_are_refused(
     entry = "next_token/pretrained/0123"
     for folder, _ in runs:  # every run read one pretrained model, built on machine A
         write_json(folder / CACHE_INPUTS, {entry: ["CPU A (native bf16)"]})
+    assert "different machines" not in leaderboard.render_markdown(leaderboard.build(finished_suite.name, runs))
     for folder, _ in runs[::2]:  # some of them on machine B: same yardstick, still one board
         write_json(folder / "env.json", {**read_json(folder / "env.json"), "cpu": "CPU B"})
-    leaderboard.build(finished_suite.name, runs)
+    board = leaderboard.build(finished_suite.name, runs)  # which says which machine made which runs
+    on_b = sum(board.machines["CPU B (native bf16)"].values())
+    assert on_b == len(runs[::2]) and sum(map(sum, map(dict.values, board.machines.values()))) == len(runs)
+    assert "Runs made on different machines" in leaderboard.render_markdown(board)
+    assert json.loads(json.dumps(board.to_dict()))["machines"] == board.machines
     write_json(runs[-1][0] / CACHE_INPUTS, {entry: ["CPU B (native bf16)"]})  # one rebuilt it on B
     with pytest.raises(IncompatibleRuns, match=f"runs on 'toy_texts' were scored against {entry} built on "
                                                f"different machines .*CPU B \\(native bf16\\): 1 runs, "
