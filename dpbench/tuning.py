@@ -265,28 +265,46 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
     their results as they come, and an interrupted tuning leaves its record). ``methods``: run
     only these methods' settings; the others' finished runs stay in the record, unrun ones are
     left for a later call."""
-    from dpbench.results import load_result
     from dpbench.runner import Runner
 
-    rows, folder, left_out, record, tried = [], None, untuned(plan, runs_dir=runs_dir), {}, 0
-    planned, labels = tuning_suites(plan, runs_dir=runs_dir), chosen_methods(plan, methods)
-    board = _base_suite(plan, runs_dir)[1].folder
+    left_out, planned = untuned(plan, runs_dir=runs_dir), tuning_suites(plan, runs_dir=runs_dir)
+    labels, board = chosen_methods(plan, methods), _base_suite(plan, runs_dir)[1].folder
+    failed: dict[str, str] = {}
+    ran: set[int] = set()
     row = progress.add(f"tuning {plan.name}", sum(s.method in labels for s, _ in planned)) if progress else None
-    for setting, suite in planned:
-        failed = {}
-        if setting.method in labels:
-            if setting.own:
-                reuse_board_runs(suite, board)
-            with progress.phase(str(setting)) if progress else nullcontext():
-                failed = Runner(suite, progress=progress, scoring="validation").run().failed
-            if progress:
-                progress.advance(row)
-        elif all(load_result(suite.folder / spec.run_id) is None for spec in suite.runs):
+    for index, (setting, suite) in enumerate(planned):
+        if setting.method not in labels:
             continue
-        tried += 1
-        folder = suite.folder
+        if setting.own:
+            reuse_board_runs(suite, board)
+        with progress.phase(str(setting)) if progress else nullcontext():
+            failed |= Runner(suite, progress=progress, scoring="validation").run().failed
+        ran.add(index)
+        if progress:
+            progress.advance(row)
+        if out is not None:
+            write_record(_record_so_far(plan, planned, ran, failed, left_out, command), out)
+    record = _record_so_far(plan, planned, ran, failed, left_out, command)
+    if out is not None:
+        write_record(record, out)
+    return record
+
+
+def _record_so_far(plan: TuningPlan, planned: list, ran: set[int], failed: dict[str, str], left_out: list[str],
+                   command: str | None) -> dict:
+    """The record of every setting of ``planned`` run in this call (indexes ``ran``) or finished
+    before it, wherever it comes in the plan's order: a tuning stopped in one method's part keeps
+    the others' settings in its record."""
+    from dpbench.results import load_result
+
+    rows, tried, folder = [], 0, None
+    for index, (setting, suite) in enumerate(planned):
+        results = {spec.run_id: load_result(suite.folder / spec.run_id) for spec in suite.runs}
+        if index not in ran and all(result is None for result in results.values()):
+            continue
+        tried, folder = tried + 1, suite.folder
         for spec in suite.runs:
-            result = load_result(suite.folder / spec.run_id)
+            result = results[spec.run_id]
             rows.append({
                 "dataset": spec.dataset.label, "method": setting.method, "values": dict(setting.values),
                 "suite_setting": setting.own, "seed": spec.seed, "run_id": spec.run_id,
@@ -295,10 +313,7 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
                 "epsilon_spent": None if result is None else result.privacy.get("epsilon_spent"),
                 "machine": _machine_label(suite.folder / spec.run_id),
                 **({"error": failed[spec.run_id]} if spec.run_id in failed else {})})
-        record = _record(plan, rows, folder, left_out, planned=(tried, len(planned)), command=command)
-        if out is not None:
-            write_record(record, out)
-    return record
+    return _record(plan, rows, folder, left_out, planned=(tried, len(planned)), command=command)
 
 
 def reuse_board_runs(suite, board: Path) -> list[str]:

@@ -282,11 +282,14 @@ def test_a_setting_scored_at_fewer_seeds_is_not_chosen_over_one_scored_at_all(tm
 
 
 def test_a_tuning_runs_only_the_methods_asked_for_and_its_record_keeps_the_others(tmp_path, toy_suite,
-                                                                                 toy_plugin):
+                                                                                 toy_plugin, monkeypatch):
     """``--method``: a long tuning's part run first; the record keeps every finished setting, and a
     later call runs the rest without redoing any."""
+    import copy
+
     from click.testing import CliRunner
 
+    from dpbench import tuning
     from dpbench.cli import cli
 
     toy_suite(ONE_SEED_SUITE + "methods:\n  noisy_unigram: {rounds: 3}\n  other: {plugin: noisy_unigram, rounds: 3}\n")
@@ -298,8 +301,14 @@ def test_a_tuning_runs_only_the_methods_asked_for_and_its_record_keeps_the_other
     assert (first["settings_tried"], first["settings_planned"]) == (2, 4)
     stamps = {r["run_id"]: (tmp_path / "runs" / "toy-tuning-eps8" / r["run_id"] / "result.json").stat().st_mtime_ns
               for r in first["settings"]}
-    record = tune(plan, runs_dir=tmp_path / "runs", methods=["noisy_unigram"])
+    written = []
+    monkeypatch.setattr(tuning, "write_record", lambda rec, out: written.append(copy.deepcopy(rec)))
+    record = tune(plan, runs_dir=tmp_path / "runs", methods=["noisy_unigram"], out=tmp_path / "rec")
     assert (record["settings_tried"], record["settings_planned"]) == (4, 4)
+    # the record written after the part's first setting already holds the other method's, which
+    # come later in the plan: a tuning stopped there keeps them
+    assert (written[0]["settings_tried"], {r["method"] for r in written[0]["settings"]}) == (
+        3, {"noisy_unigram", "other"})
     assert [r for r in record["settings"] if r["method"] == "other"] == first["settings"]
     assert set(record["best"]) == {"toy_texts/noisy_unigram", "toy_texts/other"}
     assert {run_id: (tmp_path / "runs" / "toy-tuning-eps8" / run_id / "result.json").stat().st_mtime_ns
