@@ -203,14 +203,13 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
 
 def machines(runs: list[tuple[Path, RunResult]]) -> dict[str, dict[str, int]]:
     """Machine -> method label -> how many of ``runs`` it made (``env.json``; runs that kept none
-    are left out)."""
-    from dpbench.cache import machine_label
-    from dpbench.results import run_environment
+    or a torn one are left out)."""
+    from dpbench.results import run_machine
 
     found: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for folder, result in runs:
-        if env := run_environment(folder):
-            found[machine_label(env.get("cpu"), env.get("native_bf16_cpu", True))][result.spec["method"]["label"]] += 1
+        if machine := run_machine(folder):
+            found[machine][result.spec["method"]["label"]] += 1
     return {machine: dict(counts) for machine, counts in sorted(found.items())}
 
 

@@ -196,6 +196,18 @@ def run_environment(folder: Path) -> dict:
     return read_json(path) if path.exists() else {}
 
 
+def run_machine(folder: Path) -> str | None:
+    """The machine a run's numbers come from (``dpbench.cache.machine_label`` of its ``env.json``);
+    None for a run folder that kept none or holds a torn one."""
+    from dpbench.cache import machine_label
+
+    try:
+        env = run_environment(folder)
+    except ValueError:
+        return None
+    return machine_label(env.get("cpu"), env.get("native_bf16_cpu", True)) if env else None
+
+
 def monitor_history(folder: Path) -> list[dict]:
     """The per-round monitor a method keeps as ``history`` in ``state/monitor.json`` (index =
     round or checkpoint); [] when the method keeps none or the run folder dropped its state."""

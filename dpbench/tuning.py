@@ -73,6 +73,10 @@ TUNING_KEYS = {
 }
 
 
+_TUNING_FOLDER = "{suite}-tuning-eps{epsilon}"
+"""the suite name (and runs folder) of a suite's tuning at one ε, beside the suite's own"""
+
+
 @dataclass(frozen=True)
 class Setting:
     """One method setting tried: the space's options at these values."""
@@ -106,7 +110,7 @@ class TuningPlan:
     @property
     def name(self) -> str:
         """The suite name the tuning runs are kept under."""
-        return f"{self.suite.stem}-tuning-eps{self.epsilon:g}"
+        return _TUNING_FOLDER.format(suite=self.suite.stem, epsilon=f"{self.epsilon:g}")
 
     @property
     def command(self) -> str:
@@ -295,7 +299,7 @@ def _record_so_far(plan: TuningPlan, planned: list, ran: set[int], failed: dict[
     """The record of every setting of ``planned`` run in this call (indexes ``ran``) or finished
     before it, wherever it comes in the plan's order: a tuning stopped in one method's part keeps
     the others' settings in its record."""
-    from dpbench.results import load_result
+    from dpbench.results import load_result, run_machine
 
     rows, tried, folder = [], 0, None
     for index, (setting, suite) in enumerate(planned):
@@ -311,7 +315,7 @@ def _record_so_far(plan: TuningPlan, planned: list, ran: set[int], failed: dict[
                 "validation_score": None if result is None else next(iter(result.metrics.values()))["validation_score"],
                 "method_minutes": None if result is None else round(result.timings.get("method_s", 0) / 60, 2),
                 "epsilon_spent": None if result is None else result.privacy.get("epsilon_spent"),
-                "machine": _machine_label(suite.folder / spec.run_id),
+                "machine": run_machine(suite.folder / spec.run_id),
                 **({"error": failed[spec.run_id]} if spec.run_id in failed else {})})
     return _record(plan, rows, folder, left_out, planned=(tried, len(planned)), command=command)
 
@@ -340,7 +344,7 @@ def tuning_runs(suite, runs=None) -> dict[str, Path]:
     seeds), finished on validation, sound and made on a machine like this one: run id -> folder.
     The same spec gives the same bits here, so the board scores that saved output on test
     instead of running the method again (``reuse_tuning_runs``)."""
-    tunings = sorted(suite.folder.parent.glob(f"{suite.path.stem}-tuning-eps*"))
+    tunings = sorted(suite.folder.parent.glob(_TUNING_FOLDER.format(suite=suite.path.stem, epsilon="*")))
     return _reusable(suite, tunings, validation=True, runs=runs)
 
 
@@ -386,18 +390,6 @@ def _machine(env: dict) -> tuple:
     """What decides a run's bits besides its config (``dpbench.env.environment``): the CPU, its
     native bf16, the intra-op threads and the libraries' versions."""
     return env.get("cpu"), env.get("native_bf16_cpu"), env.get("intra_op_threads"), env.get("packages")
-
-
-def _machine_label(folder: Path) -> str | None:
-    """The machine a run's numbers come from (``dpbench.cache.machine_label``), None before it ran."""
-    from dpbench.cache import machine_label
-    from dpbench.results import run_environment
-
-    try:
-        env = run_environment(folder)
-    except ValueError:
-        return None
-    return machine_label(env.get("cpu"), env.get("native_bf16_cpu", True)) if env else None
 
 
 def chosen_methods(plan: TuningPlan, methods: Collection[str] | None) -> set[str]:
