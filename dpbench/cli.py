@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -132,7 +133,6 @@ def run(suite, overrides, runs_dir, leaderboards_dir, force, fail_fast, use_wand
     if dry_run:
         _print_plan(loaded, part, force=force)
         return
-    from pathlib import Path
 
     from dpbench.tuning import reuse_tuning_runs
 
@@ -188,7 +188,6 @@ def _shard_runs(loaded, shard: str | None, only: tuple[str, ...] = ()):
 def _run_as_tasks(loaded, suite, overrides, part, *, executor: str, address: str | None, cpus_per_run: float,
                   partition: str | None) -> bool:
     """``--executor ray|slurm``: each run of the grid (or shard) a task; whether any failed."""
-    from pathlib import Path
 
     from dpbench.executors import run_on_ray, run_on_slurm
 
@@ -256,7 +255,6 @@ def tune(tuning, runs_dir, out, methods, dry_run):
 
     TUNING is a YAML file naming the suite, the ε and seed, the budget (settings per method, the
     suite's own included) and each method's search space; see ``dpbench.tuning``."""
-    from pathlib import Path
 
     from dpbench.errors import DpbenchError
     from dpbench.suite import check_machine
@@ -354,7 +352,7 @@ def _print_plan(loaded, runs, *, force: bool) -> None:
     tuned = {} if force else tuning_runs(loaded, runs)
     states |= dict.fromkeys(tuned, "rescored")
     _print_runs(loaded, runs, states=states)
-    click.echo(_remaining(loaded, runs, states))
+    click.echo(_remaining(loaded, runs, states, tuned))
     if tuned:
         click.echo(f"{len(tuned)} run(s) are a tuning's, made on a machine like this one: copied from "
                    f"{', '.join(sorted({p.parent.name for p in tuned.values()}))} and scored on test, not run again")
@@ -378,11 +376,12 @@ def _other_run_folders(loaded) -> list[str]:
     return sorted(p.name for p in loaded.folder.iterdir() if p.name not in names and (p / "spec.json").is_file())
 
 
-def _remaining(loaded, runs, states: dict[str, str]) -> str:
+def _remaining(loaded, runs, states: dict[str, str], tuned: dict[str, Path]) -> str:
     """How many of ``runs`` are complete, and about how long the rest would take one after
     another: each at the median recorded time of finished runs of its dataset and method in the
     suite folder (on the machines that made them; the median, because a run paused or sharing the
-    machine records more than it cost; a resuming run counts whole)."""
+    machine records more than it cost; a resuming run counts whole). A rescored run costs only the
+    evaluation its saved result (in ``tuned``, a tuning's folder, or its own) recorded."""
     import statistics
 
     from dpbench.results import load_result
@@ -393,13 +392,19 @@ def _remaining(loaded, runs, states: dict[str, str]) -> str:
         if done is not None and (total := done.timings.get("total_s")) is not None:
             seconds.setdefault((spec.dataset.label, spec.method.label), []).append(total)
     left = [spec for spec in runs if states[spec.run_id] != "complete"]
-    known = [seconds[key] for spec in left if (key := (spec.dataset.label, spec.method.label)) in seconds]
+    estimates = []
+    for spec in left:
+        if states[spec.run_id] == "rescored":
+            done = load_result(tuned.get(spec.run_id, loaded.folder / spec.run_id))
+            estimates.append(sum(s for name, s in done.timings.items() if name.startswith("evaluate_")))
+        elif (times := seconds.get((spec.dataset.label, spec.method.label))) is not None:
+            estimates.append(statistics.median(times))
     line = f"{loaded.name}: {len(runs) - len(left)} of {len(runs)} runs complete, {len(left)} to do"
-    if known:
-        estimate = sum(statistics.median(times) for times in known)
-        line += (f"; ≈ {_duration(estimate)} for {len(known)} of them, one after another, at the median "
-                 f"recorded time of finished runs of their dataset and method")
-    return line + ("" if len(known) == len(left) else f" ({len(left) - len(known)} with none finished to go by)")
+    if estimates:
+        line += (f"; ≈ {_duration(sum(estimates))} for {len(estimates)} of them, one after another, at the median "
+                 f"recorded time of finished runs of their dataset and method (a rescored run: its evaluation)")
+    unknown = len(left) - len(estimates)
+    return line + (f" ({unknown} with none finished to go by)" if unknown else "")
 
 
 def _duration(seconds: float) -> str:
@@ -465,7 +470,6 @@ def list_(kind, suites_dir):
 
 def _list_suites(folder: str) -> None:
     """One row per suite file in ``folder``: its grid, or why it does not load."""
-    from pathlib import Path
 
     from rich.table import Table
 
@@ -540,7 +544,6 @@ def new():
 def new_method(name, parent):
     """Write dpbench-NAME/, an installable method plugin (entry point, options, a DP method
     that works, its contract test); install it with `pip install -e dpbench-NAME`."""
-    from pathlib import Path
 
     from dpbench.errors import DpbenchError
     from dpbench.scaffold import new_method as write
@@ -586,7 +589,6 @@ def plugins(as_json):
 def leaderboard(suite, overrides, runs_dir, out_dir, include_all, html):
     """Collect SUITE's completed runs into leaderboards/<suite>.md, .json and .csv. With --html,
     SUITE may also be a committed board's .json, whose page is drawn from it and its .md."""
-    from pathlib import Path
 
     from dpbench.errors import DpbenchError
 
@@ -628,7 +630,6 @@ def plot(suite, overrides, runs_dir, out_dir, epsilon):
     """Plot SUITE's board into <out>/<suite>.png: per dataset, utility against ε with 95 %
     intervals and the reference rows, and the gap closed per method at one ε. SUITE may also
     be a board's .json (a committed board), plotted as it is."""
-    from pathlib import Path
 
     from dpbench.errors import DpbenchError
     from dpbench.files import read_json
@@ -655,7 +656,6 @@ def plot(suite, overrides, runs_dir, out_dir, epsilon):
 def publish(suite, overrides, runs_dir):
     """Publish SUITE's completed runs and leaderboard to Weights & Biases (offline without an API key)."""
     import tempfile
-    from pathlib import Path
 
     from dpbench import leaderboard as lb
     from dpbench.builtin import wandb_publisher

@@ -85,6 +85,13 @@ def test_the_time_left_goes_by_the_median_so_a_paused_run_does_not_inflate_it(to
             (run / "result.json").write_text(json.dumps(result))
     dry = CliRunner().invoke(cli, ["run", path, "seeds=4", "--runs-dir", runs, "--dry-run"])
     assert "toy: 12 of 16 runs complete, 4 to do; ≈ 6 min for 4 of them" in dry.output, dry.output  # 60+60+120+120 s
+    tuned = next(run for run in sorted(folder.iterdir()) if "nonprivate" in run.name)
+    result = json.loads((tuned / "result.json").read_text())
+    result["metrics"]["next_word"] = {"validation_score": 0.5}  # scored by dpbench tune: only its evaluation is left
+    result["timings"]["evaluate_next_word_s"] = 120
+    (tuned / "result.json").write_text(json.dumps(result))
+    dry = CliRunner().invoke(cli, ["run", path, "seeds=4", "--runs-dir", runs, "--dry-run"])
+    assert "toy: 11 of 16 runs complete, 5 to do; ≈ 8 min for 5 of them" in dry.output, dry.output  # + 120 s
 
 
 def test_dry_run_says_when_this_machine_would_be_refused(toy_plugin, toy_suite, tmp_path, monkeypatch):
