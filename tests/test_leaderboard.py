@@ -341,9 +341,15 @@ def test_committed_run_records_rebuild_and_resume_the_board(finished_suite, tmp_
     import subprocess
     from pathlib import Path
 
+    from dpbench.results import monitor_history
+
     repo = Path(__file__).resolve().parents[1]
     if subprocess.run(["git", "-C", str(repo), "rev-parse"], capture_output=True).returncode:
         pytest.skip("not a git checkout: the .gitignore rules cannot be asked")
+    run = next(p for p in sorted(finished_suite.folder.iterdir()) if (p / "result.json").exists())
+    (run / "state" / "round000").mkdir(parents=True)  # what a method with rounds keeps: its monitor and checkpoints
+    (run / "state" / "monitor.json").write_text(json.dumps({"history": [{"validation": 0.1}, {"validation": 0.2}]}))
+    (run / "state" / "round000" / "adapter.safetensors").write_bytes(b"weights")
     files = {f"leaderboards/runs/{finished_suite.name}/{path.relative_to(finished_suite.folder).as_posix()}": path
              for path in finished_suite.folder.rglob("*") if path.is_file()}
     ignored = set(subprocess.run(["git", "-C", str(repo), "check-ignore", "--no-index", "--stdin"],
@@ -351,6 +357,7 @@ def test_committed_run_records_rebuild_and_resume_the_board(finished_suite, tmp_
     kept = {name: path for name, path in files.items() if name not in ignored}
     assert any(name.endswith("/releases/" + path.name) for name, path in kept.items())  # stored releases kept
     assert not any("/.locks/" in name for name in kept)
+    assert not any(name.endswith("adapter.safetensors") for name in kept)  # checkpoints stay out
     copy = tmp_path / "committed"
     for path in kept.values():
         target = copy / finished_suite.name / path.relative_to(finished_suite.folder)
@@ -361,6 +368,7 @@ def test_committed_run_records_rebuild_and_resume_the_board(finished_suite, tmp_
     rebuilt = leaderboard.build(resumed.name, leaderboard.collect(resumed.folder), resumed.metric)
     original = leaderboard.build(finished_suite.name, leaderboard.collect(finished_suite.folder), finished_suite.metric)
     assert not rebuilt.incomplete and rebuilt.rows == original.rows
+    assert monitor_history(copy / finished_suite.name / run.name) == monitor_history(run) != []  # the page's curves
     report = Runner(resumed).run()
     assert not report.completed and len(report.skipped) == len(resumed.runs)
 
