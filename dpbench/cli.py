@@ -188,7 +188,6 @@ def _shard_runs(loaded, shard: str | None, only: tuple[str, ...] = ()):
 def _run_as_tasks(loaded, suite, overrides, part, *, executor: str, address: str | None, cpus_per_run: float,
                   partition: str | None) -> bool:
     """``--executor ray|slurm``: each run of the grid (or shard) a task; whether any failed."""
-
     from dpbench.executors import run_on_ray, run_on_slurm
 
     runs = loaded.runs if part is None else part
@@ -255,7 +254,6 @@ def tune(tuning, runs_dir, out, methods, dry_run):
 
     TUNING is a YAML file naming the suite, the ε and seed, the budget (settings per method, the
     suite's own included) and each method's search space; see ``dpbench.tuning``."""
-
     from dpbench.errors import DpbenchError
     from dpbench.suite import check_machine
     from dpbench.tuning import chosen_methods, load_tuning, tuning_suites, untuned
@@ -470,7 +468,6 @@ def list_(kind, suites_dir):
 
 def _list_suites(folder: str) -> None:
     """One row per suite file in ``folder``: its grid, or why it does not load."""
-
     from rich.table import Table
 
     from dpbench.errors import DpbenchError
@@ -544,7 +541,6 @@ def new():
 def new_method(name, parent):
     """Write dpbench-NAME/, an installable method plugin (entry point, options, a DP method
     that works, its contract test); install it with `pip install -e dpbench-NAME`."""
-
     from dpbench.errors import DpbenchError
     from dpbench.scaffold import new_method as write
 
@@ -589,7 +585,6 @@ def plugins(as_json):
 def leaderboard(suite, overrides, runs_dir, out_dir, include_all, html):
     """Collect SUITE's completed runs into leaderboards/<suite>.md, .json and .csv. With --html,
     SUITE may also be a committed board's .json, whose page is drawn from it and its .md."""
-
     from dpbench.errors import DpbenchError
 
     try:
@@ -630,7 +625,6 @@ def plot(suite, overrides, runs_dir, out_dir, epsilon):
     """Plot SUITE's board into <out>/<suite>.png: per dataset, utility against ε with 95 %
     intervals and the reference rows, and the gap closed per method at one ε. SUITE may also
     be a board's .json (a committed board), plotted as it is."""
-
     from dpbench.errors import DpbenchError
     from dpbench.files import read_json
     from dpbench.plots import plot_board
