@@ -27,6 +27,7 @@ import json
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -144,6 +145,7 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
     row; ``unfinished`` (the grid's runs not yet done) is stated on it, and each of ``claims``
     (``dpbench.suite.Claim``) is checked against its pairs."""
     from dpbench.privacy.ledger import run_ledger_problems
+    from dpbench.results import run_machine
 
     if not runs:
         raise DpbenchError(f"no completed runs for suite {suite_name!r}; run `dpbench run` first")
@@ -198,18 +200,18 @@ def build(suite_name: str, runs: list[tuple[Path, RunResult]], metric: str | Non
     return Leaderboard(suite=suite_name, metric=metric, columns=columns, rows=rows, incomplete=incomplete, data=data,
                        command=command, references=_citations(rows), unfinished=list(unfinished), pairs=pairs,
                        claims=check_claims(pairs, claims, datasets=sorted({r.dataset for r in rows})),
-                       machines=machines(runs))
+                       machines=machines((run_machine(folder), result.spec["method"]["label"])
+                                         for folder, result in runs))
 
 
-def machines(runs: list[tuple[Path, RunResult]]) -> dict[str, dict[str, int]]:
-    """Machine -> method label -> how many of ``runs`` it made (``env.json``; runs that kept none
-    or a torn one are left out)."""
-    from dpbench.results import run_machine
-
+def machines(made: Iterable[tuple[str | None, str]]) -> dict[str, dict[str, int]]:
+    """Machine -> method label -> how many runs it made, from (machine, method) pairs (a board's
+    runs, a tuning's rows); a run whose machine is unknown (None: no or a torn ``env.json``) is
+    left out."""
     found: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for folder, result in runs:
-        if machine := run_machine(folder):
-            found[machine][result.spec["method"]["label"]] += 1
+    for machine, method in made:
+        if machine:
+            found[machine][method] += 1
     return {machine: dict(counts) for machine, counts in sorted(found.items())}
 
 

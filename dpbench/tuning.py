@@ -51,7 +51,6 @@ import copy
 import itertools
 import logging
 import math
-from collections import Counter
 from collections.abc import Collection, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -453,7 +452,7 @@ def write_record(record: dict, out: Path) -> list[Path]:
     """``out``.json and ``out``.md: every setting's validation score, its difference from the
     suite's setting and its cost, the best marked."""
     from dpbench.files import write_json
-    from dpbench.leaderboard import machines_notice
+    from dpbench.leaderboard import machines, machines_notice
 
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_suffix(".json"), record)
@@ -477,11 +476,7 @@ def write_record(record: dict, out: Path) -> list[Path]:
                       for label, values in record["baseline"].items()) + ".", ""]
     if record["untuned"]:
         lines += [f"Not tuned here (they keep the suite's setting): {', '.join(record['untuned'])}.", ""]
-    machines: dict[str, Counter] = {}
-    for row in record["settings"]:
-        if row.get("machine"):
-            machines.setdefault(row["machine"], Counter())[row["method"]] += 1
-    if notice := machines_notice(dict(sorted(machines.items()))):
+    if notice := machines_notice(machines((row.get("machine"), row["method"]) for row in record["settings"])):
         lines += [notice, ""]
     for key in sorted({f"{e['dataset']}/{e['method']}" for e in record["summary"]}):
         dataset, method = key.split("/", 1)
