@@ -1,0 +1,97 @@
+"""Embedding statistics of the texts every synthetic-text run of a suite returned.
+
+POPri's monitor shows its rounds moving the generator toward the validation centroid and
+making its samples alike (per checkpoint, `state/monitor.json`). This puts the same statistics
+(``round_metrics`` against the validation split) and two lexical ones (distinct word bigrams
+over all bigrams; the share of texts that open with a chat preamble such as "Here's a revised
+version:", the instruct generator's habit) on the final texts of each finished run — POPri's, PE's, the synthetic-public
+row's — beside its test and validation accuracy, so a board's order can be read against what
+its texts look like. It generates nothing and spends no privacy: the texts are each run's saved
+``synthetic.jsonl``, which the committed records do not keep (run it where the runs were made).
+
+    .venv/bin/python plugins/dpbench-popri/analysis/final_texts.py suites/sotu-m1024.yaml \
+        --runs-dir leaderboards/runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+from collections import defaultdict
+from pathlib import Path
+
+STATISTICS = ("validation_centroid_cosine", "validation_nearest_cosine", "validation_fid", "mean_pairwise_cosine",
+              "distinct_bigrams", "preamble_share", "mean_words")
+PREAMBLE = re.compile(r"^(here(’s|'s| is| are)|sure|certainly)\b[^:]{0,100}:", re.IGNORECASE)
+
+
+def distinct_bigrams(texts: list[str]) -> float:
+    """Distinct word bigrams over all bigrams of the set (1: no bigram repeats)."""
+    bigrams = [pair for words in (text.split() for text in texts) for pair in zip(words, words[1:], strict=False)]
+    return len(set(bigrams)) / max(len(bigrams), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suite")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for dpbench run")
+    parser.add_argument("--runs-dir", help="as for dpbench run")
+    parser.add_argument("--embedder", default=None, help="default: the embedder of the suite's popri method, if any")
+    parser.add_argument("--out", default=None, help="default: analysis/results/final_texts_<suite>.json")
+    args = parser.parse_args()
+
+    import numpy as np
+
+    from dpbench.results import load_result
+    from dpbench.runner import Runner
+    from dpbench.suite import load_suite
+    from dpbench.toolkit import Embedder, embed_split, round_metrics
+
+    suite = load_suite(args.suite, args.overrides, runs_dir=args.runs_dir)
+    runner = Runner(suite)
+    popri = next((s.method.options for s in suite.runs if s.method.plugin == "popri"), {})
+    embedder = Embedder(args.embedder or popri.get("embedder") or Embedder().name)
+    validation: dict[str, np.ndarray] = {}
+    rows = []
+    for spec in suite.runs:
+        folder = suite.folder / spec.run_id
+        result, saved = load_result(folder), folder / "synthetic.jsonl"
+        if result is None or not saved.exists():
+            continue
+        texts = [json.loads(line)["text"] for line in saved.read_text().splitlines() if line.strip()]
+        if not texts:
+            continue
+        label = spec.dataset.label
+        if label not in validation:
+            validation[label] = embed_split(embedder, runner.dataset(spec.dataset), "validation", cache=runner.cache)
+        stats = round_metrics(embedder.encode(texts), validation[label])
+        scores = next(iter(result.metrics.values()))
+        rows.append({"dataset": label, "method": spec.method.label, "epsilon": spec.epsilon, "seed": spec.seed,
+                     "texts": len(texts), "test_accuracy": round(scores["accuracy"], 4),
+                     "validation_accuracy": round(scores["validation_accuracy"], 4),
+                     **{k: round(v, 4) for k, v in stats.items()},
+                     "distinct_bigrams": round(distinct_bigrams(texts), 4),
+                     "preamble_share": round(sum(bool(PREAMBLE.match(t)) for t in texts) / len(texts), 4),
+                     "mean_words": round(float(np.mean([len(t.split()) for t in texts])), 1)})
+    groups = defaultdict(list)
+    for row in rows:
+        groups[row["dataset"], row["method"], row["epsilon"]].append(row)
+    means = [{"dataset": d, "method": m, "epsilon": e, "runs": len(g),
+              **{k: round(float(np.mean([r[k] for r in g])), 4) for k in ("test_accuracy", *STATISTICS)}}
+             for (d, m, e), g in groups.items()]
+    header = ["method", "ε", "runs", "test", *STATISTICS]
+    print(" | ".join(header))
+    for mean in means:
+        print(" | ".join(str(v) for v in (mean["method"], f"{mean['epsilon']:g}", mean["runs"], mean["test_accuracy"],
+                                          *(mean[k] for k in STATISTICS))))
+    out = Path(args.out or Path(__file__).parent / "results" / f"final_texts_{suite.name}.json")
+    out.write_text(json.dumps({"benchmark": "final_texts", "suite": suite.name, "overrides": args.overrides,
+                               "embedder": embedder.name, "machine": platform.machine(), "means": means,
+                               "runs": rows}, indent=1, ensure_ascii=False))
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
