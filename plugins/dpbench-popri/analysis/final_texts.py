@@ -4,10 +4,11 @@ POPri's monitor shows its rounds moving the generator toward the validation cent
 making its samples alike (per checkpoint, `state/monitor.json`). This puts the same statistics
 (``round_metrics`` against the validation split) and two lexical ones (distinct word bigrams
 over all bigrams; the share of texts that open with a chat preamble such as "Here's a revised
-version:", the instruct generator's habit) on the final texts of each finished run — POPri's, PE's, the synthetic-public
-row's — beside its test and validation accuracy, so a board's order can be read against what
-its texts look like. It generates nothing and spends no privacy: the texts are each run's saved
-``synthetic.jsonl``, which the committed records do not keep (run it where the runs were made).
+version:", the instruct generator's habit) on the final texts of each finished run — POPri's,
+PE's, the synthetic-public row's — beside its test and validation accuracy, so a board's order
+can be read against what its texts look like. It generates nothing and spends no privacy: the
+texts are each run's saved artifact (``synthetic.jsonl``, checked against its seal), which the
+committed records do not keep (run it where the runs were made).
 
     .venv/bin/python plugins/dpbench-popri/analysis/final_texts.py suites/sotu-m1024.yaml \
         --runs-dir leaderboards/runs
@@ -44,7 +45,8 @@ def main() -> None:
 
     import numpy as np
 
-    from dpbench.results import load_result
+    from dpbench.api import SyntheticTexts
+    from dpbench.results import load_artifact, load_result
     from dpbench.runner import Runner
     from dpbench.suite import load_suite
     from dpbench.toolkit import Embedder, embed_split, round_metrics
@@ -57,12 +59,11 @@ def main() -> None:
     rows = []
     for spec in suite.runs:
         folder = suite.folder / spec.run_id
-        result, saved = load_result(folder), folder / "synthetic.jsonl"
-        if result is None or not saved.exists():
+        result = load_result(folder)
+        artifact = None if result is None else load_artifact(folder)
+        if not isinstance(artifact, SyntheticTexts) or not artifact.texts:
             continue
-        texts = [json.loads(line)["text"] for line in saved.read_text().splitlines() if line.strip()]
-        if not texts:
-            continue
+        texts = list(artifact.texts)
         label = spec.dataset.label
         if label not in validation:
             validation[label] = embed_split(embedder, runner.dataset(spec.dataset), "validation", cache=runner.cache)
