@@ -145,6 +145,11 @@ def check_fraction(field: str, value, *, allow_zero: bool = False, allow_one: bo
         raise ConfigError(field, value, f"a number in {lo}, {hi}")
 
 
+def check_bool(field: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(field, value, "true or false")
+
+
 def check_bf16(field: str, value) -> None:
     """A ``bf16`` option: true, false or auto (bf16 where the hardware computes it natively)."""
     if not (isinstance(value, bool) or value == "auto"):

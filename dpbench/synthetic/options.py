@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from dpbench.api.config import check_bf16, check_choice, check_fraction, check_int, check_positive
+from dpbench.api.config import (
+    OMIT_AT_DEFAULT,
+    check_bf16,
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_int,
+    check_positive,
+)
 from dpbench.errors import ConfigError
 from dpbench.models.generation import BACKENDS, DECODE_LOOPS, Generator, SamplingParams, make_generator
 from dpbench.synthetic.prompts import PROMPT_STYLES, build_prompt, choose_examples, postprocess
@@ -48,6 +56,10 @@ class GeneratorOptions:
     """tokens generated per completion at most"""
     truncate_tokens: int = 64
     """completions are cut to this many generator tokens"""
+    strip_preambles: bool = field(default=False, metadata=OMIT_AT_DEFAULT)
+    """drop the chat preamble a completion opens with ("Here's a revised version of the
+    paragraph:"), an instruct generator's habit that the private texts do not share, before the
+    method embeds, ranks or returns it (dpbench/synthetic/prompts.py: CHAT_PREAMBLE)"""
 
     def __post_init__(self):
         check_choice("backend", self.backend, BACKENDS)
@@ -60,6 +72,7 @@ class GeneratorOptions:
             raise ConfigError("temperature", self.temperature, "a number in [0, 2] with backend: vllm (vLLM's range)")
         check_fraction("top_p", self.top_p)
         check_bf16("bf16", self.bf16)
+        check_bool("strip_preambles", self.strip_preambles)
 
     def generator(self, device: str, *, max_lora_rank: int | None = None) -> Generator:
         """The generator these options name, loaded on ``device``, serving LoRA adapters up to
@@ -90,7 +103,8 @@ class GeneratorOptions:
 
     def complete(self, generator: Generator, prompts: Sequence, *, stop: tuple[str, ...], seed: int,
                  adapter: str | None = None) -> list[str]:
-        """One completion of each prompt, sampled with these options (ending at ``stop``) and
-        cleaned and cut to ``truncate_tokens`` generator tokens."""
+        """One completion of each prompt, sampled with these options (ending at ``stop``),
+        cleaned (``strip_preambles``) and cut to ``truncate_tokens`` generator tokens."""
         raw = generator.generate(list(prompts), self.sampling(stop), seed=seed, adapter=adapter)
-        return [postprocess(text, generator.tokenizer, self.truncate_tokens) for text in raw]
+        return [postprocess(text, generator.tokenizer, self.truncate_tokens, strip_preambles=self.strip_preambles)
+                for text in raw]

@@ -7,6 +7,7 @@ so choosing and showing them spends no privacy.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +22,14 @@ LIST_ITEM = "Original Text Sample {n}: {text}"
 LIST_STOP = ("Original Text Sample", "Orig")
 CHAT_INSTRUCTION = ("Here are some example paragraphs:\n\n{examples}\n\n"
                     "Write one new paragraph like these. Reply with the paragraph only.")
+
+
+# An instruct generator's reply opening ("Here's a revised version of the paragraph:", "Sure, here
+# is one new paragraph:"): a lead-in naming the reply itself, up to its colon.
+CHAT_PREAMBLE = re.compile(
+    r"(?:here(?:'s|’s| is| are)|sure|certainly)\b[^:]{0,100}?\b(?:paragraphs?|versions?|examples?|texts?|samples?"
+    r"|rewrit\w*|revis\w*|rephras\w*|reword\w*|edit\w*|continuation|responses?|paraphrase|attempt|alternative"
+    r"|another one)\b[^:]{0,100}:\s*", re.IGNORECASE)
 
 
 def clean(text: str) -> str:
@@ -51,9 +60,20 @@ def stop_strings(style: str) -> tuple[str, ...]:
     return LIST_STOP if style == "list" else ()
 
 
-def postprocess(text: str, tokenizer, max_tokens: int) -> str:
-    """Whitespace-normalised and cut to ``max_tokens`` generator tokens."""
+def strip_preamble(text: str) -> str:
+    """``text`` without the chat preambles it opens with (``CHAT_PREAMBLE``, repeated ones too);
+    a text that is nothing but a preamble stays as it is."""
+    while (match := CHAT_PREAMBLE.match(text)) and match.end() < len(text):
+        text = text[match.end():]
+    return text
+
+
+def postprocess(text: str, tokenizer, max_tokens: int, *, strip_preambles: bool = False) -> str:
+    """Whitespace-normalised, without chat preambles if ``strip_preambles``, and cut to
+    ``max_tokens`` generator tokens."""
     text = clean(text)
+    if strip_preambles:
+        text = strip_preamble(text)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) <= max_tokens:
         return text

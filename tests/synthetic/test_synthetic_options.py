@@ -18,7 +18,8 @@ class MethodOptions(GeneratorOptions):
 def test_fields_are_checked_by_name():
     for field, value in [("backend", "llama.cpp"), ("prompt_style", "poem"), ("generation_batch_size", 0),
                          ("examples_per_prompt", 0), ("max_new_tokens", 0), ("truncate_tokens", 0),
-                         ("temperature", -1.0), ("top_p", 0.0), ("bf16", "yes")]:
+                         ("temperature", -1.0), ("top_p", 0.0), ("bf16", "yes"),
+                         ("strip_preambles", "yes")]:
         with pytest.raises(ConfigError, match=f"^{field}: "):
             GeneratorOptions(**{field: value})
     with pytest.raises(ConfigError, match="^methods.m.top_p: "):
@@ -51,3 +52,20 @@ def test_bf16_auto_generates_in_bf16_only_where_the_cpu_computes_it(monkeypatch,
     GeneratorOptions().generator("cpu")
     GeneratorOptions(bf16=False).generator("cpu")
     assert calls == [dtype, "float32"]
+
+
+def test_strip_preambles_reaches_every_completion_and_keeps_run_ids_while_off():
+    class Generator:
+        tokenizer = None
+
+        def generate(self, prompts, params, *, seed, adapter):
+            return ["Here's a revised version of the paragraph:\nWe  must act.", "We must act."]
+
+    words = type("Words", (), {"__call__": lambda self, text, add_special_tokens=False: {"input_ids": text.split()}})
+    Generator.tokenizer = words()
+    assert GeneratorOptions().complete(Generator(), ["p", "q"], stop=(), seed=0) == [
+        "Here's a revised version of the paragraph: We must act.", "We must act."]
+    assert GeneratorOptions(strip_preambles=True).complete(Generator(), ["p", "q"], stop=(), seed=0) == [
+        "We must act.", "We must act."]
+    assert "strip_preambles" not in config_dict(GeneratorOptions())  # existing runs keep their ids and cache keys
+    assert config_dict(GeneratorOptions(strip_preambles=True))["strip_preambles"] is True

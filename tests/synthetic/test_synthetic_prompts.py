@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dpbench.synthetic.prompts import build_prompt, choose_examples, clean, postprocess, stop_strings
+from dpbench.synthetic.prompts import build_prompt, choose_examples, clean, postprocess, stop_strings, strip_preamble
 
 
 def test_examples_are_distinct_within_a_prompt_and_seeded():
@@ -37,6 +37,25 @@ def test_postprocess_normalises_and_cuts_to_generator_tokens():
     assert clean("  one\n\ntwo\tthree ") == "one two three"
     assert postprocess("one\ntwo three four", WordTokenizer(), 3) == "one two three"
     assert postprocess(" one  two ", WordTokenizer(), 3) == "one two"
+    assert postprocess("Here is a new paragraph: one two three four", WordTokenizer(), 3) == "Here is a"
+    assert postprocess("Here is a new paragraph: one two three four", WordTokenizer(), 3,
+                       strip_preambles=True) == "one two three"
+
+
+@pytest.mark.parametrize(("text", "stripped"), [
+    ("Here's a revised version of the paragraph: We must act.", "We must act."),
+    ("Sure, here is one new paragraph: Here’s a rewritten version: We must act.", "We must act."),
+    ("Certainly! Here's another one: We must act.", "We must act."),
+    ("HERE ARE SOME EXAMPLES: We must act.", "We must act."),
+    ("Here is a new paragraph:", "Here is a new paragraph:"),  # nothing but a preamble: kept
+    # openings of real State of the Union paragraphs: they name no reply, so they stay
+    ("Here's some good news: In the past 6 years, we have cut the welfare rolls.", None),
+    ("Here is another question we had to face at the war's close: Would we continue?", None),
+    ("Here are some other production figures:", None),
+    ("The paragraph below is mine: We must act.", None),
+])
+def test_strip_preamble_drops_the_generators_lead_in_only(text, stripped):
+    assert strip_preamble(text) == (text if stripped is None else stripped)
 
 
 def test_options_refuse_a_public_seed_set_too_small_for_one_prompt():
