@@ -322,6 +322,24 @@ def test_a_method_logging_its_cohort_size_is_caught(toy_plugin, tmp_path):
     assert any("canary client's private text" in p for p in written)
 
 
+def test_timings_that_match_by_chance_are_not_taken_for_a_leak(toy_plugin, tmp_path):
+    from dpbench.testing.leaks import check_release_only
+
+    data = toy_plugin.ToyTexts().load(None).for_method()
+    canary = ("w39 w38 w37 w36 w35 w34 w33 w32",) * 3
+    clock = iter([0.25, 0.25, 0.5])  # runs A and A2 time alike, run B does not
+
+    class Timed(toy_plugin.NoisyUnigram):
+        def run(self, data, ctx):
+            seconds = next(clock)
+            ctx.log.info("round 0 took %.2f s", seconds)
+            ctx.save_state("timed.json", {"cohort": 3, "seconds": seconds, "steps": [{"evaluation_s": seconds}]})
+            return super().run(data, ctx)
+
+    options = toy_plugin.NoisyUnigramOptions(rounds=2, num_texts=10)
+    assert check_release_only(Timed(options), data, folder=tmp_path / "timed", canary_texts=canary) == []
+
+
 # ---- 4. noise modes ---------------------------------------------------------------------------
 
 

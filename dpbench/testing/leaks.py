@@ -6,13 +6,16 @@ canary client (run B) whose session replays A's stored releases. After that, eve
 method writes, logs or returns is post-processing of the same released values, so a line that
 is identical in A and A2 but differs in B depends on the canary client other than through a
 release: a side channel (a logged cohort size, a per-client loss, an unnoised score). The
-canary's marker text must also appear nowhere in B. Files written under ``ctx.cache`` (the
-framework's private-data cache) are not compared; a leak on a line that also carries a timing
-is missed.
+canary's marker text must also appear nowhere in B. Timings are masked before the comparison
+(JSON keys ``seconds``, ``timings`` and ``*_s``; durations such as ``12.3 s`` in text), since
+two short runs can time alike by chance while the third does not; a leak carried by a timing
+is missed. Files written under ``ctx.cache`` (the framework's private-data cache) are not compared.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from dpbench.privacy.session import DIAGNOSTICS_NAME
 from dpbench.testing.runs import RUN_DIR, run_once
 
 CANARY_MARKER = "zqxcanary7f3e"
+TIMING_KEY = re.compile(r"seconds|timings|\w+_s")
+DURATION = re.compile(r"\b\d+(?:\.\d+)? ?s\b")
 
 
 def check_release_only(method, data, *, folder: Path, canary_texts: tuple[str, ...] | None = None,
@@ -56,12 +61,47 @@ def check_release_only(method, data, *, folder: Path, canary_texts: tuple[str, .
 
     problems = []
     for name in sorted(set(a) | set(a2) | set(b)):
-        first, again, other = a.get(name), a2.get(name), b.get(name)
+        first, again, other = (_without_timings(name, run.get(name)) for run in (a, a2, b))
         if first == again and other != first:
             problems += _differences(name, first, again, other)
-        if other is not None and marker.encode() in other:
+        if name in b and marker.encode() in b[name]:
             problems.append(f"{name}: holds the canary client's private text")
     return problems
+
+
+def _without_timings(name: str, content: bytes | None) -> bytes | None:
+    """``content`` with its timings masked: JSON (``.json``, each line of ``.jsonl``) without
+    timing keys, durations in text replaced by ``<duration>``."""
+    if content is None:
+        return None
+    try:
+        text = content.decode()
+    except UnicodeDecodeError:
+        return content
+    if name.endswith(".json"):
+        try:
+            return json.dumps(_drop_timing_keys(json.loads(text)), indent=1, ensure_ascii=False).encode()
+        except ValueError:
+            pass
+    lines = text.splitlines()
+    if name.endswith(".jsonl"):
+        lines = [_jsonl_line(line) for line in lines]
+    return "\n".join(DURATION.sub("<duration>", line) for line in lines).encode()
+
+
+def _jsonl_line(line: str) -> str:
+    try:
+        return json.dumps(_drop_timing_keys(json.loads(line)), ensure_ascii=False)
+    except ValueError:
+        return line
+
+
+def _drop_timing_keys(value):
+    if isinstance(value, dict):
+        return {k: _drop_timing_keys(v) for k, v in value.items() if not TIMING_KEY.fullmatch(k)}
+    if isinstance(value, list):
+        return [_drop_timing_keys(v) for v in value]
+    return value
 
 
 def _differences(name: str, first: bytes | None, again: bytes | None, other: bytes | None) -> list[str]:
