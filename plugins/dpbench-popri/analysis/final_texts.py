@@ -4,7 +4,8 @@ POPri's monitor shows its rounds moving the generator toward the validation cent
 making its samples alike (per checkpoint, `state/monitor.json`). This puts the same statistics
 (``round_metrics`` against the validation split) and two lexical ones (distinct word bigrams
 over all bigrams; the share of texts that open with a chat preamble such as "Here's a revised
-version:", the instruct generator's habit) on the final texts of each finished run — POPri's,
+version:", the instruct generator's habit that ``strip_preambles`` removes,
+``dpbench.synthetic.prompts.CHAT_PREAMBLE``) on the final texts of each finished run — POPri's,
 PE's, the synthetic-public row's — beside its test and validation accuracy, so a board's order
 can be read against what its texts look like. It generates nothing and spends no privacy: the
 texts are each run's saved artifact (``synthetic.jsonl``, checked against its seal), which the
@@ -19,13 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 from collections import defaultdict
 from pathlib import Path
 
 STATISTICS = ("validation_centroid_cosine", "validation_nearest_cosine", "validation_fid", "mean_pairwise_cosine",
               "distinct_bigrams", "preamble_share", "mean_words")
-PREAMBLE = re.compile(r"^(here(’s|'s| is| are)|sure|certainly)\b[^:]{0,100}:", re.IGNORECASE)
 
 
 def distinct_bigrams(texts: list[str]) -> float:
@@ -49,6 +48,7 @@ def main() -> None:
     from dpbench.results import load_artifact, load_result
     from dpbench.runner import Runner
     from dpbench.suite import load_suite
+    from dpbench.synthetic.prompts import CHAT_PREAMBLE
     from dpbench.toolkit import Embedder, embed_split, round_metrics
 
     suite = load_suite(args.suite, args.overrides, runs_dir=args.runs_dir)
@@ -74,7 +74,7 @@ def main() -> None:
                      "validation_accuracy": round(scores["validation_accuracy"], 4),
                      **{k: round(v, 4) for k, v in stats.items()},
                      "distinct_bigrams": round(distinct_bigrams(texts), 4),
-                     "preamble_share": round(sum(bool(PREAMBLE.match(t)) for t in texts) / len(texts), 4),
+                     "preamble_share": round(sum(bool(CHAT_PREAMBLE.match(t)) for t in texts) / len(texts), 4),
                      "mean_words": round(float(np.mean([len(t.split()) for t in texts])), 1)})
     groups = defaultdict(list)
     for row in rows:
