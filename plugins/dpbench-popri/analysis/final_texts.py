@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-from collections import defaultdict
 from pathlib import Path
 
 STATISTICS = ("validation_centroid_cosine", "validation_nearest_cosine", "validation_fid", "mean_pairwise_cosine",
@@ -43,12 +42,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
+    from finished_runs import finished_texts, means_by_row, preamble_share
 
-    from dpbench.api import SyntheticTexts
-    from dpbench.results import load_artifact, load_result
     from dpbench.runner import Runner
     from dpbench.suite import load_suite
-    from dpbench.synthetic.prompts import CHAT_PREAMBLE
     from dpbench.toolkit import Embedder, embed_split, round_metrics
 
     suite = load_suite(args.suite, args.overrides, runs_dir=args.runs_dir)
@@ -57,13 +54,7 @@ def main() -> None:
     embedder = Embedder(args.embedder or popri.get("embedder") or Embedder().name)
     validation: dict[str, np.ndarray] = {}
     rows = []
-    for spec in suite.runs:
-        folder = suite.folder / spec.run_id
-        result = load_result(folder)
-        artifact = None if result is None else load_artifact(folder)
-        if not isinstance(artifact, SyntheticTexts) or not artifact.texts:
-            continue
-        texts = list(artifact.texts)
+    for spec, result, texts in finished_texts(suite):
         label = spec.dataset.label
         if label not in validation:
             validation[label] = embed_split(embedder, runner.dataset(spec.dataset), "validation", cache=runner.cache)
@@ -74,14 +65,9 @@ def main() -> None:
                      "validation_accuracy": round(scores["validation_accuracy"], 4),
                      **{k: round(v, 4) for k, v in stats.items()},
                      "distinct_bigrams": round(distinct_bigrams(texts), 4),
-                     "preamble_share": round(sum(bool(CHAT_PREAMBLE.match(t)) for t in texts) / len(texts), 4),
+                     "preamble_share": round(preamble_share(texts), 4),
                      "mean_words": round(float(np.mean([len(t.split()) for t in texts])), 1)})
-    groups = defaultdict(list)
-    for row in rows:
-        groups[row["dataset"], row["method"], row["epsilon"]].append(row)
-    means = [{"dataset": d, "method": m, "epsilon": e, "runs": len(g),
-              **{k: round(float(np.mean([r[k] for r in g])), 4) for k in ("test_accuracy", *STATISTICS)}}
-             for (d, m, e), g in groups.items()]
+    means = means_by_row(rows, ("test_accuracy", *STATISTICS))
     header = ["method", "ε", "runs", "test", *STATISTICS]
     print(" | ".join(header))
     for mean in means:
