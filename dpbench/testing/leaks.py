@@ -78,22 +78,20 @@ def _without_timings(name: str, content: bytes | None) -> bytes | None:
         text = content.decode()
     except UnicodeDecodeError:
         return content
-    if name.endswith(".json"):
-        try:
-            return json.dumps(_drop_timing_keys(json.loads(text)), indent=1, ensure_ascii=False).encode()
-        except ValueError:
-            pass
+    if name.endswith(".json") and (masked := _json_without_timings(text, indent=1)) is not None:
+        return masked.encode()
     lines = text.splitlines()
     if name.endswith(".jsonl"):
-        lines = [_jsonl_line(line) for line in lines]
+        lines = [_json_without_timings(line) or line for line in lines]
     return "\n".join(DURATION.sub("<duration>", line) for line in lines).encode()
 
 
-def _jsonl_line(line: str) -> str:
+def _json_without_timings(text: str, indent: int | None = None) -> str | None:
+    """``text`` as JSON without its timing keys, or None when it is not JSON."""
     try:
-        return json.dumps(_drop_timing_keys(json.loads(line)), ensure_ascii=False)
+        return json.dumps(_drop_timing_keys(json.loads(text)), indent=indent, ensure_ascii=False)
     except ValueError:
-        return line
+        return None
 
 
 def _drop_timing_keys(value):
