@@ -93,9 +93,11 @@ def load_result(folder: Path) -> RunResult | None:
         return None
 
 
-def save_artifact(folder: Path, artifact: Artifact) -> None:
+def save_artifact(folder: Path, artifact: Artifact, *, method_s: float | None = None) -> None:
     """Keep the method's output, sealed by a content hash, so a run killed during evaluation
-    does not redo the method and a changed output is never evaluated."""
+    does not redo the method and a changed output is never evaluated; ``method_s``, what making
+    it cost, stays with it for the result of a later attempt that reuses it."""
+    cost = {} if method_s is None else {"method_s": method_s}
     if isinstance(artifact, SyntheticTexts):
         digest = hashlib.sha256()
         with atomic_write(folder / "synthetic.jsonl") as handle:
@@ -104,7 +106,7 @@ def save_artifact(folder: Path, artifact: Artifact) -> None:
                 handle.write(line)
                 digest.update(line.encode())
         write_json(folder / "artifact.json", {"type": "synthetic_texts", "count": len(artifact.texts),
-                                              "sha256": digest.hexdigest()})
+                                              "sha256": digest.hexdigest(), **cost})
     elif isinstance(artifact, TrainedModel):
         root, path = folder.resolve(), Path(artifact.path).resolve()
         if not path.is_dir() or not path.is_relative_to(root):
@@ -112,7 +114,7 @@ def save_artifact(folder: Path, artifact: Artifact) -> None:
                             f"ctx.checkpoint_dir); got {artifact.path}")
         relative = path.relative_to(root)
         write_json(folder / "artifact.json", {"type": "trained_model", "path": relative.as_posix(),
-                                              "sha256": folder_digest(path)})
+                                              "sha256": folder_digest(path), **cost})
     else:
         raise TypeError(f"a method must return SyntheticTexts or TrainedModel, not {type(artifact).__name__}")
 
@@ -149,6 +151,14 @@ def load_artifact(folder: Path) -> Artifact | None:
         raise ArtifactError(f"{folder / 'synthetic.jsonl'}: the synthetic texts changed since the method returned "
                             f"them (they no longer match artifact.json); re-run the method")
     return SyntheticTexts(texts=tuple(texts))
+
+
+def saved_method_seconds(folder: Path) -> float | None:
+    """What making the saved artifact cost (``save_artifact``'s ``method_s``); None when unrecorded."""
+    try:
+        return float(read_json(folder / "artifact.json")["method_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def folder_digest(path: Path) -> str:

@@ -51,6 +51,7 @@ from dpbench.results import (
     load_artifact,
     load_result,
     save_artifact,
+    saved_method_seconds,
     validation_scored,
 )
 from dpbench.suite import PluginChoice, RunSpec, Suite
@@ -327,7 +328,7 @@ class Runner:
             ctx.validation_scorer = lambda artifact: scorer.validation_score(artifact, method_data, ctx)
         privacy, session = self._privacy(spec, method, method.mechanism(method_data), data, folder, ctx)
 
-        artifact = load_artifact(folder)
+        artifact, notes = load_artifact(folder), []
         fresh = artifact is None
         if fresh:
             log.info("%s: running method %s", spec.run_id, spec.method.label)
@@ -339,12 +340,16 @@ class Runner:
                                    f"Method.trains_downstream_model, so it was handed no downstream model to train")
         else:
             log.info("%s: reusing the method's saved output", spec.run_id)
+            if (earlier := saved_method_seconds(folder)) is not None:
+                timings["method_s"] = earlier
+                notes.append("the method's output was saved by an earlier attempt: timings.method_s is what "
+                             "making it cost then, not part of total_s")
         if session is not None:  # the session opened here, whatever the method did to ctx.privacy
             _check_spent(spec, folder, privacy, session)
             privacy.releases = read_ledger(folder / LEDGER_NAME)
             privacy.epsilon_spent = epsilon_from_ledger(folder, delta=spec.delta, accountant=spec.accountant)
         if fresh:
-            save_artifact(folder, artifact)
+            save_artifact(folder, artifact, method_s=timings["method_s"])
         checks = {}
         if data.info.get("canaries"):
             checks["canaries"] = _canary_check(spec, artifact, data.info["canaries"], ctx)
@@ -356,7 +361,6 @@ class Runner:
 
         metrics, metric_specs, versions = {}, {}, {
             f"dataset/{spec.dataset.label}": spec.dataset.version, f"method/{spec.method.label}": spec.method.version}
-        notes = []
         for choice, evaluator in evaluators[:1] if self.scoring == "validation" else evaluators:
             t0 = time.perf_counter()
             if self.scoring == "validation":

@@ -312,7 +312,8 @@ def _record_so_far(plan: TuningPlan, planned: list, ran: set[int], failed: dict[
                 "dataset": spec.dataset.label, "method": setting.method, "values": dict(setting.values),
                 "suite_setting": setting.own, "seed": spec.seed, "run_id": spec.run_id,
                 "validation_score": None if result is None else next(iter(result.metrics.values()))["validation_score"],
-                "method_minutes": None if result is None else round(result.timings.get("method_s", 0) / 60, 2),
+                "method_minutes": None if result is None or "method_s" not in result.timings
+                else round(result.timings["method_s"] / 60, 2),
                 "epsilon_spent": None if result is None else result.privacy.get("epsilon_spent"),
                 "machine": run_machine(suite.folder / spec.run_id),
                 **({"error": failed[spec.run_id]} if spec.run_id in failed else {})})

@@ -144,6 +144,13 @@ def test_saved_artifact_is_reused_when_evaluation_was_interrupted(toy_plugin, to
     report = Runner(suite).run()
     # the interrupted run reused its saved output; only the run never started called the method
     assert len(report.completed) == 2 and len(calls) == 1
+    results = {spec.run_id: load_result(suite.folder / spec.run_id) for spec in suite.runs}
+    reused = [run_id for run_id, result in results.items() if any("earlier attempt" in n for n in result.notes)]
+    assert len(reused) == 1  # and its result still says what the method cost, from the first attempt
+    (run_id,) = reused
+    first = read_json(suite.folder / run_id / "artifact.json")["method_s"]
+    assert results[run_id].timings["method_s"] == first > 0
+    assert all("method_s" in result.timings for result in results.values())
 
 
 def test_evaluator_must_return_declared_metrics(toy_plugin, toy_suite, tmp_path, monkeypatch):

@@ -370,6 +370,7 @@ def test_the_suites_setting_reuses_the_boards_run_made_on_a_machine_like_this(tm
     import json as json_module
 
     from dpbench import runner as runner_module
+    from dpbench.results import saved_method_seconds as board_seconds
     from dpbench.runner import Runner
     from dpbench.suite import load_suite
 
@@ -387,8 +388,10 @@ def test_the_suites_setting_reuses_the_boards_run_made_on_a_machine_like_this(tm
         record = tune(plan, runs_dir=tmp_path / runs)
         assert [r["validation_score"] for r in record["settings"]] == [r["validation_score"] for r in alone["settings"]]
         assert (own in ran) == bool(cpu) and len(ran) == (3 if cpu else 2)
+        assert all(r["method_minutes"] is not None for r in record["settings"])  # a reused run keeps its cost
     copied = json_module.loads((tmp_path / "runs" / "toy-tuning-eps8" / own / "result.json").read_text())
     assert set(copied["metrics"]["next_word"]) == {"validation_score"}
+    assert copied["timings"]["method_s"] == board_seconds(tmp_path / "runs" / "toy" / own)
     board = json_module.loads((tmp_path / "runs" / "toy" / own / "result.json").read_text())
     assert "validation_score" not in board["metrics"]["next_word"]  # the board's run is left as it was
 
