@@ -449,15 +449,22 @@ def _check_versions(runs) -> None:
                                    f"or move them out of the suite folder.")
 
 
-def _check_precision(runs) -> None:
-    """Refuse runs from machines that differ in native bf16, which every ``bf16: auto`` follows:
-    their generators and the evaluator's own pretrained model ran at different precisions, so the
-    rows would not share one yardstick (a board measured in pieces must stay on one kind of machine)."""
+def by_native_bf16(runs) -> dict[bool, list[str]]:
+    """Run ids by whether the machine that made them multiplies bf16 natively (``env.json``),
+    which every ``bf16: auto`` follows; a run that kept no record counts under neither."""
     seen: dict[bool, list[str]] = defaultdict(list)
     for folder, result in runs:
         env = run_environment(folder)
         if "native_bf16_cpu" in env:
             seen[bool(env["native_bf16_cpu"])].append(result.run_id)
+    return seen
+
+
+def _check_precision(runs) -> None:
+    """Refuse runs from machines that differ in native bf16: their generators and the evaluator's
+    own pretrained model ran at different precisions, so the rows would not share one yardstick
+    (a board measured in pieces must stay on one kind of machine)."""
+    seen = by_native_bf16(runs)
     if len(seen) > 1:
         detail = "; ".join(f"{'with' if native else 'without'} native bf16: {len(ids)} runs, e.g. {ids[0]}"
                            for native, ids in sorted(seen.items()))

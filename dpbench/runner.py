@@ -191,15 +191,26 @@ class Runner:
 
     def check_yardstick_here(self) -> None:
         """Refuse, before any work, to add runs that the board would refuse: runs already in the
-        suite folder were scored against an evaluator model built on another machine that this
-        machine would not read but rebuild (``leaderboard.yardsticks``). Every run in the folder
-        counts, not only this grid's: a grid narrowed by an override (one ε) shares its board
-        with the rest."""
+        suite folder were made on a machine that differs from this one in native bf16 (so
+        ``bf16: auto`` would run every model here at another precision), or were scored against
+        an evaluator model built on another machine that this machine would not read but rebuild
+        (``leaderboard.yardsticks``). Every run in the folder counts, not only this grid's: a grid
+        narrowed by an override (one ε) shares its board with the rest."""
         from dpbench.cache import built_on, this_machine
-        from dpbench.leaderboard import UNNOTED, collect, describe_builders, yardsticks
+        from dpbench.leaderboard import UNNOTED, by_native_bf16, collect, describe_builders, yardsticks
+        from dpbench.models.precision import native_bf16
 
+        runs = collect(self.suite.folder)
+        here = native_bf16("cpu")
+        if other := by_native_bf16(runs).get(not here):
+            raise DpbenchError(
+                f"{self.suite.folder} holds {len(other)} runs made on a machine {'without' if here else 'with'} "
+                f"native bf16 (e.g. {other[0]}; its env.json names the machine), and this one "
+                f"{'has' if here else 'lacks'} it: `bf16: auto` would run the generators and the evaluator at "
+                f"another precision here, and the board refuses to mix them. Run the suite on a machine like "
+                f"theirs, or give --runs-dir another folder to measure the suite afresh")
         devices = {spec.dataset.label: _device(spec.device) for spec in self.suite.runs}
-        for dataset, entries in yardsticks(collect(self.suite.folder)).items():
+        for dataset, entries in yardsticks(runs).items():
             if dataset not in devices:
                 continue
             for entry, machines in entries.items():

@@ -100,6 +100,7 @@ def test_dry_run_says_when_this_machine_would_be_refused(toy_plugin, toy_suite, 
     from dpbench import cache as cache_module
     from dpbench.cache import CACHE_INPUTS
     from dpbench.files import write_json
+    from dpbench.models import precision
 
     path, runs = str(toy_suite()), str(tmp_path / "runs")
     assert CliRunner().invoke(cli, ["run", path, "seeds=1", "--runs-dir", runs]).exit_code == 0
@@ -114,6 +115,10 @@ def test_dry_run_says_when_this_machine_would_be_refused(toy_plugin, toy_suite, 
     assert "toy: 4 of 8 runs complete, 4 to do" in dry.output
     assert re.search(r"Running here would be refused: .* scored against next_token/pretrained/0123 built on "
                      r"CPU A \(native bf16\)", dry.output.replace("\n", " ")), dry.output
+    here = precision.native_bf16("cpu")
+    monkeypatch.setattr(precision, "native_bf16", lambda device: not here)  # and differs in native bf16
+    dry = CliRunner(env={"COLUMNS": "250"}).invoke(cli, ["run", path, "seeds=2", "--runs-dir", runs, "--dry-run"])
+    assert re.search(r"Running here would be refused: .* holds 4 runs made on a machine", dry.output), dry.output
 
 
 def test_validate_reports_errors_without_traceback(toy_plugin, toy_suite):

@@ -250,8 +250,9 @@ def test_a_suite_is_refused_where_its_runs_evaluator_model_would_be_rebuilt(toy_
     on a machine that would rebuild it (B) the run stops before any work; where the entry is kept
     (the committed cache), or on A, it goes on."""
     from dpbench import cache as cache_module
-    from dpbench.cache import BUILT_ON, CACHE_INPUTS
+    from dpbench.cache import BUILT_ON, CACHE_INPUTS, machine_label
     from dpbench.errors import DpbenchError
+    from dpbench.models.precision import native_bf16
 
     suite, _ = _run(toy_suite(), tmp_path, ["seeds=1"])
     monkeypatch.setattr(cache_module, "this_machine", lambda device: "CPU B (native bf16)")
@@ -266,8 +267,30 @@ def test_a_suite_is_refused_where_its_runs_evaluator_model_would_be_rebuilt(toy_
     _run(toy_suite(), tmp_path, ["seeds=1"])
     (suite.folder / done.run_id / CACHE_INPUTS).unlink()  # a run made before the note, on A
     env = read_json(suite.folder / done.run_id / "env.json")
-    write_json(suite.folder / done.run_id / "env.json", {**env, "cpu": "CPU A", "native_bf16_cpu": True})
+    write_json(suite.folder / done.run_id / "env.json", {**env, "cpu": "CPU A"})
     with pytest.raises(DpbenchError, match=r"scored against the evaluator's pretrained model \(not noted"):
         _run(toy_suite(), tmp_path, ["seeds=1"])
-    monkeypatch.setattr(cache_module, "this_machine", lambda device: "CPU A (native bf16)")
+    a_here = machine_label("CPU A", native_bf16("cpu"))  # A, as env.json names it, differing from here in CPU only
+    monkeypatch.setattr(cache_module, "this_machine", lambda device: a_here)
     _run(toy_suite(), tmp_path, ["seeds=1"])
+
+
+def test_a_suite_is_refused_on_a_machine_that_differs_from_its_runs_in_native_bf16(toy_plugin, toy_suite, tmp_path,
+                                                                                  monkeypatch):
+    """`bf16: auto` follows native bf16, so runs added on a machine that differs from the folder's
+    finished runs would be computed (and scored) at another precision, which the board refuses to
+    mix: the run stops before any work, whatever evaluator entry is kept; on a like machine it goes on."""
+    from dpbench.errors import DpbenchError
+    from dpbench.models import precision
+
+    suite, _ = _run(toy_suite(), tmp_path, ["seeds=1"])
+    here = precision.native_bf16("cpu")
+    assert {read_json(suite.folder / s.run_id / "env.json")["native_bf16_cpu"] for s in suite.runs} == {here}
+    monkeypatch.setattr(precision, "native_bf16", lambda device: not here)
+    with pytest.raises(DpbenchError, match=rf"holds 4 runs made on a machine {'with' if here else 'without'} "
+                                           rf"native bf16 .* this one {'lacks' if here else 'has'} it"):
+        _run(toy_suite(), tmp_path, ["seeds=2"])
+    assert len(list(suite.folder.glob("*/result.json"))) == 4  # nothing was started
+    monkeypatch.undo()
+    _, report = _run(toy_suite(), tmp_path, ["seeds=2"])
+    assert len(report.completed) == 4 and len(report.skipped) == 4
