@@ -377,30 +377,42 @@ def _other_run_folders(loaded) -> list[str]:
 def _remaining(loaded, runs, states: dict[str, str], tuned: dict[str, Path]) -> str:
     """How many of ``runs`` are complete, and about how long the rest would take one after
     another: each at the median recorded time of finished runs of its dataset and method in the
-    suite folder (on the machines that made them; the median, because a run paused or sharing the
-    machine records more than it cost; a resuming run counts whole). A rescored run costs only the
-    evaluation its saved result (in ``tuned``, a tuning's folder, or its own) recorded."""
+    suite folder (the median, because a run paused or sharing the machine records more than it
+    cost; a resuming run counts whole), made on this machine where there are such runs, since
+    machines can differ twofold or more in speed; else on the machines that made them, which the line
+    names. A rescored run costs only the evaluation its saved result (in ``tuned``, a tuning's
+    folder, or its own) recorded."""
     import statistics
 
-    from dpbench.results import load_result
+    from dpbench.cache import this_machine
+    from dpbench.results import load_result, run_machine
 
-    seconds: dict[tuple[str, str], list[float]] = {}
+    seconds: dict[tuple[str, str], list[tuple[str | None, float]]] = {}
     for spec in loaded.runs:
         done = load_result(loaded.folder / spec.run_id)
         if done is not None and (total := done.timings.get("total_s")) is not None:
-            seconds.setdefault((spec.dataset.label, spec.method.label), []).append(total)
+            machine = run_machine(loaded.folder / spec.run_id)
+            seconds.setdefault((spec.dataset.label, spec.method.label), []).append((machine, total))
+    here = this_machine("cpu")
     left = [spec for spec in runs if states[spec.run_id] != "complete"]
-    estimates = []
+    estimates, elsewhere = [], set()
     for spec in left:
         if states[spec.run_id] == "rescored":
             done = load_result(tuned.get(spec.run_id, loaded.folder / spec.run_id))
             estimates.append(sum(s for name, s in done.timings.items() if name.startswith("evaluate_")))
-        elif (times := seconds.get((spec.dataset.label, spec.method.label))) is not None:
+        elif (timed := seconds.get((spec.dataset.label, spec.method.label))) is not None:
+            times = [total for machine, total in timed if machine == here]
+            if not times:
+                times = [total for _, total in timed]
+                elsewhere.update(machine or "an unrecorded machine" for machine, _ in timed)
             estimates.append(statistics.median(times))
     line = f"{loaded.name}: {len(runs) - len(left)} of {len(runs)} runs complete, {len(left)} to do"
     if estimates:
         line += (f"; ≈ {_duration(sum(estimates))} for {len(estimates)} of them, one after another, at the median "
                  f"recorded time of finished runs of their dataset and method (a rescored run: its evaluation)")
+        if elsewhere:
+            line += (f", some timed only on {', '.join(sorted(elsewhere))}, not on this {here}, and machines "
+                     f"can differ twofold or more in speed")
     unknown = len(left) - len(estimates)
     return line + (f" ({unknown} with none finished to go by)" if unknown else "")
 

@@ -94,6 +94,27 @@ def test_the_time_left_goes_by_the_median_so_a_paused_run_does_not_inflate_it(to
     assert "toy: 11 of 16 runs complete, 5 to do; ≈ 8 min for 5 of them" in dry.output, dry.output  # + 120 s
 
 
+def test_dry_run_times_what_is_left_by_this_machines_runs_where_it_made_any(toy_plugin, toy_suite, tmp_path):
+    path, runs = str(toy_suite()), str(tmp_path / "runs")
+    assert CliRunner().invoke(cli, ["run", path, "seeds=1", "--runs-dir", runs]).exit_code == 0
+    folder = load_suite(path, ["seeds=1"], runs_dir=runs).folder
+    for run in (d for d in folder.iterdir() if (d / "result.json").is_file()):
+        elsewhere = "nonprivate" in run.name or "noisy_unigram__eps1__" in run.name
+        result = json.loads((run / "result.json").read_text())
+        result["timings"]["total_s"] = 7200.0 if elsewhere else 60.0
+        (run / "result.json").write_text(json.dumps(result))
+        if elsewhere:
+            env = json.loads((run / "env.json").read_text())
+            env["cpu"] = "Other CPU"
+            (run / "env.json").write_text(json.dumps(env))
+    dry = CliRunner(env={"COLUMNS": "250"}).invoke(cli, ["run", path, "seeds=2", "--runs-dir", runs, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    # seed 1's four runs: public_only 60 s, nonprivate 7200 s (made elsewhere only), and noisy_unigram's two
+    # at the 60 s of its run made here, not at the 3630 s median with the one made elsewhere
+    assert "≈ 2 h 03 min for 4 of them" in dry.output, dry.output
+    assert "some timed only on Other CPU (" in dry.output, dry.output
+
+
 def test_dry_run_says_when_this_machine_would_be_refused(toy_plugin, toy_suite, tmp_path, monkeypatch):
     """Runs in the folder scored against an evaluator model built on another machine, which this
     one would rebuild: the plan says running here would be refused, and why; it still lists the runs."""
