@@ -187,11 +187,11 @@ class LlamaDecoder:
         written into ``keys`` ``[P, KV, D, W]`` and ``values`` ``[P, KV, W, D]`` (one per layer);
         returns their last tokens' normalised hidden states."""
         import torch
-        from torch.nn.functional import scaled_dot_product_attention, silu
+        from torch.nn.functional import scaled_dot_product_attention
 
         device = self.base.model.embed_tokens.weight.device
         lengths = torch.tensor([len(p) for p in prompts], device=device)
-        total, heads, kv_heads, dim = int(lengths.sum()), self.heads, self.kv_heads, self.head_dim
+        total, heads, dim = int(lengths.sum()), self.heads, self.head_dim
         starts = lengths.cumsum(0) - lengths
         prompt_of = torch.repeat_interleave(torch.arange(len(prompts), device=device), lengths)
         positions = torch.arange(total, device=device) - starts[prompt_of]
@@ -200,42 +200,45 @@ class LlamaDecoder:
         cos, sin = self.base.model.rotary_emb(hidden, positions.view(1, total))
         cos, sin = cos.view(total, 1, dim), sin.view(total, 1, dim)
         for layer, k_cache, v_cache in zip(self.layers, keys, values, strict=True):
-            qkv = layer.qkv(self._norm(hidden, layer.attention_norm))
-            qk = _rotate(qkv[:, : (heads + kv_heads) * dim].view(total, heads + kv_heads, dim), cos, sin)
-            v = qkv[:, (heads + kv_heads) * dim :].view(total, kv_heads, dim)
-            q, k, v = (_padded(x, prompt_of, positions, width).transpose(1, 2)  # [P, heads, width, D]
-                       for x in (qk[:, :heads], qk[:, heads:], v))
+            q, k, v = (_padded(x, prompt_of, positions, len(prompts), width).transpose(1, 2)  # [P, heads, width, D]
+                       for x in self._attention_inputs(layer, hidden, cos, sin))
             k_cache[..., :width], v_cache[:, :, :width] = k.transpose(-1, -2), v
             # right-padded and causal: no prompt token sees the padding after it
             attended = scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).transpose(1, 2)[
                 prompt_of, positions]
-            hidden = hidden + layer.out(attended.reshape(total, heads * dim))
-            gate, up = layer.gate_up(self._norm(hidden, layer.mlp_norm)).chunk(2, dim=-1)
-            hidden = hidden + layer.down(silu(gate) * up)
+            hidden = self._mlp(layer, hidden + layer.out(attended.reshape(total, heads * dim)))
         last = hidden[starts + lengths - 1]
         return self._norm(last, self.base.model.norm.weight)
 
     def _step(self, tokens, positions, prefix: _Prefix, groups: _Groups, keys, values, index: int):
         """One decode step: write each layer's new key/value at ``index``, return the rows'
         normalised hidden states (the output layer's input)."""
-        from torch.nn.functional import silu
-
-        batch, heads, kv_heads, dim = len(tokens), self.heads, self.kv_heads, self.head_dim
+        batch, heads, dim = len(tokens), self.heads, self.head_dim
         hidden = self.base.model.embed_tokens(tokens)
         cos, sin = self.base.model.rotary_emb(hidden, positions.view(batch, 1))
         bias = prefix.bias[groups.source]
         for layer, prompt_k, prompt_v, k_cache, v_cache in zip(self.layers, prefix.keys, prefix.values, keys, values,
                                                                strict=True):
-            qkv = layer.qkv(self._norm(hidden, layer.attention_norm))
-            qk = _rotate(qkv[:, : (heads + kv_heads) * dim].view(batch, heads + kv_heads, dim), cos, sin)
-            k_cache[:, :, index] = qk[:, heads:]
-            v_cache[:, :, index] = qkv[:, (heads + kv_heads) * dim :].view(batch, kv_heads, dim)
-            attended = _attend(qk[:, :heads], groups, prompt_k, prompt_v, bias,
-                               k_cache[:, :, : index + 1], v_cache[:, :, : index + 1])
-            hidden = hidden + layer.out(attended.reshape(batch, heads * dim))
-            gate, up = layer.gate_up(self._norm(hidden, layer.mlp_norm)).chunk(2, dim=-1)
-            hidden = hidden + layer.down(silu(gate) * up)
+            q, k_cache[:, :, index], v_cache[:, :, index] = self._attention_inputs(layer, hidden, cos, sin)
+            attended = _attend(q, groups, prompt_k, prompt_v, bias, k_cache[:, :, : index + 1],
+                               v_cache[:, :, : index + 1])
+            hidden = self._mlp(layer, hidden + layer.out(attended.reshape(batch, heads * dim)))
         return self._norm(hidden, self.base.model.norm.weight)
+
+    def _attention_inputs(self, layer: _Layer, hidden, cos, sin):
+        """One layer's queries ``[N, H, D]``, keys and values ``[N, KV, D]`` for ``hidden``
+        ``[N, hidden]`` (queries and keys rotated together)."""
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        qkv = layer.qkv(self._norm(hidden, layer.attention_norm))
+        qk = _rotate(qkv[:, : (heads + kv_heads) * dim].view(len(hidden), heads + kv_heads, dim), cos, sin)
+        return qk[:, :heads], qk[:, heads:], qkv[:, (heads + kv_heads) * dim :].view(len(hidden), kv_heads, dim)
+
+    def _mlp(self, layer: _Layer, hidden):
+        """``hidden`` plus the layer's SiLU MLP of it."""
+        from torch.nn.functional import silu
+
+        gate, up = layer.gate_up(self._norm(hidden, layer.mlp_norm)).chunk(2, dim=-1)
+        return hidden + layer.down(silu(gate) * up)
 
     def _norm(self, hidden, weight):
         """Llama's RMSNorm, as the model computes it (statistics in float32, normalised in
@@ -333,9 +336,9 @@ def _attend(query, groups: _Groups, prompt_keys, prompt_values, prompt_bias, key
     return attended.reshape(batch, heads, dim).to(query.dtype)
 
 
-def _padded(tokens, prompt_of, positions, width: int):
-    """Packed ``[T, ...]`` -> ``[P, width, ...]``: each prompt's tokens from position 0, zeros after."""
-    padded = tokens.new_zeros(int(prompt_of[-1]) + 1, width, *tokens.shape[1:])
+def _padded(tokens, prompt_of, positions, prompts: int, width: int):
+    """Packed ``[T, ...]`` -> ``[prompts, width, ...]``: each prompt's tokens from position 0, zeros after."""
+    padded = tokens.new_zeros(prompts, width, *tokens.shape[1:])
     padded[prompt_of, positions] = tokens
     return padded
 

@@ -33,6 +33,14 @@ def gqa_lm_dir(tiny_lm_dir, tmp_path_factory):
     return folder
 
 
+def last_logits(model, tok, sequences):
+    """The model's own next-token logits after each sequence (left-padded together)."""
+    from dpbench.models.decoding import left_padded
+
+    ids, mask = left_padded(sequences, tok.pad_token_id, device="cpu")
+    return model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits[:, -1]
+
+
 def pair(folder, batch_size=3):
     reference = TransformersGenerator(str(folder), batch_size=batch_size, decode_loop="transformers")
     loop = TransformersGenerator(reference.model, tokenizer=reference.tokenizer, batch_size=batch_size)
@@ -87,11 +95,7 @@ def test_logits_equal_the_models_forward(gqa_lm_dir):
         assert [len(n) for n in new] == [3, 3, 2, 6, 4, 3, 6]
         for step, logits in enumerate(seen):
             sequences = [p + n[:step] for p, n in zip(prompts, new, strict=True) if len(n) > step]
-            width = max(map(len, sequences))
-            ids = torch.tensor([[tok.pad_token_id] * (width - len(s)) + s for s in sequences])
-            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences])
-            want = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
-            torch.testing.assert_close(logits, want[:, -1].float(), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(logits, last_logits(model, tok, sequences).float(), rtol=1e-4, atol=1e-4)
 
 
 def test_bf16_logits_are_as_close_to_float32_as_the_bf16_models(gqa_lm_dir):
@@ -118,17 +122,11 @@ def test_bf16_logits_are_as_close_to_float32_as_the_bf16_models(gqa_lm_dir):
         seen.append(logits.clone())
         return torch.tensor([(5 * len(seen) + 3 * i + 1) % (len(tok) - 1) for i in range(len(logits))])
 
-    def forward(lm, sequences):
-        width = max(map(len, sequences))
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(s)) + s for s in sequences])
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences])
-        return lm(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits[:, -1]
-
     with torch.inference_mode():
         new = LlamaDecoder(half).decode(prompts, max_new_tokens=5, eos_ids=[], draw=draw)
         for step, logits in enumerate(seen):
             sequences = [p + n[:step] for p, n in zip(prompts, new, strict=True)]
-            exact, rounded = forward(model, sequences).float(), forward(half, sequences).float()
+            exact, rounded = last_logits(model, tok, sequences).float(), last_logits(half, tok, sequences).float()
             assert logits.dtype == torch.float32
             loop_error, model_error = (logits - exact).abs().mean(), (rounded - exact).abs().mean()
             assert model_error > 0  # bf16 rounding is visible at this scale ...
