@@ -7,13 +7,15 @@ layer's KV cache by concatenation, copies a prompt's cache into each of its samp
 its logits processors each step. This loop prefills each *distinct* prompt once, in packs of
 ~2k tokens (projections packed end to end without padding, causal attention within each
 prompt), keeps that prompt cache once, in the model's dtype, for all of the prompt's samples
-(each step reads a prompt's keys once for all its rows), decodes with fused QKV and gate/up
+(each step reads a prompt's keys once for all its rows), decodes with fused QKV
 projections into a preallocated per-row cache written in place, draws from the output layer
-128 rows at a time, and drops finished rows from the batch. LoRA adapters (PEFT) are folded into the fused
+128 rows at a time, and drops finished rows from the batch. On a CPU the MLP's activation and
+gating and both residual additions run inside the products (oneDNN post-ops) instead of as
+passes of their own. LoRA adapters (PEFT) are folded into the
 weights with PEFT's own ``get_delta_weight``, so no merged checkpoint is ever written. The
 arithmetic is the model's (RMSNorm in float32, the model's rotary embedding, SiLU MLP,
-softmax attention): greedy decoding gives transformers' tokens, and sampled texts come from
-the same distribution.
+softmax attention; bf16 results rounded once where the model rounds twice): greedy decoding
+gives transformers' tokens, and sampled texts come from the same distribution.
 """
 
 from __future__ import annotations
@@ -70,6 +72,30 @@ class _Linear:
             return torch.nn.functional.linear(x, self.weight)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
 
+    def silu(self, x):
+        """``silu(x @ weight.T)``, the activation applied to the product before it is rounded."""
+        import torch
+
+        if self.packed is None:
+            return torch.nn.functional.silu(torch.nn.functional.linear(x, self.weight))
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "swish", [], "")
+
+    def times(self, x, other):
+        """``(x @ weight.T) * other`` in one pass over the product."""
+        return self._binary(x, other, "mul")
+
+    def plus(self, x, other):
+        """``(x @ weight.T) + other`` in one pass over the product (a residual connection)."""
+        return self._binary(x, other, "add")
+
+    def _binary(self, x, other, operation: str):
+        import torch
+
+        if self.packed is None:
+            product = torch.nn.functional.linear(x, self.weight)
+            return product * other if operation == "mul" else product + other
+        return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.packed, None, operation)
+
 
 def _base(model):
     """The ``LlamaForCausalLM`` inside a ``PeftModel`` (or the model itself)."""
@@ -82,7 +108,8 @@ class _Layer:
     qkv: _Linear
     out: _Linear
     mlp_norm: Any
-    gate_up: _Linear
+    gate: _Linear
+    up: _Linear
     down: _Linear
 
 
@@ -112,7 +139,7 @@ class LlamaDecoder:
             attention_norm=layer.input_layernorm.weight,
             qkv=_Linear(torch.cat([weights["q_proj"], weights["k_proj"], weights["v_proj"]])),
             out=_Linear(weights["o_proj"]), mlp_norm=layer.post_attention_layernorm.weight,
-            gate_up=_Linear(torch.cat([weights["gate_proj"], weights["up_proj"]])), down=_Linear(weights["down_proj"]))
+            gate=_Linear(weights["gate_proj"]), up=_Linear(weights["up_proj"]), down=_Linear(weights["down_proj"]))
 
     def decode(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, eos_ids: Sequence[int],
                draw: Callable, finished: Callable | None = None) -> list[list[int]]:
@@ -164,7 +191,8 @@ class LlamaDecoder:
 
     def _prefill(self, prompts: Sequence[tuple[int, ...]]) -> _Prefix:
         """Every distinct prompt through the model once, in packs of about ``PREFILL_TOKENS``
-        tokens: the prompts' keys, values and last normalised hidden states."""
+        tokens of prompts of similar lengths (less padding in the packs' attention): the
+        prompts' keys, values and last normalised hidden states, in ``prompts``' order."""
         import torch
 
         device, dtype = self.base.model.embed_tokens.weight.device, self.base.model.embed_tokens.weight.dtype
@@ -172,20 +200,21 @@ class LlamaDecoder:
         count, width, kv_heads, dim = len(prompts), int(lengths.max()), self.kv_heads, self.head_dim
         keys = [torch.zeros(count, kv_heads, dim, width, dtype=dtype, device=device) for _ in self.layers]
         values = [torch.zeros(count, kv_heads, width, dim, dtype=dtype, device=device) for _ in self.layers]
-        last, start = [], 0
-        for pack in _packs(prompts, PREFILL_TOKENS):
-            end = start + len(pack)
-            last.append(self._prefill_pack(pack, [k[start:end] for k in keys], [v[start:end] for v in values]))
-            start = end
+        order, start = sorted(range(count), key=lambda i: len(prompts[i])), 0
+        last = torch.empty(count, self.base.config.hidden_size, dtype=dtype, device=device)
+        for pack in _packs([prompts[i] for i in order], PREFILL_TOKENS):
+            rows = torch.tensor(order[start : start + len(pack)], device=device)
+            last[rows] = self._prefill_pack(pack, rows, keys, values)
+            start += len(pack)
         bias = torch.zeros(count, 1, 1, width, device=device).masked_fill_(
             (torch.arange(width, device=device) >= lengths[:, None]).view(count, 1, 1, width), -math.inf)
-        return _Prefix(keys, values, bias, lengths, torch.cat(last))
+        return _Prefix(keys, values, bias, lengths, last)
 
-    def _prefill_pack(self, prompts: Sequence[tuple[int, ...]], keys, values):
+    def _prefill_pack(self, prompts: Sequence[tuple[int, ...]], rows, keys, values):
         """``prompts`` through the model (projections over their tokens packed end to end
         without padding, attention over them right-padded to the longest), their keys and values
-        written into ``keys`` ``[P, KV, D, W]`` and ``values`` ``[P, KV, W, D]`` (one per layer);
-        returns their last tokens' normalised hidden states."""
+        written into rows ``rows`` of ``keys`` ``[P, KV, D, W]`` and ``values`` ``[P, KV, W, D]``
+        (one per layer); returns their last tokens' normalised hidden states."""
         import torch
         from torch.nn.functional import scaled_dot_product_attention
 
@@ -197,16 +226,15 @@ class LlamaDecoder:
         positions = torch.arange(total, device=device) - starts[prompt_of]
         width = int(lengths.max())
         hidden = self.base.model.embed_tokens(torch.tensor([t for p in prompts for t in p], device=device))
-        cos, sin = self.base.model.rotary_emb(hidden, positions.view(1, total))
-        cos, sin = cos.view(total, 1, dim), sin.view(total, 1, dim)
+        cos, sin = self._rotation(hidden, positions)
         for layer, k_cache, v_cache in zip(self.layers, keys, values, strict=True):
             q, k, v = (_padded(x, prompt_of, positions, len(prompts), width).transpose(1, 2)  # [P, heads, width, D]
                        for x in self._attention_inputs(layer, hidden, cos, sin))
-            k_cache[..., :width], v_cache[:, :, :width] = k.transpose(-1, -2), v
+            k_cache[rows, ..., :width], v_cache[rows, :, :width] = k.transpose(-1, -2), v
             # right-padded and causal: no prompt token sees the padding after it
             attended = scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).transpose(1, 2)[
                 prompt_of, positions]
-            hidden = self._mlp(layer, hidden + layer.out(attended.reshape(total, heads * dim)))
+            hidden = self._mlp(layer, layer.out.plus(attended.reshape(total, heads * dim), hidden))
         last = hidden[starts + lengths - 1]
         return self._norm(last, self.base.model.norm.weight)
 
@@ -215,15 +243,25 @@ class LlamaDecoder:
         normalised hidden states (the output layer's input)."""
         batch, heads, dim = len(tokens), self.heads, self.head_dim
         hidden = self.base.model.embed_tokens(tokens)
-        cos, sin = self.base.model.rotary_emb(hidden, positions.view(batch, 1))
+        cos, sin = self._rotation(hidden, positions)
         bias = prefix.bias[groups.source]
         for layer, prompt_k, prompt_v, k_cache, v_cache in zip(self.layers, prefix.keys, prefix.values, keys, values,
                                                                strict=True):
             q, k_cache[:, :, index], v_cache[:, :, index] = self._attention_inputs(layer, hidden, cos, sin)
             attended = _attend(q, groups, prompt_k, prompt_v, bias, k_cache[:, :, : index + 1],
                                v_cache[:, :, : index + 1])
-            hidden = self._mlp(layer, hidden + layer.out(attended.reshape(batch, heads * dim)))
+            hidden = self._mlp(layer, layer.out.plus(attended.reshape(batch, heads * dim), hidden))
         return self._norm(hidden, self.base.model.norm.weight)
+
+    def _rotation(self, hidden, positions):
+        """The rotary embedding's cosines and sines ``[N, 1, D]`` at ``positions``, the sines'
+        first half negated (``rotate_half``'s sign, so ``_rotate`` needs no negation)."""
+        import torch
+
+        cos, sin = self.base.model.rotary_emb(hidden, positions.view(1, -1))
+        half = self.head_dim // 2
+        sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+        return cos.view(len(positions), 1, self.head_dim), sin.view(len(positions), 1, self.head_dim)
 
     def _attention_inputs(self, layer: _Layer, hidden, cos, sin):
         """One layer's queries ``[N, H, D]``, keys and values ``[N, KV, D]`` for ``hidden``
@@ -234,11 +272,10 @@ class LlamaDecoder:
         return qk[:, :heads], qk[:, heads:], qkv[:, (heads + kv_heads) * dim :].view(len(hidden), kv_heads, dim)
 
     def _mlp(self, layer: _Layer, hidden):
-        """``hidden`` plus the layer's SiLU MLP of it."""
-        from torch.nn.functional import silu
-
-        gate, up = layer.gate_up(self._norm(hidden, layer.mlp_norm)).chunk(2, dim=-1)
-        return hidden + layer.down(silu(gate) * up)
+        """``hidden`` plus the layer's SiLU MLP of it (activation, gating and residual fused into
+        the products)."""
+        normed = self._norm(hidden, layer.mlp_norm)
+        return layer.down.plus(layer.up.times(normed, layer.gate.silu(normed)), hidden)
 
     def _norm(self, hidden, weight):
         """Llama's RMSNorm, as the model computes it (statistics in float32, normalised in
@@ -326,13 +363,13 @@ def _attend(query, groups: _Groups, prompt_keys, prompt_values, prompt_bias, key
     batch, heads, dim = query.shape
     kv_heads, width = prompt_keys.shape[1], prompt_keys.shape[3]
     group, scale = heads // kv_heads, dim**-0.5
-    grouped = query.reshape(batch, kv_heads, group, dim)
+    grouped = query.reshape(batch, kv_heads, group, dim) * scale  # scaled before the products: fewer passes
     on_prompt = groups.to_rows(torch.matmul(groups.to_grid(grouped.to(prompt_keys.dtype)), prompt_keys), group)
     on_own = torch.matmul(grouped.float(), keys.transpose(-1, -2))
-    weights = torch.softmax(torch.cat([on_prompt.float() * scale + prompt_bias, on_own * scale], dim=-1), dim=-1)
+    weights = torch.softmax(torch.cat([on_prompt + prompt_bias, on_own], dim=-1), dim=-1)  # float32 (the bias's)
     from_prompt = groups.to_rows(torch.matmul(groups.to_grid(weights[..., :width].to(prompt_values.dtype)),
                                               prompt_values), group)
-    attended = from_prompt.float() + torch.matmul(weights[..., width:], values)
+    attended = from_prompt + torch.matmul(weights[..., width:], values)  # float32
     return attended.reshape(batch, heads, dim).to(query.dtype)
 
 
@@ -365,11 +402,12 @@ def left_padded(sequences: Sequence[Sequence[int]], pad_id: int, *, device):
 
 
 def _rotate(x, cos, sin):
-    """Rotary position embedding (Llama's ``rotate_half`` convention)."""
+    """Rotary position embedding (Llama's ``rotate_half`` convention; ``sin`` from ``_rotation``,
+    its first half negated)."""
     import torch
 
     half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+    return torch.addcmul(x * cos, torch.cat((x[..., half:], x[..., :half]), dim=-1), sin)
 
 
 def _weight(module):

@@ -64,13 +64,18 @@ def test_greedy_with_stop_strings_and_adapter(tiny_lm_dir, tiny_adapter_dir):
     assert loop.generate(PROMPTS, params, seed=0) == reference.generate(PROMPTS, params, seed=0)  # ... and removed
 
 
-def test_logits_equal_the_models_forward(gqa_lm_dir):
+@pytest.mark.parametrize("pack_tokens", [2048, 30, 1])
+def test_logits_equal_the_models_forward(gqa_lm_dir, pack_tokens, monkeypatch):
     """Each step's logits are the model's own for the same sequence, for every row still
     decoding, while samples of one prompt (which share its cached keys) diverge and stop at
-    different steps, a prompt is left with no row, and finished prompts' caches are dropped."""
+    different steps, a prompt is left with no row, and finished prompts' caches are dropped;
+    prompts prefilled in one pack, in packs of several, or one by one (sorted by length)."""
     import torch
 
+    from dpbench.models import decoding
     from dpbench.models.decoding import LlamaDecoder
+
+    monkeypatch.setattr(decoding, "PREFILL_TOKENS", pack_tokens)
 
     reference, _ = pair(gqa_lm_dir)
     model, tok = reference.model, reference.tokenizer
@@ -131,6 +136,33 @@ def test_bf16_logits_are_as_close_to_float32_as_the_bf16_models(gqa_lm_dir):
             loop_error, model_error = (logits - exact).abs().mean(), (rounded - exact).abs().mean()
             assert model_error > 0  # bf16 rounding is visible at this scale ...
             assert loop_error <= 1.5 * model_error  # ... and the loop's is no larger than the model's
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("packed", [True, False])
+def test_fused_products_equal_the_unfused_arithmetic(dtype, packed):
+    """The MLP's activation, gating and residual addition inside the product (oneDNN post-ops)
+    give the separate operations' results up to one rounding, packed or not."""
+    import torch
+    from torch.nn.functional import linear, silu
+
+    from dpbench.models.decoding import _Linear
+
+    torch.manual_seed(0)
+    dtype = getattr(torch, dtype)
+    weight, x, other = (torch.randn(*shape).to(dtype) for shape in ((48, 32), (5, 32), (5, 48)))
+    product = _Linear(weight)
+    if not packed:
+        product.packed = None
+    elif product.packed is None:
+        pytest.skip("torch without oneDNN")
+    exact = linear(x.double(), weight.double())
+    tolerance = 1e-4 if dtype == torch.float32 else 0.05
+    for fused, unfused in ((product.silu(x), silu(exact)), (product.times(x, other), exact * other.double()),
+                           (product.plus(x, other), exact + other.double())):
+        assert fused.dtype == dtype
+        scale = unfused.abs().max()
+        assert (fused.double() - unfused).abs().max() <= tolerance * scale
 
 
 def test_a_prompt_without_tokens_is_refused(gqa_lm_dir):
