@@ -2,8 +2,8 @@
 
 What ``bf16: auto`` rests on (``dpbench.models.precision``): on a CPU that computes bf16 natively
 (AVX512-BF16, AMX) bf16 products are several times faster than float32; elsewhere oneDNN
-emulates them and they are several times slower. Shapes: SmolLM2-135M's fused gate/up
-projection (576 → 3072) at 32 rows (a decode step at batch 32) and 2,048 rows (a prefill or a
+emulates them and they are several times slower. Shapes: SmolLM2-135M's gate and up
+projections taken together (576 → 3072) at 32 rows (a decode step at batch 32) and 2,048 rows (a prefill or a
 training batch). Best of five.
 
 ``.venv/bin/python benchmarks/precision.py`` writes ``results/precision-<machine>.json``, where
