@@ -147,6 +147,9 @@ def load_artifact(folder: Path) -> Artifact | None:
                 texts.append(json.loads(line)["text"])
     except (OSError, ValueError, KeyError, TypeError):
         texts = None
+    if texts is None and not (folder / "synthetic.jsonl").is_file():
+        raise ArtifactError(f"{folder / 'synthetic.jsonl'}: the synthetic texts are missing (a committed run folder "
+                            f"keeps none); re-run the method")
     if texts is None or digest.hexdigest() != sealed or len(texts) != where:
         raise ArtifactError(f"{folder / 'synthetic.jsonl'}: the synthetic texts changed since the method returned "
                             f"them (they no longer match artifact.json); re-run the method")

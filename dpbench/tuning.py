@@ -363,12 +363,19 @@ def reuse_tuning_runs(suite, runs=None) -> list[str]:
 
 def _reusable(suite, folders: list[Path], *, validation: bool, runs=None) -> dict[str, Path]:
     """Run id -> the first of ``folders`` holding that run of ``suite`` (of ``runs``) finished,
-    scored on validation or test as ``validation`` says, with a sound ledger and made on a
-    machine like this one; runs already in the suite's folder are left out."""
+    scored on validation or test as ``validation`` says, with a sound ledger, its saved output
+    present and intact (a committed run folder keeps no texts or model: there the method runs
+    again) and made on a machine like this one; runs already in the suite's folder are left out."""
     from dpbench.env import environment
     from dpbench.privacy.ledger import run_ledger_problems
-    from dpbench.results import load_result, run_environment
+    from dpbench.results import ArtifactError, load_artifact, load_result, run_environment
     from dpbench.runner import finished
+
+    def output_intact(folder: Path) -> bool:
+        try:
+            return load_artifact(folder) is not None
+        except ArtifactError:
+            return False
 
     found, here = {}, None
     for spec in suite.runs if runs is None else runs:
@@ -377,7 +384,8 @@ def _reusable(suite, folders: list[Path], *, validation: bool, runs=None) -> dic
         for folder in folders:
             source = folder / spec.run_id
             done = load_result(source)
-            if not finished(done, spec, validation=validation) or run_ledger_problems(source, done.privacy):
+            if (not finished(done, spec, validation=validation) or run_ledger_problems(source, done.privacy)
+                    or not output_intact(source)):
                 continue
             here = here or _machine(environment())
             if _machine(run_environment(source)) == here:

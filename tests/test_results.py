@@ -74,7 +74,10 @@ def test_changed_or_torn_synthetic_texts(tmp_path):
     save_artifact(tmp_path, SyntheticTexts(texts=("a", "b")))
     assert load_artifact(tmp_path).texts == ("a", "b")
     (tmp_path / "synthetic.jsonl").write_text('{"text": "a"}\n{"text": "c"}\n')
-    with pytest.raises(ArtifactError):
+    with pytest.raises(ArtifactError, match="changed since the method returned"):
+        load_artifact(tmp_path)
+    (tmp_path / "synthetic.jsonl").unlink()  # as in a committed run folder, which keeps no texts
+    with pytest.raises(ArtifactError, match="synthetic texts are missing"):
         load_artifact(tmp_path)
     (tmp_path / "artifact.json").write_text('{"type": "synth')  # torn record: the method is redone
     assert load_artifact(tmp_path) is None

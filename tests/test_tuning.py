@@ -366,7 +366,8 @@ def test_the_suites_setting_reuses_the_boards_run_made_on_a_machine_like_this(tm
                                                                                monkeypatch):
     """The suite's setting at the board's ε and seed is the board's run: its saved output is
     scored on validation (the same score as running it), not run again; a board run made on
-    another CPU is run afresh, since its bits may differ."""
+    another CPU is run afresh, since its bits may differ, and so is one whose saved texts are
+    gone (a committed board keeps none), without a damaged copy left behind."""
     import json as json_module
 
     from dpbench import runner as runner_module
@@ -378,16 +379,19 @@ def test_the_suites_setting_reuses_the_boards_run_made_on_a_machine_like_this(tm
     alone = tune(plan, runs_dir=tmp_path / "alone")  # no board beside it: every setting runs
     ran, real = [], runner_module._run_method
     monkeypatch.setattr(runner_module, "_run_method", lambda spec, *args: ran.append(spec.run_id) or real(spec, *args))
-    for runs, cpu in (("runs", None), ("elsewhere", "another CPU")):
+    for runs, change in (("runs", None), ("elsewhere", "another CPU"), ("committed", "texts gone")):
         Runner(load_suite(plan.suite, runs_dir=tmp_path / runs)).run()  # the board, scored on test
         own = next(r for r in alone["settings"] if r["suite_setting"])["run_id"]
-        if cpu:
+        if change == "another CPU":
             env_path = tmp_path / runs / "toy" / own / "env.json"
-            env_path.write_text(json_module.dumps({**json_module.loads(env_path.read_text()), "cpu": cpu}))
+            env_path.write_text(json_module.dumps({**json_module.loads(env_path.read_text()), "cpu": change}))
+        elif change:
+            (tmp_path / runs / "toy" / own / "synthetic.jsonl").unlink()
         ran.clear()
         record = tune(plan, runs_dir=tmp_path / runs)
         assert [r["validation_score"] for r in record["settings"]] == [r["validation_score"] for r in alone["settings"]]
-        assert (own in ran) == bool(cpu) and len(ran) == (3 if cpu else 2)
+        assert (own in ran) == bool(change) and len(ran) == (3 if change else 2)
+        assert not (tmp_path / runs / "toy-tuning-eps8" / ".damaged").exists()
         assert all(r["method_minutes"] is not None for r in record["settings"])  # a reused run keeps its cost
     copied = json_module.loads((tmp_path / "runs" / "toy-tuning-eps8" / own / "result.json").read_text())
     assert set(copied["metrics"]["next_word"]) == {"validation_score"}
