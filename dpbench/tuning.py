@@ -384,11 +384,10 @@ def _reusable(suite, folders: list[Path], *, validation: bool, runs=None) -> dic
         for folder in folders:
             source = folder / spec.run_id
             done = load_result(source)
-            if (not finished(done, spec, validation=validation) or run_ledger_problems(source, done.privacy)
-                    or not output_intact(source)):
+            if not finished(done, spec, validation=validation) or run_ledger_problems(source, done.privacy):
                 continue
             here = here or _machine(environment())
-            if _machine(run_environment(source)) == here:
+            if _machine(run_environment(source)) == here and output_intact(source):  # hashing the output: last
                 found[spec.run_id] = source
                 break
     return found
