@@ -71,8 +71,10 @@ def test_runs_and_leaderboard_publish_offline(toy_plugin, toy_suite, tmp_path, o
         for path in run.rglob("*"):
             if path.is_file():
                 assert SENTINEL.encode() not in path.read_bytes(), path
-    logged = b"".join(p.read_bytes() for p in offline_wandb.glob("wandb/offline-run-*/run-*.wandb"))
-    assert b"noisy_unigram" in logged and b"toy_texts" in logged and b"leaderboard/toy" in logged
+    # what the SDK writes before log() returns (the .wandb transaction log is written by wandb's
+    # service process and was once found without the board's entry right after finish())
+    (table,) = offline_wandb.glob("wandb/offline-run-*/files/media/table/leaderboard/toy_*.table.json")
+    assert b"noisy_unigram" in table.read_bytes() and b"toy_texts" in table.read_bytes()
     assert len(list(offline_wandb.glob("wandb/offline-run-*/files/media/images/plot/toy_*.png"))) == 1
 
 
