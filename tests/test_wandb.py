@@ -74,7 +74,8 @@ def test_runs_and_leaderboard_publish_offline(toy_plugin, toy_suite, tmp_path, o
     # what the SDK writes before log() returns (the .wandb transaction log is written by wandb's
     # service process and was once found without the board's entry right after finish())
     (table,) = offline_wandb.glob("wandb/offline-run-*/files/media/table/leaderboard/toy_*.table.json")
-    assert b"noisy_unigram" in table.read_bytes() and b"toy_texts" in table.read_bytes()
+    board = table.read_bytes()
+    assert b"noisy_unigram" in board and b"toy_texts" in board
     assert len(list(offline_wandb.glob("wandb/offline-run-*/files/media/images/plot/toy_*.png"))) == 1
 
 
