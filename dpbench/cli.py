@@ -248,7 +248,9 @@ def _quiet_libraries() -> None:
 @click.option("--method", "methods", multiple=True, metavar="LABEL",
               help="Run only this method's settings (repeatable): a part of a long tuning to run first; the "
                    "record keeps the other methods' finished settings, and the bare command runs the rest.")
-@click.option("--dry-run", is_flag=True, help="Validate and list the settings without running them.")
+@click.option("--dry-run", is_flag=True, help="Validate and list the settings without running them, with what "
+              "running would do with each setting's runs (runner.RUN_STATES, or 'from the board': the board's "
+              "run of the suite's setting, scored on validation).")
 def tune(tuning, runs_dir, out, methods, dry_run):
     """Tune each method of a suite with the same budget, on the validation split only.
 
@@ -256,7 +258,7 @@ def tune(tuning, runs_dir, out, methods, dry_run):
     suite's own included) and each method's search space; see ``dpbench.tuning``."""
     from dpbench.errors import DpbenchError
     from dpbench.suite import check_machine
-    from dpbench.tuning import chosen_methods, load_tuning, tuning_suites, untuned
+    from dpbench.tuning import board_folder, chosen_methods, load_tuning, run_states, tuning_suites, untuned
     from dpbench.tuning import tune as run_tuning
 
     _quiet_libraries()
@@ -272,9 +274,14 @@ def tune(tuning, runs_dir, out, methods, dry_run):
     if left_out:
         click.echo(f"not tuned by {tuning} (they keep the suite's setting): {', '.join(left_out)}")
     if dry_run:
+        from collections import Counter
+
+        board = board_folder(plan, runs_dir=runs_dir)
         for setting, suite in planned:
             if setting.method in labels:
-                click.echo(f"{setting}: {len(suite.runs)} run(s) in {suite.folder}")
+                states = Counter(run_states(suite, board if setting.own else None).values())
+                click.echo(f"{setting}: {len(suite.runs)} run(s) in {suite.folder}: "
+                           + ", ".join(f"{count} {state}" for state, count in sorted(states.items())))
         return
     import shlex
 

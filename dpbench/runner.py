@@ -129,7 +129,8 @@ def finished(done: RunResult | None, spec: RunSpec, *, validation: bool = False)
 RUN_STATES = {
     "complete": "finished and sound: skipped",
     "resumes": "interrupted: continues from what it saved",
-    "rescored": "scored on validation (tuning): its saved output is evaluated on test",
+    "rescored": "scored on the other split (a tuning's run on validation, a board's on test): its saved output "
+                "is evaluated again",
     "redone": "damaged ledger (or --force): started afresh",
     "refused": "damaged, with noise other than seeded: only --force redoes it",
     "to run": "not started",
@@ -137,16 +138,17 @@ RUN_STATES = {
 """what ``dpbench run`` does with a run of the grid, by what its folder holds (``run_state``)"""
 
 
-def run_state(folder: Path, spec: RunSpec, *, force: bool = False) -> str:
-    """Which of ``RUN_STATES`` ``dpbench run`` (with ``--force`` or not) meets in ``spec``'s ``folder``."""
+def run_state(folder: Path, spec: RunSpec, *, force: bool = False, validation: bool = False) -> str:
+    """Which of ``RUN_STATES`` ``dpbench run`` (with ``--force`` or not) meets in ``spec``'s
+    ``folder``; with ``validation``, what ``dpbench tune`` meets there."""
     if force and folder.exists():
         return "redone"
     done = load_result(folder)
-    if finished(done, spec):
+    if finished(done, spec, validation=validation):
         if not run_ledger_problems(folder, done.privacy):
             return "complete"
         return "redone" if spec.noise == "seeded" else "refused"
-    if done is not None and validation_scored(done):
+    if done is not None and validation_scored(done) != validation:
         return "rescored"
     return "resumes" if folder.exists() else "to run"
 

@@ -207,6 +207,22 @@ def tuning_suites(plan: TuningPlan, *, runs_dir: str | Path | None = None) -> li
     return out
 
 
+def board_folder(plan: TuningPlan, *, runs_dir: str | Path | None = None) -> Path:
+    """The tuned suite's runs folder: where its board's runs of the suite's own setting are."""
+    return _base_suite(plan, runs_dir)[1].folder
+
+
+def run_states(suite, board: Path | None = None) -> dict[str, str]:
+    """Run id -> what ``tune`` meets for each run of the tuning ``suite``: a ``runner.RUN_STATES``
+    key, or ``"from the board"`` where ``board`` (the suite's own setting's board folder) holds
+    the run to score on validation instead of running the method (``reuse_board_runs``)."""
+    from dpbench.runner import run_state
+
+    reused = _reusable(suite, [board], validation=False) if board is not None else {}
+    return {spec.run_id: "from the board" if spec.run_id in reused
+            else run_state(suite.folder / spec.run_id, spec, validation=True) for spec in suite.runs}
+
+
 def untuned(plan: TuningPlan, *, runs_dir: str | Path | None = None) -> list[str]:
     """The suite's private methods the plan gives no search space: they keep the suite's
     setting, so a board comparing them with tuned ones compares unequal tuning."""
@@ -271,7 +287,7 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
     from dpbench.runner import Runner
 
     left_out, planned = untuned(plan, runs_dir=runs_dir), tuning_suites(plan, runs_dir=runs_dir)
-    labels, board = chosen_methods(plan, methods), _base_suite(plan, runs_dir)[1].folder
+    labels, board = chosen_methods(plan, methods), board_folder(plan, runs_dir=runs_dir)
     failed: dict[str, str] = {}
     ran: set[int] = set()
     row = progress.add(f"tuning {plan.name}", sum(s.method in labels for s, _ in planned)) if progress else None

@@ -400,6 +400,32 @@ def test_the_suites_setting_reuses_the_boards_run_made_on_a_machine_like_this(tm
     assert "validation_score" not in board["metrics"]["next_word"]  # the board's run is left as it was
 
 
+def test_the_dry_run_says_what_running_would_do_with_each_settings_runs(tmp_path, toy_suite, toy_plugin):
+    """Before a long tuning, its dry run says which runs are done, which the board's run of the
+    suite's setting serves, and which would run or resume."""
+    from click.testing import CliRunner
+
+    from dpbench.cli import cli
+    from dpbench.runner import Runner
+    from dpbench.suite import load_suite
+
+    path = _tuning(tmp_path, toy_suite, SPACE)
+    plan = load_tuning(path)
+
+    def listed():
+        out = CliRunner().invoke(cli, ["tune", str(path), "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
+        assert out.exit_code == 0, out.output
+        return [line.rsplit(": ", 1)[1] for line in out.output.splitlines()]
+
+    assert listed() == ["1 to run"] * 3
+    Runner(load_suite(plan.suite, runs_dir=tmp_path / "runs")).run()  # the board, scored on test
+    assert listed() == ["1 from the board", "1 to run", "1 to run"]
+    record = tune(plan, runs_dir=tmp_path / "runs")
+    assert listed() == ["1 complete"] * 3
+    (tmp_path / "runs" / "toy-tuning-eps8" / record["settings"][1]["run_id"] / "result.json").unlink()
+    assert listed() == ["1 complete", "1 resumes", "1 complete"]
+
+
 def test_the_record_names_each_runs_machine_and_says_when_they_differ(tmp_path, toy_suite, toy_plugin):
     import json as json_module
 
