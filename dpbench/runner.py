@@ -135,7 +135,7 @@ RUN_STATES = {
     "refused": "damaged, with noise other than seeded: only --force redoes it",
     "to run": "not started",
 }
-"""what ``dpbench run`` does with a run of the grid, by what its folder holds (``run_state``)"""
+"""what ``dpbench run`` (or ``dpbench tune``) does with a run of the grid, by what its folder holds (``run_state``)"""
 
 
 def run_state(folder: Path, spec: RunSpec, *, force: bool = False, validation: bool = False) -> str:
