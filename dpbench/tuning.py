@@ -291,18 +291,22 @@ def tune(plan: TuningPlan, *, runs_dir: str | Path | None = None, progress=None,
     failed: dict[str, str] = {}
     ran: set[int] = set()
     row = progress.add(f"tuning {plan.name}", sum(s.method in labels for s, _ in planned)) if progress else None
-    for index, (setting, suite) in enumerate(planned):
-        if setting.method not in labels:
-            continue
-        if setting.own:
-            reuse_board_runs(suite, board)
-        with progress.phase(str(setting)) if progress else nullcontext():
-            failed |= Runner(suite, progress=progress, scoring="validation").run().failed
-        ran.add(index)
+    try:
+        for index, (setting, suite) in enumerate(planned):
+            if setting.method not in labels:
+                continue
+            if setting.own:
+                reuse_board_runs(suite, board)
+            with progress.phase(str(setting)) if progress else nullcontext():
+                failed |= Runner(suite, progress=progress, scoring="validation").run().failed
+            ran.add(index)
+            if progress:
+                progress.advance(row)
+            if out is not None:
+                write_record(_record_so_far(plan, planned, ran, failed, left_out, command), out)
+    finally:  # an interrupted tuning's log says how far it got
         if progress:
-            progress.advance(row)
-        if out is not None:
-            write_record(_record_so_far(plan, planned, ran, failed, left_out, command), out)
+            progress.remove(row)
     record = _record_so_far(plan, planned, ran, failed, left_out, command)
     if out is not None:
         write_record(record, out)
